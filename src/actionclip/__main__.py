@@ -1,0 +1,3 @@
+from actionclip.cli import main
+
+raise SystemExit(main())
