@@ -1,4 +1,15 @@
 """actionclip: video action recognition as video-text matching with CLIP."""
+from actionclip import losses
+from actionclip.checkpoints import from_official_checkpoint, load, save
+from actionclip.factory import build_model, create_model
+from actionclip.models import (
+    VISUAL_PROMPTS,
+    ActionCLIP,
+    ActionCLIPConfig,
+    CheckpointError,
+    UnimodalClassifier,
+    register_model_config,
+)
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name
 
 __version__ = "0.1.0"

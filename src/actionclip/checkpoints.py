@@ -1,0 +1,103 @@
+"""Our checkpoints (a directory: ``model.safetensors`` + ``config.json``) and import of the official
+ActionCLIP checkpoints (``model_state_dict`` + ``fusion_model_state_dict``)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from actionclip.factory import build_model
+from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
+from actionclip.models.backbone import CheckpointError, infer_openai_config, load_strict, read_checkpoint
+from actionclip.models.temporal import canonical_prompt_name
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT = "actionclip"
+
+
+def save(model: torch.nn.Module, directory: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each via a temp file + rename)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(weights_tmp), metadata={"format": FORMAT})
+    config_tmp = directory / (CONFIG_FILE + ".tmp")
+    config_tmp.write_text(json.dumps({"format": FORMAT, "version": 1, "config": model.config.to_dict()}, indent=2))
+    os.replace(weights_tmp, directory / WEIGHTS_FILE)
+    os.replace(config_tmp, directory / CONFIG_FILE)
+    return directory
+
+
+def read_config(directory: str | Path) -> ActionCLIPConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not an actionclip checkpoint directory (no {CONFIG_FILE})")
+    try:
+        content = json.loads(path.read_text())
+        if content.get("format") != FORMAT:
+            raise ValueError(f"format is {content.get('format')!r}, expected {FORMAT!r}")
+        return ActionCLIPConfig(**content["config"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: invalid config ({error})") from error
+
+
+def load(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the exact model saved by :func:`save`, in eval mode."""
+    config = read_config(directory)
+    weights = Path(directory) / WEIGHTS_FILE
+    try:
+        state = load_file(str(weights))
+    except Exception as error:  # safetensors raises its own types on missing or truncated files
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({error})") from error
+    model = build_model(config)
+    load_strict(model, state, str(weights))
+    return model.to(device).eval()
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def _our_key(openai_key: str) -> str:
+    if openai_key.startswith("visual."):
+        return "video." + openai_key
+    return openai_key if openai_key == "logit_scale" else "text." + openai_key
+
+
+def from_official_checkpoint(path: str | Path, visual_prompt: str, num_frames: int = 8) -> ActionCLIP:
+    """Read an official ActionCLIP ``.pt`` (``model_state_dict`` + ``fusion_model_state_dict``, ``module.``
+    prefixes, fp16 or fp32) into our model. The CLIP architecture is read off the state-dict shapes as
+    OpenAI's ``build_model`` does, so any ViT size loads. Returns the model in eval mode, fp32."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not an official ActionCLIP checkpoint (no 'model_state_dict')")
+    prompt = canonical_prompt_name(visual_prompt)
+    clip_state = {}
+    for key, value in checkpoint["model_state_dict"].items():
+        key = _strip_module(key)
+        # The official Shift wraps each visual block in a module whose child is ``net``.
+        clip_state[key.replace(".net.", ".") if key.startswith("visual.") else key] = value
+    time_embedding = clip_state.pop("visual.time_embedding", None)
+    clip_config = infer_openai_config(clip_state)
+    state = {_our_key(k): v for k, v in clip_state.items()}
+    if time_embedding is not None:
+        state["video.time_embedding"] = time_embedding
+
+    fusion = {_strip_module(k): v for k, v in checkpoint.get("fusion_model_state_dict", {}).items()}
+    if prompt != "Transf":
+        # The official visual_prompt creates this table for every prompt but only Transf uses it.
+        fusion.pop("frame_position_embeddings.weight", None)
+    extra = {}
+    if prompt == "Transf" and "frame_position_embeddings.weight" in fusion:
+        extra["max_frames"] = fusion["frame_position_embeddings.weight"].shape[0]
+    state.update({"video.temporal." + k: v for k, v in fusion.items()})
+
+    config = ActionCLIPConfig(clip=clip_config, visual_prompt=prompt, num_frames=num_frames, pretrained=str(path), **extra)
+    model = ActionCLIP(config)
+    load_strict(model, state, str(path))
+    return model.eval()

@@ -1,0 +1,4 @@
+from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig, UnimodalClassifier, ensemble_probabilities
+from actionclip.models.backbone import CheckpointError, register_model_config
+from actionclip.models.temporal import VISUAL_PROMPTS
+from actionclip.models.video import VideoEncoder

@@ -1,0 +1,155 @@
+"""ActionCLIP (video encoder + text encoder + cosine similarity with a learnable temperature) and the
+unimodal baseline of Table 1 (the same video encoder with a linear head)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from actionclip.models.backbone import build_clip
+from actionclip.models.temporal import canonical_prompt_name, default_temporal_heads
+from actionclip.models.text import TextEncoder, make_tokenizer
+from actionclip.models.video import VideoEncoder
+from actionclip.prompts import clean_class_name, fill_templates, resolve_templates
+
+# The official test arithmetic scores with a fixed scale of 100, not the learned temperature.
+TEST_LOGIT_SCALE = 100.0
+
+
+@dataclass
+class ActionCLIPConfig:
+    """Everything needed to rebuild a model; saved as JSON beside the weights."""
+
+    clip: dict[str, Any]  # open_clip model config: embed_dim, vision_cfg, text_cfg, quick_gelu, ...
+    visual_prompt: str = "Transf"
+    num_frames: int = 8
+    arch: str = "actionclip"  # or "unimodal"
+    model_name: str | None = None
+    pretrained: str | None = None  # where the CLIP weights came from (provenance only)
+    temporal_layers: int = 6
+    temporal_heads: int | None = None  # None: text width // 64, as the official Transf
+    max_frames: int = 77  # rows of Transf's frame-position table (the official table has 77)
+    num_classes: int | None = None  # unimodal head only
+    freeze_vision: bool = False
+    freeze_text: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.visual_prompt = canonical_prompt_name(self.visual_prompt)
+        if self.temporal_heads is None:
+            self.temporal_heads = default_temporal_heads(self.clip["text_cfg"].get("width", 512))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _video_encoder(config: ActionCLIPConfig, visual: nn.Module) -> VideoEncoder:
+    return VideoEncoder(
+        visual,
+        config.visual_prompt,
+        config.num_frames,
+        config.clip["embed_dim"],
+        config.temporal_layers,
+        config.temporal_heads,
+        config.max_frames,
+    )
+
+
+class ActionCLIP(nn.Module):
+    def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
+        super().__init__()
+        clip = build_clip(config.clip) if clip is None else clip
+        self.config = config
+        self.video = _video_encoder(config, clip.visual)
+        self.text = TextEncoder(clip)
+        self.logit_scale = clip.logit_scale
+        self.tokenizer = make_tokenizer(config.clip)
+        self.video.visual.requires_grad_(not config.freeze_vision)
+        self.text.requires_grad_(not config.freeze_text)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output)."""
+        return self.video(video)
+
+    def encode_text(self, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """``[N, L]`` token ids -> ``[N, D]``, un-normalised; encoded in chunks of ``batch_size``."""
+        tokens = tokens.to(self.logit_scale.device)
+        return torch.cat([self.text(chunk) for chunk in tokens.split(batch_size)])
+
+    def tokenize(self, texts: Sequence[str] | str) -> torch.Tensor:
+        """CLIP tokens ``[N, context_length]`` (77 for the standard text tower)."""
+        return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
+
+    def forward(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training logits: cosine similarities times the learned scale, ``[B, N]`` and ``[N, B]``."""
+        video_features = F.normalize(self.encode_video(video), dim=-1)
+        text_features = F.normalize(self.encode_text(tokens), dim=-1)
+        scale = self.logit_scale.exp()
+        return scale * video_features @ text_features.t(), scale * text_features @ video_features.t()
+
+    @torch.no_grad()
+    def class_text_features(self, labels: Sequence[str], templates=None, clean_labels: bool = False) -> torch.Tensor:
+        """Normalised text features of every template x label, ``[K, C, D]``."""
+        templates = resolve_templates(templates)
+        labels = [clean_class_name(label) for label in labels] if clean_labels else list(labels)
+        features = self.encode_text(self.tokenize(fill_templates(templates, labels)))
+        return F.normalize(features, dim=-1).view(len(templates), len(labels), -1)
+
+    @torch.no_grad()
+    def classify(
+        self,
+        video: torch.Tensor,
+        labels: Sequence[str],
+        templates=None,
+        ensemble: str = "softmax",
+        clean_labels: bool = False,
+    ) -> torch.Tensor:
+        """Zero-shot class probabilities ``[B, C]`` for any label list, with the official test arithmetic.
+
+        ``templates``: None (the official 16), "label_only", a file of templates, or a list.
+        ``ensemble="softmax"`` (the official default): softmax over classes per template at scale 100, then
+        the mean over templates; ``"embedding"``: the mean of normalised text features over templates.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            text_features = self.class_text_features(labels, templates, clean_labels)
+            video_features = F.normalize(self.encode_video(video.to(self.logit_scale.device)), dim=-1)
+            return ensemble_probabilities(video_features, text_features, ensemble)
+        finally:
+            self.train(was_training)
+
+
+def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
+    """Probabilities ``[B, C]`` from normalised video features ``[B, D]`` and text features ``[K, C, D]``."""
+    if ensemble == "softmax":
+        similarity = TEST_LOGIT_SCALE * torch.einsum("bd,kcd->bkc", video_features, text_features.to(video_features.dtype))
+        return similarity.softmax(dim=-1).mean(dim=1)
+    if ensemble == "embedding":
+        class_features = F.normalize(text_features.mean(dim=0), dim=-1).to(video_features.dtype)
+        return (TEST_LOGIT_SCALE * video_features @ class_features.t()).softmax(dim=-1)
+    raise ValueError(f"ensemble must be 'softmax' or 'embedding', got {ensemble!r}")
+
+
+class UnimodalClassifier(nn.Module):
+    """Table 1's baseline: ActionCLIP's video encoder, then a linear layer trained with cross-entropy."""
+
+    def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
+        super().__init__()
+        if not config.num_classes:
+            raise ValueError("the unimodal classifier needs num_classes")
+        clip = build_clip(config.clip) if clip is None else clip
+        self.config = config
+        self.video = _video_encoder(config, clip.visual)
+        self.head = nn.Linear(config.clip["embed_dim"], config.num_classes)
+        self.video.visual.requires_grad_(not config.freeze_vision)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return self.video(video)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode_video(video))

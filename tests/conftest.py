@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+import actionclip
+
+# A tiny OpenAI-style CLIP (ViT, QuickGELU, 77-token BPE text tower) so the suite runs in minutes on 2 cores.
+TINY = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
+actionclip.register_model_config("test-tiny", TINY)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def random_video(batch=2, frames=8, size=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, 3, size, size, generator=generator)

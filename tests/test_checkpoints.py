@@ -1,0 +1,159 @@
+import json
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import actionclip
+from actionclip import CheckpointError
+from conftest import TINY, random_video
+
+
+@pytest.mark.parametrize("prompt", ["Transf", "Joint", "Transf_cls"])
+def test_save_load_round_trip_is_bit_identical(tmp_path, prompt):
+    model = actionclip.create_model("test-tiny", visual_prompt=prompt, num_frames=4, seed=0).eval()
+    actionclip.save(model, tmp_path / "ckpt")
+    loaded = actionclip.load(tmp_path / "ckpt")
+    video = random_video(batch=2, frames=4)
+    tokens = model.tokenize(["a video of swimming", "jumping"])
+    with torch.no_grad():
+        assert torch.equal(model.encode_video(video), loaded.encode_video(video))
+        assert torch.equal(model.encode_text(tokens), loaded.encode_text(tokens))
+    assert loaded.config == model.config
+    assert sorted((tmp_path / "ckpt").iterdir()) == [tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors"]
+
+
+def test_unimodal_round_trip(tmp_path):
+    model = actionclip.create_model("test-tiny", visual_prompt="MeanP", arch="unimodal", num_classes=4, seed=0).eval()
+    actionclip.save(model, tmp_path)
+    loaded = actionclip.load(tmp_path)
+    assert isinstance(loaded, actionclip.UnimodalClassifier)
+    video = random_video(batch=1)
+    with torch.no_grad():
+        assert torch.equal(model(video), loaded(video))
+
+
+def test_loading_into_wrong_arch_names_the_keys(tmp_path):
+    actionclip.save(actionclip.create_model("test-tiny", visual_prompt="MeanP", seed=0), tmp_path)
+    config_path = tmp_path / "config.json"
+    content = json.loads(config_path.read_text())
+    content["config"]["visual_prompt"] = "Transf"
+    config_path.write_text(json.dumps(content))
+    with pytest.raises(CheckpointError, match=r"missing keys: video\.temporal\.frame_position_embeddings\.weight"):
+        actionclip.load(tmp_path)
+    content["config"]["visual_prompt"] = "MeanP"
+    content["config"]["clip"]["text_cfg"]["width"] = 128
+    config_path.write_text(json.dumps(content))
+    with pytest.raises(CheckpointError, match=r"shape mismatches: text\.positional_embedding: file \(77, 64\) vs model \(77, 128\).*\(17 in all\)"):
+        actionclip.load(tmp_path)
+
+
+def test_truncated_or_foreign_files_give_clear_errors(tmp_path):
+    actionclip.save(actionclip.create_model("test-tiny", visual_prompt="MeanP", seed=0), tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
+        actionclip.load(tmp_path)
+    with pytest.raises(CheckpointError, match="not an actionclip checkpoint directory"):
+        actionclip.load(tmp_path / "nowhere")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="invalid config"):
+        actionclip.load(tmp_path)
+    text_file = tmp_path / "notes.pt"
+    text_file.write_text("hello, I am not a checkpoint")
+    with pytest.raises(CheckpointError, match="notes.pt: not a readable checkpoint"):
+        actionclip.create_model(None, pretrained=str(text_file))
+    with pytest.raises(CheckpointError, match="notes.pt: not a readable checkpoint"):
+        actionclip.from_official_checkpoint(text_file, "Transf")
+
+
+def _tiny_clip():
+    torch.manual_seed(3)
+    return open_clip.CLIP(**TINY).eval()
+
+
+def _features(clip_or_model, video, tokens):
+    with torch.no_grad():
+        if isinstance(clip_or_model, actionclip.ActionCLIP):
+            return clip_or_model.video.encode_frames(video).flatten(0, 1), clip_or_model.encode_text(tokens)
+        return clip_or_model.encode_image(video.flatten(0, 1)), clip_or_model.encode_text(tokens)
+
+
+class _OpenAIArchive(nn.Module):
+    """The layout of OpenAI's released TorchScript files: CLIP's parameters at the top level plus three
+    integer buffers that are not weights."""
+
+    def __init__(self, clip):
+        super().__init__()
+        for name in ("visual", "transformer", "token_embedding", "ln_final"):
+            setattr(self, name, getattr(clip, name))
+        self.positional_embedding = clip.positional_embedding
+        self.text_projection = clip.text_projection
+        self.logit_scale = clip.logit_scale
+        self.register_buffer("input_resolution", torch.tensor(32))
+        self.register_buffer("context_length", torch.tensor(77))
+        self.register_buffer("vocab_size", torch.tensor(49408))
+
+    def forward(self, image):
+        return self.visual(image)
+
+
+def test_openai_torchscript_and_state_dict_files_load_with_inferred_architecture(tmp_path):
+    clip = _tiny_clip()
+    archive = tmp_path / "ViT-tiny.pt"
+    torch.jit.trace(_OpenAIArchive(clip), torch.randn(1, 3, 32, 32)).save(str(archive))
+    state_dict_file = tmp_path / "openai_state_dict.pt"
+    torch.save(clip.state_dict(), state_dict_file)
+    video, tokens = random_video(batch=1, frames=2), open_clip.tokenize(["a video of a dog", "surfing"])
+    expected = _features(clip, video, tokens)
+    for path in (archive, state_dict_file):
+        model = actionclip.create_model(None, pretrained=str(path), visual_prompt="MeanP", num_frames=2).eval()
+        assert model.config.clip["quick_gelu"] is True
+        assert model.config.clip["vision_cfg"]["width"] == 64 and model.config.clip["text_cfg"]["layers"] == 1
+        for ours, theirs in zip(_features(model, video, tokens), expected):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+    named = actionclip.create_model("test-tiny", pretrained=str(archive), num_frames=2).eval()
+    assert torch.allclose(_features(named, video, tokens)[0], expected[0], atol=1e-5)
+
+
+def test_open_clip_training_checkpoint_and_safetensors_load(tmp_path):
+    clip = _tiny_clip()
+    training_ckpt = tmp_path / "epoch_3.pt"
+    torch.save({"epoch": 3, "name": "run", "state_dict": {"module." + k: v for k, v in clip.state_dict().items()}}, training_ckpt)
+    safetensors_file = tmp_path / "open_clip_model.safetensors"
+    save_file(clip.state_dict(), str(safetensors_file))
+    video, tokens = random_video(batch=1, frames=2), open_clip.tokenize(["a cat", "a video of cooking"])
+    expected = _features(clip, video, tokens)
+    for path in (training_ckpt, safetensors_file):
+        model = actionclip.create_model("test-tiny", pretrained=str(path), num_frames=2).eval()
+        for ours, theirs in zip(_features(model, video, tokens), expected):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_a_file_of_the_wrong_architecture_names_the_mismatch(tmp_path):
+    other = dict(TINY, vision_cfg=dict(TINY["vision_cfg"], layers=2))
+    path = tmp_path / "two_layers.pt"
+    torch.save(open_clip.CLIP(**other).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"unexpected keys: visual\.transformer\.resblocks\.1\."):
+        actionclip.create_model("test-tiny", pretrained=str(path))
+
+
+def test_random_init_of_one_tower_keeps_the_other(tmp_path):
+    clip = _tiny_clip()
+    path = tmp_path / "clip.pt"
+    torch.save(clip.state_dict(), path)
+    pretrained = actionclip.create_model("test-tiny", pretrained=str(path), seed=0)
+    random_vision = actionclip.create_model("test-tiny", pretrained=str(path), init_vision="random", seed=0)
+    random_text = actionclip.create_model("test-tiny", pretrained=str(path), init_text="random", seed=0)
+    assert not torch.equal(random_vision.video.visual.conv1.weight, pretrained.video.visual.conv1.weight)
+    assert torch.equal(random_vision.text.token_embedding.weight, pretrained.text.token_embedding.weight)
+    assert torch.equal(random_text.video.visual.conv1.weight, pretrained.video.visual.conv1.weight)
+    assert not torch.equal(random_text.text.token_embedding.weight, pretrained.text.token_embedding.weight)
+    assert torch.equal(random_text.logit_scale, pretrained.logit_scale)
+
+
+def test_unknown_tag_fails_clearly():
+    with pytest.raises(ValueError, match="neither a file nor an open_clip tag"):
+        actionclip.create_model("ViT-B-32", pretrained="no-such-tag")
