@@ -56,3 +56,21 @@ def test_template_file_errors_name_file_and_line(tmp_path):
     assert load_templates(path) == ["a video of {}", "{} again"]
     assert resolve_templates(path) == ["a video of {}", "{} again"]
     assert resolve_templates("label_only") == ["{}"]
+
+
+def test_prompt_tokens_draw_templates_uniformly():
+    import open_clip
+    import torch
+
+    from actionclip.prompts import PromptTokens
+
+    bank = PromptTokens(open_clip.tokenize, ["arm wrestling", "swimming"])
+    assert bank.tokens.shape == (16, 2, 77)
+    labels = torch.tensor([1, 0] * 8000)
+    tokens = bank.sample(labels, generator=torch.Generator().manual_seed(0))
+    # Each drawn row is one of label's 16 prompts, never another class's.
+    matches = (tokens[:, None, :] == bank.tokens[:, labels].permute(1, 0, 2)).all(-1)
+    assert matches.any(1).all()
+    counts = torch.bincount(matches.float().argmax(1), minlength=16).float()
+    assert counts.sum() == 16000 and (counts - 1000).abs().max() < 150  # ~4.7 sigma of a binomial(16000, 1/16)
+    assert torch.equal(bank.tokens[3, 1], open_clip.tokenize(["swimming, an action"])[0])

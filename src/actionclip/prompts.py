@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
+
+import torch
 
 # The 16 templates of the official code (utils/Text_Prompt.py, in its order). The paper says K=18;
 # the released code has these 16. They are data: do not edit.
@@ -99,3 +101,20 @@ def clean_class_name(name: str) -> str:
         return name
     words = _CAMEL_BOUNDARY.sub(" ", name.replace("_", " "))
     return " ".join(words.split()).lower()
+
+
+class PromptTokens:
+    """Every template x class tokenized once, ``[K, C, L]``; training draws one template per sample uniformly
+    at random, as the official ``train.py`` does (``numpy.random.randint(num_templates, size=batch)``)."""
+
+    def __init__(self, tokenize: Callable[[list[str]], torch.Tensor], class_names: Sequence[str], templates=None):
+        self.templates = resolve_templates(templates)
+        self.class_names = list(class_names)
+        tokens = tokenize(fill_templates(self.templates, self.class_names))
+        self.tokens = tokens.view(len(self.templates), len(self.class_names), -1)
+
+    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Tokens ``[B, L]`` of one uniformly drawn template per label."""
+        labels = torch.as_tensor(labels)
+        template_ids = torch.randint(len(self.templates), (len(labels),), generator=generator)
+        return self.tokens[template_ids, labels]
