@@ -1,0 +1,1 @@
+"""Training and evaluation: the loop, metrics, optimizer recipe, torch.distributed helpers."""

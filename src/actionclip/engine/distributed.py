@@ -1,0 +1,87 @@
+"""torch.distributed with one code path: a single process is world size 1 and needs no process group.
+
+Launch many processes with ``torchrun``; it sets RANK/WORLD_SIZE/LOCAL_RANK, and ``init`` joins the group
+(nccl on GPU, gloo on CPU).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init(device: str | None = None) -> DistInfo:
+    """Join the process group that torchrun describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        torch_device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(torch_device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+    return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if not info.enabled:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / info.world_size
+
+
+def all_gather_with_grad(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate a tensor from every rank along dim 0, keeping the gradient of every rank's part."""
+    if not info.enabled:
+        return tensor
+    import torch.distributed.nn
+
+    return torch.cat(torch.distributed.nn.all_gather(tensor), dim=0)
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    if not info.enabled:
+        return [obj]
+    gathered = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj, info: DistInfo):
+    if not info.enabled:
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
