@@ -66,6 +66,15 @@ def all_gather_with_grad(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(torch.distributed.nn.all_gather(tensor), dim=0)
 
 
+def all_gather(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Concatenate a tensor from every rank along dim 0 (no gradient)."""
+    if not info.enabled:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
 def gather_objects(obj, info: DistInfo) -> list:
     if not info.enabled:
         return [obj]

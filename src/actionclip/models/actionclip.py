@@ -84,11 +84,17 @@ class ActionCLIP(nn.Module):
         """CLIP tokens ``[N, context_length]`` (77 for the standard text tower)."""
         return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
 
-    def forward(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training logits: cosine similarities times the learned scale, ``[B, N]`` and ``[N, B]``."""
+    def forward(self, video: torch.Tensor, tokens: torch.Tensor, normalized_features: bool = False):
+        """Training logits: cosine similarities times the learned scale, ``[B, N]`` and ``[N, B]``.
+
+        ``normalized_features=True`` returns ``(video_features, text_features, scale)`` instead, for losses
+        that contrast against features gathered from other processes.
+        """
         video_features = F.normalize(self.encode_video(video), dim=-1)
         text_features = F.normalize(self.encode_text(tokens), dim=-1)
         scale = self.logit_scale.exp()
+        if normalized_features:
+            return video_features, text_features, scale
         return scale * video_features @ text_features.t(), scale * text_features @ video_features.t()
 
     @torch.no_grad()

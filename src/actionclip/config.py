@@ -1,0 +1,167 @@
+"""Experiment configs: plain dataclasses, read from YAML, overridable with ``--set section.key=value``.
+
+Unknown keys are errors (with the file and the key), so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from actionclip.engine.optim import OptimConfig
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = "ViT-B-32"
+    pretrained: str | None = "openai"
+    arch: str = "actionclip"  # actionclip | unimodal | xclip
+    visual_prompt: str = "Transf"
+    num_frames: int = 8
+    quick_gelu: bool | None = None
+    init_vision: str = "pretrained"
+    init_text: str = "pretrained"
+    freeze_vision: bool = False
+    freeze_text: bool = False
+    temporal_layers: int = 6
+    checkpoint: str | None = None  # start from our checkpoint dir or an official .pt instead of CLIP weights
+
+
+@dataclass
+class PromptConfig:
+    templates: str | list[str] = "actionclip"  # actionclip | label_only | a file | a list
+    ensemble: str = "softmax"  # how test scores combine templates: softmax | embedding
+
+
+@dataclass
+class DataConfig:
+    format: str = "list"  # see actionclip.data.build_dataset
+    root: str = "."
+    train: str | None = None
+    val: str | None = None
+    classes: str | None = None
+    split: int = 1
+    clean_class_names: bool = True
+    image_size: int = 224
+    batch_size: int = 16  # per process
+    workers: int = 4
+    randaugment: bool = False
+    frame_template: str = "img_{:05d}.jpg"
+    frame_offset: int = 1
+    max_bad_fraction: float = 0.01  # training fails if more than this fraction of samples is unreadable
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific settings (synthetic sizes, ...)
+
+
+@dataclass
+class TrainConfig:
+    output: str = "runs/actionclip"
+    seed: int = 1024
+    device: str | None = None  # None: cuda if available
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast with fp32 master weights)
+    eval_every: int = 1  # epochs
+    save_every_steps: int = 0  # 0: only at the end of each epoch
+    keep_last: int = 2
+    log_every: int = 10
+    gather_features: bool = False  # contrast against every rank's batch instead of the local one
+    grad_checkpointing: bool = False
+    max_steps: int | None = None  # stop early (for smoke tests and debugging)
+
+
+@dataclass
+class EvalConfig:
+    views: str = "1x1"  # clips x crops
+    batch_size: int = 16
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{where}.{name}")
+        elif name == "betas":
+            kwargs[name] = tuple(float(v) for v in value)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint, where: str) -> Any:
+    """YAML reads ``5e-6`` (no dot) as a string: turn strings into the declared number type."""
+    if not isinstance(value, str):
+        return value
+    options = typing.get_args(hint) or (hint,)
+    for number in (int, float):
+        if number in options:
+            try:
+                return number(value)
+            except ValueError:
+                if float in options and number is int:
+                    continue
+                raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    return value
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (None: all defaults) and apply ``section.key=value`` overrides."""
+    values: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: invalid YAML: {error}") from error
+    for override in overrides or []:
+        keys, value = _parse_override(override)
+        node = values
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {override!r}: {key} is not a section")
+        node[keys[-1]] = value
+    return _build(Config, values, where)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))

@@ -1,0 +1,296 @@
+"""The training loop: one process or many under torchrun (DDP), CPU or GPU, resumable at any saved step.
+
+Determinism: every epoch draws one seeded permutation of the data and one seed per sample; a sample's
+augmentation and its prompt template come from its own seed, and dropout is re-seeded at each step. So a
+run resumed from a checkpoint sees the same batches as an uninterrupted one, and a DDP run with
+``gather_features`` sees the same global batches as one process with the same global batch size.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from actionclip import checkpoints
+from actionclip.config import Config, save_config
+from actionclip.engine import distributed
+from actionclip.engine.distributed import DistInfo
+from actionclip.engine.evaluate import predict_dataset, summarize, write_report
+from actionclip.engine.optim import build_optimizer, build_scheduler
+from actionclip.losses import kl_contrastive_loss
+from actionclip.models.actionclip import ActionCLIP
+from actionclip.prompts import PromptTokens
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the checkpoints written before are intact."""
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float = -math.inf
+
+
+class EpochSampler(Sampler):
+    """This rank's ``(index, sample_seed)`` pairs for one epoch: a seeded permutation cut to whole global
+    batches (drop_last), dealt to ranks in turn, starting after ``skip`` of this rank's samples."""
+
+    def __init__(self, size: int, global_batch: int, seed: int, epoch: int, info: DistInfo, skip: int = 0):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(size, generator=generator)
+        seeds = torch.randint(2**62, (size,), generator=generator)
+        usable = size // global_batch * global_batch
+        mine = order[:usable][info.rank :: info.world_size]
+        self.items = [(int(i), int(seeds[i])) for i in mine[skip:]]
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self):
+        return len(self.items)
+
+
+class SeededDataset(Dataset):
+    """Seeds Python, NumPy and torch from the sample's own seed before loading it, so its random
+    augmentation does not depend on the worker, the batch or the run it is loaded in."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        video, target = self.dataset[index]
+        return video, target, seed
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None for fp32; bf16/fp16 autocast keeps fp32 master weights. ``auto``: bf16 (or fp16) on GPU, fp32 on CPU."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision in ("bf16", "fp16"):
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("fp16 autocast needs a GPU; use bf16 or fp32 on CPU")
+        return torch.bfloat16 if precision == "bf16" else torch.float16
+    raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+
+
+def _single_labels(targets: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """Class indices; for multi-hot targets one positive class per sample, drawn from its seed."""
+    if targets.ndim == 1:
+        return targets.long()
+    labels = []
+    for target, seed in zip(targets, seeds.tolist()):
+        positives = target.nonzero().flatten()
+        labels.append(positives[seed % len(positives)] if len(positives) else torch.tensor(0))
+    return torch.stack(labels).long()
+
+
+class Trainer:
+    def __init__(self, config: Config, model: torch.nn.Module, train_set: Dataset, val_set: Dataset | None, info: DistInfo):
+        self.config, self.info = config, info
+        self.output = Path(config.train.output)
+        self.model = model.to(info.device)
+        self.train_set, self.val_set = train_set, val_set
+        self.class_names = list(train_set.classes)
+        data, optim = config.data, config.optim
+        self.global_batch = data.batch_size * info.world_size * optim.accumulation_steps
+        self.steps_per_epoch = len(train_set) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_set)} training videos are fewer than one global batch of {self.global_batch}")
+        self.optimizer = build_optimizer(self.model, optim)
+        self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch)
+        self.amp_dtype = autocast_dtype(config.train.precision, info.device)
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
+        self.prompts = PromptTokens(self.model.tokenize, self.class_names, config.prompts.templates) if isinstance(self.model, ActionCLIP) else None
+        self.ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None) if info.enabled else self.model
+        self.state = TrainState()
+        self.metrics_file = self.output / "metrics.jsonl"
+        self.tensorboard = None
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint_dir(self) -> Path:
+        return self.output / "checkpoints"
+
+    def save_state(self) -> None:
+        """A resumable checkpoint (model, optimizer, scheduler, scaler, position), written atomically."""
+        if not self.info.is_main:
+            return
+        directory = self._checkpoint_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.state
+        path = directory / f"epoch{state.epoch:03d}_step{state.global_step:08d}.pt"
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "state": vars(state).copy(),
+        }
+        tmp = path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        for old in sorted(directory.glob("*.pt"))[: -self.config.train.keep_last]:
+            old.unlink()
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted(self._checkpoint_dir().glob("*.pt"))
+        return found[-1] if found else None
+
+    def resume(self, path: Path) -> None:
+        payload = torch.load(path, map_location=self.info.device, weights_only=True)
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.state = TrainState(**payload["state"])
+        if self.info.is_main and self.metrics_file.exists():
+            # Drop what the interrupted run logged after this checkpoint, so the log reads as one run.
+            kept = [line for line in self.metrics_file.read_text().splitlines() if json.loads(line).get("step", 0) <= self.state.global_step]
+            self.metrics_file.write_text("".join(line + "\n" for line in kept))
+
+    # ---- logging -----------------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        if not self.info.is_main:
+            return
+        with open(self.metrics_file, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    self.tensorboard.add_scalar(key, value, record.get("step", 0))
+
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional; metrics.jsonl always has everything
+            return
+        self.tensorboard = SummaryWriter(str(self.output / "tensorboard"))
+
+    # ---- one step ----------------------------------------------------------------------------------
+    def loss(self, videos: torch.Tensor, targets: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        labels = _single_labels(targets, seeds).to(self.info.device)
+        if self.prompts is None:
+            return F.cross_entropy(self.ddp(videos), labels)
+        template_ids = seeds % len(self.prompts.templates)
+        tokens = self.prompts.tokens[template_ids, labels.cpu()].to(self.info.device)
+        if not self.config.train.gather_features:
+            logits_per_video, logits_per_text = self.ddp(videos, tokens)
+            return kl_contrastive_loss(logits_per_video, logits_per_text, labels)
+        video_features, text_features, scale = self.ddp(videos, tokens, normalized_features=True)
+        video_features = distributed.all_gather_with_grad(video_features, self.info)
+        text_features = distributed.all_gather_with_grad(text_features, self.info)
+        labels = distributed.all_gather(labels, self.info)
+        logits = scale * video_features @ text_features.t()
+        return kl_contrastive_loss(logits, logits.t(), labels)
+
+    def train(self) -> dict:
+        config, info = self.config, self.info
+        if info.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.output / "config.yaml")
+            self._open_tensorboard()
+        latest = self.latest_checkpoint()
+        if latest is not None:
+            self.resume(latest)
+        accumulation = config.optim.accumulation_steps
+        last_eval: dict = {}
+        dataset = SeededDataset(self.train_set)
+        while self.state.epoch < config.optim.epochs:
+            epoch = self.state.epoch
+            sampler = EpochSampler(len(dataset), self.global_batch, config.train.seed, epoch, info,
+                                   skip=self.state.step_in_epoch * config.data.batch_size * accumulation)
+            loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
+                                drop_last=True, persistent_workers=False)
+            self.model.train()
+            progress = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch}", disable=not info.is_main)
+            started, seen = time.perf_counter(), 0
+            for micro_step, (videos, targets, seeds) in enumerate(loader):
+                # Dropout draws depend on the step only, never on what ran before in this process.
+                torch.manual_seed(config.train.seed * 1_000_003 + self.state.global_step * accumulation + micro_step % accumulation)
+                with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    loss = self.loss(videos.to(info.device, non_blocking=True), targets, seeds)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {loss.item()} at epoch {epoch}, step {self.state.global_step}; "
+                        f"the last good checkpoint is {self.latest_checkpoint()}"
+                    )
+                self.scaler.scale(loss / accumulation).backward()
+                seen += len(videos)
+                if (micro_step + 1) % accumulation:
+                    continue
+                if config.optim.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.optim.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
+                self.state.global_step += 1
+                self.state.step_in_epoch += 1
+                progress.update()
+                loss_value = distributed.all_reduce_mean(loss.detach(), info).item()
+                lr = self.optimizer.param_groups[0]["lr"]
+                rate = seen * info.world_size / (time.perf_counter() - started)
+                progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", videos_per_s=f"{rate:.1f}")
+                if self.state.global_step % config.train.log_every == 0 or self.state.step_in_epoch == self.steps_per_epoch:
+                    self.log({"step": self.state.global_step, "epoch": epoch, "loss": loss_value, "lr": lr, "videos_per_s": rate})
+                every = config.train.save_every_steps
+                if every and self.state.global_step % every == 0 and self.state.step_in_epoch < self.steps_per_epoch:
+                    self.save_state()
+                if config.train.max_steps and self.state.global_step >= config.train.max_steps:
+                    break
+            progress.close()
+            stopped_early = self.state.step_in_epoch < self.steps_per_epoch
+            if not stopped_early:
+                self.state.epoch += 1
+                self.state.step_in_epoch = 0
+            last_eval = self.end_of_epoch(epoch, final=stopped_early or self.state.epoch == config.optim.epochs)
+            if stopped_early:
+                break
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        return last_eval
+
+    def end_of_epoch(self, epoch: int, final: bool) -> dict:
+        config = self.config
+        summary: dict = {}
+        if self.val_set is not None and (final or (epoch + 1) % config.train.eval_every == 0):
+            probabilities, targets = predict_dataset(
+                self.model, self.val_set, self.class_names, templates=config.prompts.templates, ensemble=config.prompts.ensemble,
+                batch_size=config.eval.batch_size, workers=config.data.workers, info=self.info, autocast_dtype=self.amp_dtype,
+            )
+            summary = summarize(probabilities, targets)
+            if self.info.is_main:
+                write_report(self.output, summary, probabilities, targets, self.class_names)
+                self.log({"step": self.state.global_step, "epoch": epoch, **{f"val_{k}": v for k, v in summary.items()}})
+            metric = summary.get("top1", summary.get("mAP"))
+            if self.info.is_main and metric > self.state.best:
+                self.state.best = metric
+                checkpoints.save(self.model, self.output / "best")
+        if self.info.is_main:
+            checkpoints.save(self.model, self.output / "last")
+        self.save_state()
+        distributed.barrier(self.info)
+        return summary
