@@ -101,3 +101,23 @@ def from_official_checkpoint(path: str | Path, visual_prompt: str, num_frames: i
     model = ActionCLIP(config)
     load_strict(model, state, str(path))
     return model.eval()
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint directory from a path: the directory itself, or a run directory's ``best`` or ``last``."""
+    path = Path(path)
+    if (path / CONFIG_FILE).is_file() or path.is_file():
+        return path
+    for child in ("best", "last"):
+        if (path / child / CONFIG_FILE).is_file():
+            return path / child
+    raise CheckpointError(f"{path}: no actionclip checkpoint here (expected {CONFIG_FILE}, or a run directory with best/ or last/)")
+
+
+def load_any(path: str | Path, visual_prompt: str = "Transf", num_frames: int = 8, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Our checkpoint (a directory or a run directory) or an official ActionCLIP ``.pt`` file (which does not
+    record its visual prompt, hence ``visual_prompt``)."""
+    path = resolve(path)
+    if path.is_file():
+        return from_official_checkpoint(path, visual_prompt, num_frames).to(device)
+    return load(path, device)
