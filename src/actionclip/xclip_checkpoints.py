@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -213,7 +214,12 @@ def read_videox_checkpoint(path: str | Path) -> Any:
     try:
         with torch.serialization.safe_globals([(_YacsNodeAsDict, "yacs.config.CfgNode")]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated files, foreign formats and disallowed globals all end here
+    except pickle.UnpicklingError as error:
+        # torch's message ends in advice to retry with weights_only=False; keep only what was refused.
+        refused = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\n|$)", str(error))
+        reason = refused[1] if refused else str(error)
+        raise CheckpointError(f"{path}: refused by the weights-only unpickler: {reason}") from error
+    except Exception as error:  # truncated files and foreign formats
         raise CheckpointError(f"{path}: not a readable X-CLIP checkpoint ({type(error).__name__}: {error})") from error
     if isinstance(checkpoint, dict) and "config" in checkpoint:
         checkpoint["config"] = _plain(checkpoint["config"])
