@@ -119,6 +119,19 @@ def test_new_and_pretrained_parameters_split_like_the_original_recipe():
         assert (id(parameter) in new) == bool(re.search(r"message_|mit|prompts", name)), name
 
 
+def test_initialised_from_clip_with_only_the_new_modules_fresh(tmp_path):
+    clip = build_clip(TINY)
+    torch.save(clip.state_dict(), tmp_path / "clip.pt")
+    model = actionclip.create_model("test-tiny", pretrained=str(tmp_path / "clip.pt"), arch="xclip", num_frames=3)
+    clip_state = clip.state_dict()
+    for name, parameter in model.named_parameters():
+        if id(parameter) not in {id(p) for p in model.new_parameters()}:
+            clip_key = name[len("video."):] if name.startswith("video.") else name[len("text."):] if name.startswith("text.") else name
+            assert torch.equal(parameter, clip_state[clip_key]), name
+    alpha = model.prompts_generator.alpha
+    assert torch.equal(alpha, torch.full_like(alpha, 0.1))  # the original's prompt alpha init
+
+
 def test_freezing_keeps_the_new_modules_trainable():
     model = actionclip.create_model("test-tiny", arch="xclip", num_frames=3, seed=0, freeze_vision=True, freeze_text=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -207,7 +207,8 @@ def _plain(value: Any) -> Any:
 
 def read_videox_checkpoint(path: str | Path) -> Any:
     """An original X-CLIP ``.pth`` loaded with ``torch.load(weights_only=True)``; its yacs ``config`` comes back as
-    nested dicts. Files that pickle anything beyond tensors, plain containers and a yacs config are refused."""
+    nested dicts. Files that pickle anything beyond tensors, plain containers and a yacs config are refused.
+    Needs torch >= 2.6 (allow-listing a class under another module path)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -230,7 +231,7 @@ def _videox_key(key: str) -> str:
     if key.startswith(("visual.", "mit.", "prompts_visual_")):
         return "video." + key
     if key.startswith("prompts_generator."):
-        return _rename(key, prefixes=())
+        return _rename(key, prefixes=())  # only its MLP's ``mlp.0`` / ``mlp.3`` change
     return key if key == "logit_scale" else "text." + key
 
 

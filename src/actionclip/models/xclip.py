@@ -9,8 +9,9 @@
   tokens; the result, scaled by a learnable per-channel alpha, is added to the text embeddings, so every video
   gets its own class embeddings and the logits are per video x class.
 
-Module and parameter names follow the original code (microsoft/VideoX, ``X-CLIP/models``) so its checkpoints load
-with prefixes changed only; the arithmetic is that of ``transformers``' ``XCLIPModel``, checked in the tests.
+Module and parameter names follow the original code (microsoft/VideoX, ``X-CLIP/models``), so its checkpoints load
+with prefixes changed (and the prompt MLP's layers named as CLIP's); the arithmetic is that of ``transformers``'
+``XCLIPModel``, checked in the tests.
 """
 from __future__ import annotations
 
