@@ -8,8 +8,10 @@ from actionclip.models import (
     ActionCLIPConfig,
     CheckpointError,
     UnimodalClassifier,
+    XCLIP,
     register_model_config,
 )
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name
+from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint, read_videox_checkpoint
 
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@ import torch
 
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig, UnimodalClassifier
 from actionclip.models.backbone import build_clip, create_clip
+from actionclip.models.xclip import XCLIP
 
 _INITS = ("pretrained", "random")
 
@@ -25,14 +26,16 @@ def create_model(
     seed: int | None = None,
     **config_kwargs,
 ):
-    """Build ActionCLIP (``arch="actionclip"``) or the unimodal baseline (``arch="unimodal"``).
+    """Build ActionCLIP (``arch="actionclip"``), the unimodal baseline (``arch="unimodal"``) or X-CLIP (``arch="xclip"``).
 
     ``model_name``: an open_clip model name ("ViT-B-32", "ViT-B-16", "RN50", ...) or a name registered with
     ``actionclip.register_model_config``; None infers the architecture from a local ``pretrained`` file.
     ``pretrained``: an open_clip tag ("openai", ...) or a local OpenAI / open_clip / safetensors file.
     ``init_vision`` / ``init_text`` = "random" re-initialise that tower after loading (Table 2);
     ``freeze_vision`` / ``freeze_text`` stop its gradients (Table 5). ``seed`` fixes every random init.
-    Other keyword arguments go to ``ActionCLIPConfig`` (``temporal_layers``, ``max_frames``, ...).
+    Other keyword arguments go to ``ActionCLIPConfig`` (``temporal_layers``, ``max_frames``, ...; for X-CLIP
+    ``mit_layers``, ``prompt_layers``, ``prompt_alpha``, ...). X-CLIP ignores ``visual_prompt``: its temporal
+    modelling is its own (cross-frame attention and the multi-frame integration transformer).
     """
     if init_vision not in _INITS or init_text not in _INITS:
         raise ValueError(f"init_vision and init_text must be one of {_INITS}")
@@ -62,7 +65,9 @@ def build_model(config: ActionCLIPConfig, clip=None):
         return ActionCLIP(config, clip)
     if config.arch == "unimodal":
         return UnimodalClassifier(config, clip)
-    raise ValueError(f"unknown arch {config.arch!r}; choose 'actionclip' or 'unimodal'")
+    if config.arch == "xclip":
+        return XCLIP(config, clip)
+    raise ValueError(f"unknown arch {config.arch!r}; choose 'actionclip', 'unimodal' or 'xclip'")
 
 
 def _reinitialise_towers(clip, clip_config: dict, vision: bool, text: bool) -> None:

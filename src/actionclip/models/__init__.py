@@ -2,3 +2,4 @@ from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig, UnimodalC
 from actionclip.models.backbone import CheckpointError, register_model_config
 from actionclip.models.temporal import VISUAL_PROMPTS
 from actionclip.models.video import VideoEncoder
+from actionclip.models.xclip import XCLIP

@@ -27,7 +27,7 @@ class ActionCLIPConfig:
     clip: dict[str, Any]  # open_clip model config: embed_dim, vision_cfg, text_cfg, quick_gelu, ...
     visual_prompt: str = "Transf"
     num_frames: int = 8
-    arch: str = "actionclip"  # or "unimodal"
+    arch: str = "actionclip"  # or "unimodal", "xclip"
     model_name: str | None = None
     pretrained: str | None = None  # where the CLIP weights came from (provenance only)
     temporal_layers: int = 6
@@ -37,6 +37,12 @@ class ActionCLIPConfig:
     freeze_vision: bool = False
     freeze_text: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # X-CLIP only (arch="xclip"); the defaults are those of the published X-CLIP models. Heads None: embed_dim // 64.
+    mit_layers: int = 1
+    mit_heads: int | None = None
+    prompt_layers: int = 2
+    prompt_heads: int | None = None
+    prompt_alpha: float = 0.1
 
     def __post_init__(self):
         self.visual_prompt = canonical_prompt_name(self.visual_prompt)
