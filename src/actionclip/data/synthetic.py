@@ -138,6 +138,12 @@ def make_synthetic_dataset(root: str | os.PathLike, shapes: Sequence[str] = SHAP
         raise ValueError(f"size must be even and >= 16, got {size}")
     if num_frames < 2:
         raise ValueError(f"num_frames must be >= 2 to show motion, got {num_frames}")
+    for name, given, known in (("shape", shapes, SHAPES), ("colour", colours, tuple(COLOURS)), ("motion", motions, MOTIONS)):
+        if not given:
+            raise ValueError(f"no {name}s given; choose from {known}")
+        unknown = [g for g in given if g not in known]
+        if unknown:
+            raise ValueError(f"unknown {name} {unknown[0]!r}; choose from {known}")
     root = Path(root)
     (root / "videos").mkdir(parents=True, exist_ok=True)
     combos = [(c, s, m) for c in colours for s in shapes for m in motions]
@@ -146,9 +152,10 @@ def make_synthetic_dataset(root: str | os.PathLike, shapes: Sequence[str] = SHAP
     lines = []
     for label, (colour, shape, motion) in enumerate(tqdm(combos, desc="synthetic videos", disable=not progress)):
         for j in range(clips_per_class):
-            # Twins (left/right, ...) get the same draws: seed by the forward motion's name.
+            # Twins (left/right, ...) get the same draws: seed by the forward motion. Global name positions
+            # make a clip independent of which other colours, shapes and motions are generated.
             forward = _REVERSED_OF.get(motion, motion)
-            rng = np.random.default_rng([seed, colours.index(colour), shapes.index(shape), MOTIONS.index(forward), j])
+            rng = np.random.default_rng([seed, list(COLOURS).index(colour), SHAPES.index(shape), MOTIONS.index(forward), j])
             relative = f"videos/{classes[label].replace(' ', '_')}_{j:03d}.mp4"
             write_video(root / relative, draw_clip(shape, colour, motion, size, num_frames, rng), fps=fps, lossless=True)
             lines.append(f"{relative} {label}")
