@@ -195,3 +195,13 @@ def test_frame_folder_jpeg_layout(tmp_path):
     (tmp_path / "img_00002.jpg").write_bytes(b"broken")
     with pytest.raises(VideoReadError, match="img_00002.jpg"):
         read_frames(tmp_path, [1])
+
+
+def test_timestamp_table_contradicted_by_decoder_falls_back_to_counting(videos):
+    video = VideoFile(videos["gop10"])
+    # Pretend the container lied: swap the frame numbers of two timestamps.
+    a, b = video._pts[40], video._pts[41]
+    video._index_of_pts[a], video._index_of_pts[b] = 41, 40
+    full = full_decode(videos["gop10"])
+    np.testing.assert_array_equal(video.read([45, 2, 80]), full[[45, 2, 80]])
+    assert video._pts == []  # later reads count frames
