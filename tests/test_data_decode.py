@@ -158,6 +158,18 @@ def test_bad_files_raise_clear_errors(videos, name, reason):
         count_frames(videos[name])
 
 
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.wav"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(VideoReadError, match="sound.wav: no video stream"):
+        read_frames(path, [0])
+
+
 def test_rejects_empty_and_negative_indices(videos):
     with pytest.raises(ValueError, match="no frame indices"):
         read_frames(videos["three"], [])
@@ -199,9 +211,9 @@ def test_frame_folder_jpeg_layout(tmp_path):
 
 def test_timestamp_table_contradicted_by_decoder_falls_back_to_counting(videos):
     video = VideoFile(videos["gop10"])
-    # Pretend the container lied: swap the frame numbers of two timestamps.
-    a, b = video._pts[40], video._pts[41]
-    video._index_of_pts[a], video._index_of_pts[b] = 41, 40
+    # Pretend the timestamps lied: swap the frame numbers of a wanted frame and the one before it.
+    a, b = video._pts[44], video._pts[45]
+    video._index_of_pts[a], video._index_of_pts[b] = 45, 44
     full = full_decode(videos["gop10"])
     np.testing.assert_array_equal(video.read([45, 2, 80]), full[[45, 2, 80]])
     assert video._pts == []  # later reads count frames

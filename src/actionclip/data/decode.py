@@ -75,7 +75,6 @@ def _open(path: str) -> av.container.InputContainer:
 
 def _video_stream(container, path: str):
     if not container.streams.video:
-        container.close()
         raise VideoReadError(path, "no video stream")
     return container.streams.video[0]
 
@@ -190,7 +189,6 @@ class VideoFile:
         frames: dict[int, np.ndarray] = {}
         with _open(self.path) as container:
             stream = _video_stream(container, self.path)
-            last_seen = -1
             for start, run in self._plan(targets):
                 if start is not None:
                     container.seek(self._pts[start], stream=stream, backward=True)
@@ -200,18 +198,16 @@ class VideoFile:
                         index = self._index_of_pts.get(frame.pts)
                         if index is None or index <= previous or (first and start is not None and index > start):
                             raise _TimestampMismatch
-                        first, previous, last_seen = False, index, max(last_seen, index)
+                        first, previous = False, index
                         if index in pending:
                             frames[index] = _to_rgb(frame)
                             pending.discard(index)
                     if previous >= last:
                         break
                 if pending:
-                    # The stream ended before the frames the packets promised (truncated file).
-                    self._known_count = last_seen + 1
-                    raise VideoReadError(
-                        self.path, f"frame {min(pending)} requested but only {last_seen + 1} frames decode",
-                        num_frames=last_seen + 1)
+                    # Fewer frames decoded than the packets promised (a corrupt or truncated stream): let a
+                    # sequential pass find the frames, or the exact count for the error.
+                    raise _TimestampMismatch
         return frames
 
     def _read_sequential(self, targets: list[int]) -> dict[int, np.ndarray]:
