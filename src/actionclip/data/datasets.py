@@ -13,7 +13,7 @@ files at its end and raises ``TooManyBadSamples`` once more than ``max_fraction`
     loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=8, collate_fn=collate_skip_bad)
     guard = BadSampleGuard(max_fraction=0.01)
     for epoch in range(epochs):
-        dataset.set_epoch(epoch)  # new random clips each epoch, reproducible under the seed
+        dataset.set_epoch(epoch)  # new clips each epoch, reproducible (not with persistent_workers)
         for frames, labels in guard.epoch(loader):  # frames [B, T, 3, S, S]
             ...
         guard.bad  # BadSample(index, path, reason) of this epoch
@@ -209,10 +209,6 @@ def kinetics_csv(csv_file: str | os.PathLike, root: str | os.PathLike, class_nam
     return samples, names
 
 
-def _ucf_classes(split_dir) -> list[str]:
-    return read_class_names(Path(split_dir) / "classInd.txt")
-
-
 def ucf101_split(root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1,
                  subset: str = "train") -> tuple[list[Sample], list[str]]:
     """UCF-101 official splits: ``classInd.txt`` (``1 ApplyEyeMakeup``), ``trainlist0N.txt``
@@ -220,7 +216,7 @@ def ucf101_split(root: str | os.PathLike, split_dir: str | os.PathLike, split: i
     the folder). Labels are 0-based; videos are ``root/<path>``."""
     if split not in (1, 2, 3) or subset not in ("train", "test"):
         raise ValueError(f"UCF-101 has splits 1-3 and subsets 'train'/'test', got {split}, {subset!r}")
-    class_names = _ucf_classes(split_dir)
+    class_names = read_class_names(Path(split_dir) / "classInd.txt")
     label_of = {name.lower(): i for i, name in enumerate(class_names)}
     list_file = Path(split_dir) / f"{subset}list0{split}.txt"
     samples = []
