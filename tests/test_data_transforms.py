@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
+import torchvision.transforms.v2.functional as F
 
 from actionclip.data import CLIP_MEAN, CLIP_STD, ThreeCropTransform, TrainTransform, normalize
 from actionclip.data import TestTransform as EvalTransform  # a Test* name would be collected by pytest
-from actionclip.data.transforms import fixed_crop_offsets, multi_scale_crop_box
+from actionclip.data.transforms import adjust_hue, fixed_crop_offsets, multi_scale_crop_box
 
 MEAN = torch.tensor(CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(CLIP_STD).view(3, 1, 1)
@@ -111,3 +112,14 @@ def test_three_crop_covers_the_long_side():
 def test_rejects_wrong_input():
     with pytest.raises(ValueError, match="uint8 frames"):
         EvalTransform()(torch.zeros(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("factor", [-0.1, -0.02, 0.0, 0.05, 0.1, 0.5])
+def test_adjust_hue_matches_torchvision(factor):
+    x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x[0] = x[0, :1]  # grey pixels
+    x[1, 0] = x[1, 1]  # red == green ties
+    diff = (adjust_hue(x, factor).int() - F.adjust_hue(x, factor).int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    if factor:
+        assert (adjust_hue(x[2:], factor).int() - x[2:].int()).abs().float().mean() > 5

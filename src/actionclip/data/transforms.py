@@ -65,6 +65,30 @@ def multi_scale_crop_box(height: int, width: int, size: int, scales=MULTI_SCALES
     return top, left, crop_h, crop_w
 
 
+_HSV_CHANNEL_SHIFT = torch.tensor([5.0, 3.0, 1.0]).view(3, 1, 1)
+
+
+def adjust_hue(frames: torch.Tensor, hue_factor: float) -> torch.Tensor:
+    """torchvision's ``adjust_hue`` (rotate the HSV hue by ``hue_factor`` turns) on uint8 ``[..., 3, H, W]``,
+    within 1 level of it, about twice as fast: the hue is the costliest step of the train chain.
+
+    Value (max) and max - min are unchanged by a hue rotation, so RGB comes back directly with
+    ``channel = max - (max - min) * clamp(min(k, 4 - k), 0, 1)``, ``k = (n + 6 * hue) mod 6`` for
+    n = 5, 3, 1 (R, G, B), instead of through the six-sector table.
+    """
+    rgb = frames.float()
+    r, g, b = rgb.unbind(-3)
+    maxc, minc = rgb.amax(-3), rgb.amin(-3)
+    delta = maxc - minc
+    safe = delta.clamp(min=1e-6)  # grey pixels: hue 0, unchanged by the rotation
+    hue = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue = (hue / 6 + hue_factor).remainder_(1.0).mul_(6)
+    k = (_HSV_CHANNEL_SHIFT + hue.unsqueeze(-3)).remainder_(6)
+    weight = torch.minimum(k, 4 - k).clamp_(0, 1)
+    # Same rounding as torchvision's float -> uint8 conversion.
+    return (maxc.unsqueeze(-3) - delta.unsqueeze(-3) * weight).mul_((256 - 1e-3) / 255).to(torch.uint8)
+
+
 @dataclass
 class TrainTransform:
     """Multi-scale crop + bilinear resize to ``size``, flip, colour jitter, grayscale (+ RandAugment)."""
@@ -108,7 +132,7 @@ class TrainTransform:
             "hue": rng.uniform(-self.hue, self.hue),
         }
         adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
-                  "saturation": F.adjust_saturation, "hue": F.adjust_hue}
+                  "saturation": F.adjust_saturation, "hue": adjust_hue}
         for name in np.array(list(adjust))[rng.permutation(4)]:
             x = adjust[name](x, float(factors[name]))
         return x
