@@ -1,21 +1,71 @@
-"""The ``actionclip`` command. Each sub-command lives in the module that implements it."""
+"""The ``actionclip`` command. Each sub-command calls into the module that implements it."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML experiment config (see configs/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-5 (repeatable)")
+    parser.add_argument("--output", help="run directory (overrides train.output)")
+
+
+def _config(args):
+    from actionclip.config import load_config
+
+    overrides = list(args.overrides)
+    if args.output:
+        overrides.append(f"train.output={args.output}")
+    return load_config(args.config, overrides)
+
+
+def _train(args) -> int:
+    from actionclip.engine.run import run_training
+
+    summary = run_training(_config(args), resume=args.resume)
+    print(json.dumps({k: v for k, v in summary.items() if k != "unreadable"}))
+    return 0
+
+
+def _eval(args) -> int:
+    from actionclip.engine.run import run_evaluation
+
+    config = _config(args)
+    if args.views:
+        config.eval.views = args.views
+    summary = run_evaluation(config, args.checkpoint, args.output)
+    print(json.dumps({k: v for k, v in summary.items() if k != "unreadable"}))
+    for item in summary["unreadable"]:
+        print(f"unreadable: {item['path']}: {item['reason']}", file=sys.stderr)
+    return 1 if summary["unreadable"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="actionclip", description=__doc__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("data", help="dataset tools (`actionclip data check LIST_OR_DIR`)", add_help=False)
     if argv and argv[0] == "data":
         from actionclip.data.cli import main as data_main
 
         return data_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("data", help="dataset tools: `actionclip data check LIST_OR_DIR`", add_help=False)
+
+    train = sub.add_parser("train", help="train a model from a YAML config (torchrun for several processes)")
+    _add_config_arguments(train)
+    train.add_argument("--resume", action="store_true", help="continue the run in the output directory from its newest checkpoint")
+    train.set_defaults(handler=_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation data")
+    _add_config_arguments(evaluate)
+    evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, or an official ActionCLIP .pt")
+    evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
+    evaluate.set_defaults(handler=_eval)
+
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    return args.handler(args)

@@ -50,6 +50,7 @@ class DataConfig:
     batch_size: int = 16  # per process
     workers: int = 4
     randaugment: bool = False
+    train_transform: dict[str, Any] = field(default_factory=dict)  # TrainTransform settings, e.g. {grayscale_p: 0}
     frame_template: str = "img_{:05d}.jpg"
     frame_offset: int = 1
     max_bad_fraction: float = 0.01  # training fails if more than this fraction of samples is unreadable
@@ -67,6 +68,7 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 10
     gather_features: bool = False  # contrast against every rank's batch instead of the local one
+    label_smoothing: float = 0.0  # cross-entropy losses only (unimodal, X-CLIP)
     grad_checkpointing: bool = False
     max_steps: int | None = None  # stop early (for smoke tests and debugging)
 

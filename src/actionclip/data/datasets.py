@@ -375,9 +375,16 @@ class VideoDataset(Dataset):
             frames = video.read([i for clip in clips for i in clip])
         return [frames[k * self.num_frames:(k + 1) * self.num_frames] for k in range(len(clips))]
 
-    def __getitem__(self, index: int):
+    # The training engine passes ``(index, sample_seed)`` so that augmentation follows the sample, not the epoch.
+    accepts_seed = True
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        index, sample_seed = item if isinstance(item, tuple) else (item, None)
         sample = self.samples[index]
-        rng = np.random.default_rng(None if self.seed is None else [self.seed, self.epoch, index])
+        if sample_seed is not None:
+            rng = np.random.default_rng(sample_seed)
+        else:
+            rng = np.random.default_rng(None if self.seed is None else [self.seed, self.epoch, index])
         try:
             clips = self._read(sample, rng)
         except VideoReadError as exc:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
+from actionclip.data.datasets import BadSample
 from actionclip.engine import distributed
 from actionclip.engine.distributed import DistInfo
 from actionclip.engine.metrics import (
@@ -25,19 +25,20 @@ from actionclip.engine.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
-from actionclip.models.actionclip import ActionCLIP, ensemble_probabilities
 
 
 def video_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str) -> torch.Tensor:
     """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views."""
     b, v = videos.shape[:2]
-    flat = videos.flatten(0, 1)
-    if isinstance(model, ActionCLIP):
-        features = F.normalize(model.encode_video(flat), dim=-1)
-        probs = ensemble_probabilities(features, text_features, ensemble)
-    else:
-        probs = model(flat).softmax(dim=-1)
-    return probs.float().view(b, v, -1).mean(dim=1)
+    probabilities = model.video_probabilities(videos.flatten(0, 1), text_features, ensemble)
+    return probabilities.float().view(b, v, -1).mean(dim=1)
+
+
+class EvalResult(NamedTuple):
+    probabilities: torch.Tensor  # [N, C] for the readable videos, in dataset order
+    targets: torch.Tensor
+    indices: torch.Tensor  # their dataset indices
+    unreadable: list[tuple[str, str]]  # (path, reason) of the videos that could not be scored
 
 
 @torch.no_grad()
@@ -52,50 +53,89 @@ def predict_dataset(
     workers: int = 0,
     info: DistInfo = DistInfo(),
     autocast_dtype: torch.dtype | None = None,
-    collate_fn=None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities ``[N, C]`` and targets for every item of ``dataset``, in dataset order, on every rank."""
+) -> EvalResult:
+    """Probabilities ``[N, C]`` and targets of every readable item of ``dataset``, in dataset order, on every
+    rank, and the list of unreadable ones."""
     was_training = model.training
     model.eval()
-    text_features = model.class_text_features(class_names, templates) if isinstance(model, ActionCLIP) else None
+    text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
     indices = list(range(info.rank, len(dataset), info.world_size))
-    loader = DataLoader(Subset(dataset, indices), batch_size=batch_size, num_workers=workers, collate_fn=collate_fn)
-    probabilities, targets = [], []
-    for videos, target in tqdm(loader, desc="eval", disable=not info.is_main, leave=False):
+    loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=workers, collate_fn=_collate_indexed)
+    probabilities, targets, scored, bad = [], [], [], []
+    for positions, videos, target, unreadable in tqdm(loader, desc="eval", disable=not info.is_main, leave=False):
+        bad.extend(unreadable)
+        if videos is None:
+            continue
         videos = videos.to(info.device, non_blocking=True)
         if videos.ndim == 5:
             videos = videos[:, None]
         with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             probabilities.append(video_probabilities(model, videos, text_features, ensemble).cpu())
         targets.append(torch.as_tensor(target))
+        scored.append(positions)
     model.train(was_training)
-    local = (torch.tensor(indices, dtype=torch.long), torch.cat(probabilities), torch.cat(targets))
-    parts = distributed.gather_objects(local, info)
-    order = torch.cat([p[0] for p in parts]).argsort()
-    return torch.cat([p[1] for p in parts])[order], torch.cat([p[2] for p in parts])[order]
+    parts = distributed.gather_objects((scored, probabilities, targets, bad), info)
+    scored = torch.cat([t for p in parts for t in p[0]]) if any(p[0] for p in parts) else torch.zeros(0, dtype=torch.long)
+    if len(scored) == 0:
+        raise RuntimeError(f"no readable video to evaluate among {len(dataset)}")
+    order = scored.argsort()
+    return EvalResult(
+        torch.cat([t for p in parts for t in p[1]])[order],
+        torch.cat([t for p in parts for t in p[2]])[order],
+        scored[order],
+        sorted((b.path, b.reason) for p in parts for b in p[3]),
+    )
 
 
-def summarize(probabilities: torch.Tensor, targets: torch.Tensor) -> dict:
-    """top1/top5/mean class accuracy for single-label targets, mAP for multi-hot targets."""
+
+
+class _Indexed(Dataset):
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, position):
+        index = self.indices[position]
+        return index, self.dataset[index]
+
+
+def _collate_indexed(items):
+    good = [(i, item) for i, item in items if not isinstance(item, BadSample)]
+    bad = [item for _, item in items if isinstance(item, BadSample)]
+    if not good:
+        return None, None, None, bad
+    videos, targets = default_collate([item for _, item in good])
+    return torch.tensor([i for i, _ in good]), videos, targets, bad
+
+
+def summarize(result: EvalResult) -> dict:
+    """top1/top5/mean class accuracy for single-label targets, mAP for multi-hot targets, and the count of
+    videos that could not be read (listed in ``unreadable``)."""
+    probabilities, targets = result.probabilities, result.targets
     if targets.ndim == 2:
-        return {"mAP": mean_average_precision(probabilities, targets), "num_videos": len(targets)}
-    matrix = confusion_matrix(probabilities.argmax(dim=1), targets, probabilities.shape[1])
-    return {
-        "top1": topk_accuracy(probabilities, targets, 1),
-        "top5": topk_accuracy(probabilities, targets, 5),
-        "mean_class_acc": mean_class_accuracy(matrix),
-        "num_videos": len(targets),
-    }
+        summary = {"mAP": mean_average_precision(probabilities, targets)}
+    else:
+        matrix = confusion_matrix(probabilities.argmax(dim=1), targets, probabilities.shape[1])
+        summary = {
+            "top1": topk_accuracy(probabilities, targets, 1),
+            "top5": topk_accuracy(probabilities, targets, 5),
+            "mean_class_acc": mean_class_accuracy(matrix),
+        }
+    summary["num_videos"] = len(targets)
+    summary["unreadable"] = [{"path": path, "reason": reason} for path, reason in result.unreadable]
+    return summary
 
 
-def write_report(output: str | Path, summary: dict, probabilities: torch.Tensor, targets: torch.Tensor, class_names: Sequence[str]) -> None:
+def write_report(output: str | Path, summary: dict, result: EvalResult, class_names: Sequence[str]) -> None:
     """``eval.json``, and for single-label data ``per_class.csv`` and ``confusion.png``."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "eval.json").write_text(json.dumps(summary, indent=2))
-    if targets.ndim == 2:
+    if result.targets.ndim == 2:
         return
-    matrix = confusion_matrix(probabilities.argmax(dim=1), targets, len(class_names))
+    matrix = confusion_matrix(result.probabilities.argmax(dim=1), result.targets, len(class_names))
     accuracy = per_class_accuracy(matrix)
     with open(output / "per_class.csv", "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -46,11 +46,13 @@ def _no_decay(name: str, param: torch.Tensor) -> bool:
 
 def build_param_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
     ratios = {"text": 1.0, "visual": config.visual_ratio, "new": config.new_ratio}
+    # Models whose new modules sit among CLIP's (X-CLIP's message layers) list them themselves.
+    new_ids = {id(p) for p in model.new_parameters()} if hasattr(model, "new_parameters") else set()
     groups: dict[tuple[str, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        kind = parameter_group(name)
+        kind = "new" if id(param) in new_ids else parameter_group(name)
         decay = config.decay_norm_bias or not _no_decay(name, param)
         group = groups.setdefault(
             (kind, decay),

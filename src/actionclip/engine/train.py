@@ -19,17 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm import tqdm
 
 from actionclip import checkpoints
 from actionclip.config import Config, save_config
+from actionclip.data.datasets import BadSample, TooManyBadSamples
 from actionclip.engine import distributed
 from actionclip.engine.distributed import DistInfo
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.optim import build_optimizer, build_scheduler
 from actionclip.losses import kl_contrastive_loss
-from actionclip.models.actionclip import ActionCLIP
+from actionclip.models.xclip import XCLIP
 from actionclip.prompts import PromptTokens
 
 
@@ -65,22 +66,41 @@ class EpochSampler(Sampler):
 
 
 class SeededDataset(Dataset):
-    """Seeds Python, NumPy and torch from the sample's own seed before loading it, so its random
-    augmentation does not depend on the worker, the batch or the run it is loaded in."""
+    """Loads item ``(index, sample_seed)`` so that its random augmentation depends on the sample's own seed,
+    not on the worker, the batch or the run. A video that cannot be read is replaced by the next one, so
+    batches stay full and DDP ranks keep stepping together; the bad ones travel with the item and are
+    reported at the end of the epoch."""
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Dataset, max_substitutes: int = 16):
         self.dataset = dataset
+        self.max_substitutes = max_substitutes
 
     def __len__(self):
         return len(self.dataset)
 
-    def __getitem__(self, item):
-        index, seed = item
+    def _load(self, index: int, seed: int):
+        if getattr(self.dataset, "accepts_seed", False):
+            return self.dataset[(index, seed)]
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-        video, target = self.dataset[index]
-        return video, target, seed
+        return self.dataset[index]
+
+    def __getitem__(self, item):
+        index, seed = item
+        bad = []
+        for attempt in range(self.max_substitutes):
+            loaded = self._load((index + attempt) % len(self.dataset), seed)
+            if not isinstance(loaded, BadSample):
+                video, target = loaded
+                return video, target, seed, bad
+            bad.append(loaded)
+        raise TooManyBadSamples(f"{self.max_substitutes} consecutive unreadable videos: " + ", ".join(b.path for b in bad))
+
+
+def collate_seeded(items):
+    videos, targets, seeds, bad = zip(*items)
+    return default_collate(list(videos)), default_collate(list(targets)), torch.tensor(seeds), [b for group in bad for b in group]
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -123,7 +143,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch)
         self.amp_dtype = autocast_dtype(config.train.precision, info.device)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
-        self.prompts = PromptTokens(self.model.tokenize, self.class_names, config.prompts.templates) if isinstance(self.model, ActionCLIP) else None
+        self.prompts = PromptTokens(self.model.tokenize, self.class_names, config.prompts.templates) if hasattr(self.model, "tokenize") else None
         self.ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None) if info.enabled else self.model
         self.state = TrainState()
         self.metrics_file = self.output / "metrics.jsonl"
@@ -191,8 +211,13 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------------------
     def loss(self, videos: torch.Tensor, targets: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         labels = _single_labels(targets, seeds).to(self.info.device)
+        smoothing = self.config.train.label_smoothing
         if self.prompts is None:
-            return F.cross_entropy(self.ddp(videos), labels)
+            return F.cross_entropy(self.ddp(videos), labels, label_smoothing=smoothing)
+        if isinstance(self.model, XCLIP):
+            # X-CLIP's recipe: cross-entropy over every class text (one template, the first).
+            logits = self.ddp(videos, self.prompts.tokens[0].to(self.info.device))
+            return F.cross_entropy(logits, labels, label_smoothing=smoothing)
         template_ids = seeds % len(self.prompts.templates)
         tokens = self.prompts.tokens[template_ids, labels.cpu()].to(self.info.device)
         if not self.config.train.gather_features:
@@ -205,13 +230,19 @@ class Trainer:
         logits = scale * video_features @ text_features.t()
         return kl_contrastive_loss(logits, logits.t(), labels)
 
-    def train(self) -> dict:
+    def train(self, resume: bool = False) -> dict:
+        """Train from scratch, or with ``resume`` from the newest checkpoint in the output directory."""
         config, info = self.config, self.info
+        latest = self.latest_checkpoint()
+        if latest is not None and not resume:
+            raise FileExistsError(f"{self.output} already has checkpoints ({latest.name}): pass --resume to continue that run, or choose another output")
+        if resume and latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self._checkpoint_dir()}")
+        distributed.barrier(info)
         if info.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
             save_config(config, self.output / "config.yaml")
             self._open_tensorboard()
-        latest = self.latest_checkpoint()
         if latest is not None:
             self.resume(latest)
         accumulation = config.optim.accumulation_steps
@@ -222,11 +253,13 @@ class Trainer:
             sampler = EpochSampler(len(dataset), self.global_batch, config.train.seed, epoch, info,
                                    skip=self.state.step_in_epoch * config.data.batch_size * accumulation)
             loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
-                                drop_last=True, persistent_workers=False)
+                                drop_last=True, collate_fn=collate_seeded)
+            bad_videos: list[BadSample] = []
             self.model.train()
             progress = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch}", disable=not info.is_main)
             started, seen = time.perf_counter(), 0
-            for micro_step, (videos, targets, seeds) in enumerate(loader):
+            for micro_step, (videos, targets, seeds, bad) in enumerate(loader):
+                bad_videos.extend(bad)
                 # Dropout draws depend on the step only, never on what ran before in this process.
                 torch.manual_seed(config.train.seed * 1_000_003 + self.state.global_step * accumulation + micro_step % accumulation)
                 with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -262,6 +295,7 @@ class Trainer:
                 if config.train.max_steps and self.state.global_step >= config.train.max_steps:
                     break
             progress.close()
+            self.report_bad_videos(epoch, bad_videos)
             stopped_early = self.state.step_in_epoch < self.steps_per_epoch
             if not stopped_early:
                 self.state.epoch += 1
@@ -273,18 +307,32 @@ class Trainer:
             self.tensorboard.close()
         return last_eval
 
+    def report_bad_videos(self, epoch: int, bad_videos: list[BadSample]) -> None:
+        """Log this epoch's unreadable videos (all ranks); fail if more than ``data.max_bad_fraction`` of the data."""
+        bad = sorted({(b.path, b.reason) for part in distributed.gather_objects(bad_videos, self.info) for b in part})
+        if not bad:
+            return
+        if self.info.is_main:
+            self.log({"step": self.state.global_step, "epoch": epoch, "bad_videos": len(bad)})
+            listed = "\n".join(f"  {path}: {reason}" for path, reason in bad)
+            tqdm.write(f"epoch {epoch}: skipped {len(bad)} unreadable video(s):\n{listed}")
+        if len(bad) > self.config.data.max_bad_fraction * len(self.train_set):
+            raise TooManyBadSamples(f"{len(bad)} of {len(self.train_set)} training videos are unreadable "
+                                    f"(more than data.max_bad_fraction={self.config.data.max_bad_fraction})")
+
     def end_of_epoch(self, epoch: int, final: bool) -> dict:
         config = self.config
         summary: dict = {}
         if self.val_set is not None and (final or (epoch + 1) % config.train.eval_every == 0):
-            probabilities, targets = predict_dataset(
+            result = predict_dataset(
                 self.model, self.val_set, self.class_names, templates=config.prompts.templates, ensemble=config.prompts.ensemble,
                 batch_size=config.eval.batch_size, workers=config.data.workers, info=self.info, autocast_dtype=self.amp_dtype,
             )
-            summary = summarize(probabilities, targets)
+            summary = summarize(result)
             if self.info.is_main:
-                write_report(self.output, summary, probabilities, targets, self.class_names)
-                self.log({"step": self.state.global_step, "epoch": epoch, **{f"val_{k}": v for k, v in summary.items()}})
+                write_report(self.output, summary, result, self.class_names)
+                scores = {f"val_{k}": v for k, v in summary.items() if k != "unreadable"}
+                self.log({"step": self.state.global_step, "epoch": epoch, **scores, "val_unreadable": len(result.unreadable)})
             metric = summary.get("top1", summary.get("mAP"))
             if self.info.is_main and metric > self.state.best:
                 self.state.best = metric

@@ -130,10 +130,13 @@ class ActionCLIP(nn.Module):
         self.eval()
         try:
             text_features = self.class_text_features(labels, templates, clean_labels)
-            video_features = F.normalize(self.encode_video(video.to(self.logit_scale.device)), dim=-1)
-            return ensemble_probabilities(video_features, text_features, ensemble)
+            return self.video_probabilities(video.to(self.logit_scale.device), text_features, ensemble)
         finally:
             self.train(was_training)
+
+    def video_probabilities(self, video: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
+        """``[B, C]`` probabilities of a video batch against ``class_text_features`` output ``[K, C, D]``."""
+        return ensemble_probabilities(F.normalize(self.encode_video(video), dim=-1), text_features, ensemble)
 
 
 def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
@@ -165,3 +168,7 @@ class UnimodalClassifier(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.head(self.encode_video(video))
+
+    def video_probabilities(self, video: torch.Tensor, text_features=None, ensemble: str = "softmax") -> torch.Tensor:
+        """Softmax over the head's classes (the class texts play no part)."""
+        return self(video).softmax(dim=-1)

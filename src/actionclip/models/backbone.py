@@ -15,7 +15,15 @@ import open_clip
 import torch
 from torch import nn
 
-_CUSTOM_CONFIGS: dict[str, dict[str, Any]] = {}
+# Tiny OpenAI-style CLIPs (ViT, QuickGELU, the real 77-token BPE text tower) for smoke runs and demos on a CPU.
+_CUSTOM_CONFIGS: dict[str, dict[str, Any]] = {
+    "actionclip-tiny-vit": {
+        "embed_dim": 64,
+        "quick_gelu": True,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+    },
+}
 
 # Keys of OpenAI's TorchScript archives that are not parameters.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")

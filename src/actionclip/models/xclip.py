@@ -255,8 +255,15 @@ class XCLIP(nn.Module):
         self.eval()
         try:
             text_features = self.class_text_features(labels, templates, clean_labels)
-            video_features, visual_tokens = self.video(video.to(self.logit_scale.device))
-            probabilities = [self._logits(video_features, visual_tokens, features).softmax(dim=-1) for features in text_features]
-            return torch.stack(probabilities).mean(dim=0)
+            return self.video_probabilities(video.to(self.logit_scale.device), text_features)
         finally:
             self.train(was_training)
+
+    def video_probabilities(self, video: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
+        """``[B, C]``: the softmax of the logits against ``class_text_features`` output ``[K, C, D]``, averaged over
+        the K templates (the video is encoded once). Only the softmax ensemble exists for X-CLIP."""
+        if ensemble != "softmax":
+            raise ValueError("X-CLIP combines templates by averaging probabilities (ensemble='softmax')")
+        video_features, visual_tokens = self.video(video)
+        probabilities = [self._logits(video_features, visual_tokens, features).softmax(dim=-1) for features in text_features]
+        return torch.stack(probabilities).mean(dim=0)

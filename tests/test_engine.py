@@ -1,0 +1,167 @@
+"""End-to-end engine tests on generated videos with a tiny backbone."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import actionclip
+from actionclip.config import load_config
+from actionclip.data.build import build_dataset
+from actionclip.engine import distributed
+from actionclip.engine.evaluate import predict_dataset
+from actionclip.engine.run import run_evaluation, run_training
+from actionclip.engine.train import Trainer, TrainingDiverged
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _overrides(data_root, output, **extra):
+    values = {
+        "model.name": "actionclip-tiny-vit", "model.pretrained": None, "model.visual_prompt": "Transf", "model.num_frames": 4,
+        "data.format": "synthetic", "data.root": str(data_root), "data.image_size": 32, "data.batch_size": 8, "data.workers": 0,
+        "data.train_transform": {"grayscale_p": 0.0, "hue": 0.0},
+        "data.options": {"shapes": ["circle", "square"], "colours": ["red", "blue"], "motions": ["left"],
+                         "clips_per_class": 8, "val_clips_per_class": 3, "size": 32, "num_frames": 6},
+        "optim.lr": 1e-3, "optim.new_ratio": 1.0, "optim.weight_decay": 0.05, "optim.epochs": 4, "optim.warmup_epochs": 0.25,
+        "train.output": str(output), "train.seed": 0, "train.log_every": 1, "eval.batch_size": 8,
+    }
+    values.update(extra)
+    return [f"{k}={json.dumps(v)}" for k, v in values.items()]
+
+
+def _write_config(path, overrides):
+    config = load_config(None, overrides)
+    from actionclip.config import save_config
+
+    save_config(config, path)
+    return path
+
+
+def _losses(run_dir):
+    return [json.loads(line)["loss"] for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if "loss" in json.loads(line)]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic")
+
+
+def test_training_learns_and_writes_a_run(data_root, tmp_path):
+    config = load_config(None, _overrides(data_root, tmp_path / "run", **{"optim.epochs": 8}))
+    summary = run_training(config)
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 8 * (32 // 8)
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 - 0.3
+    assert summary["top1"] >= 1.5 * 25.0  # 4 classes: chance is 25%
+    eval_json = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert {"top1", "top5", "mean_class_acc"} <= set(eval_json) and eval_json["num_videos"] == 12
+    assert (tmp_path / "run" / "per_class.csv").is_file() and (tmp_path / "run" / "confusion.png").is_file()
+    model = actionclip.load(tmp_path / "run" / "last")
+    assert model.config.visual_prompt == "Transf"
+    again = run_evaluation(load_config(None, _overrides(data_root, tmp_path / "run")), checkpoint=str(tmp_path / "run"))
+    assert again["top1"] == pytest.approx(json.loads((tmp_path / "run" / "eval.json").read_text())["top1"])
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_training(config)
+
+
+def test_torchrun_two_processes_matches_one_process(data_root, tmp_path):
+    common = {"optim.epochs": 2, "train.gather_features": True}
+    single = load_config(None, _overrides(data_root, tmp_path / "single", **common, **{"data.batch_size": 8}))
+    single_summary = run_training(single)
+    config_file = _write_config(tmp_path / "ddp.yaml", _overrides(data_root, tmp_path / "ddp", **common, **{"data.batch_size": 4}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "actionclip", "train", str(config_file)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp_summary = json.loads((tmp_path / "ddp" / "eval.json").read_text())
+    assert ddp_summary["num_videos"] == single_summary["num_videos"] == 12
+    assert ddp_summary["top1"] == pytest.approx(single_summary["top1"])
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), abs=2e-3)
+
+
+def test_resume_after_sigkill_gives_the_same_loss_curve(data_root, tmp_path):
+    extra = {"optim.epochs": 3, "train.save_every_steps": 2, "train.keep_last": 10, "eval.batch_size": 12}
+    run_training(load_config(None, _overrides(data_root, tmp_path / "whole", **extra)))
+    config_file = _write_config(tmp_path / "killed.yaml", _overrides(data_root, tmp_path / "killed", **extra))
+    command = [sys.executable, "-m", "actionclip", "train", str(config_file)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while not any(p.name.endswith("step00000006.pt") for p in checkpoints.glob("*.pt")) and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL  # it really was killed mid-run
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _losses(tmp_path / "killed") == pytest.approx(_losses(tmp_path / "whole"), abs=1e-6)
+
+
+def test_multiview_is_thirty_forward_passes_averaged(data_root, tmp_path):
+    config = load_config(None, _overrides(data_root, tmp_path / "mv"))
+    build_dataset(config.data, "train", 4)
+    dataset = build_dataset(config.data, "val", 4, views="10x3")
+    video, _ = dataset[0]
+    assert video.shape == (30, 4, 3, 32, 32)
+    model = actionclip.create_model("actionclip-tiny-vit", visual_prompt="MeanP", num_frames=4, seed=0).eval()
+    calls = []
+    model.video.visual.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    subset = torch.utils.data.Subset(dataset, [0])
+    result = predict_dataset(model, subset, dataset.classes, batch_size=1)
+    assert sum(calls) == 30 * 4  # 30 views x 4 frames through the image encoder
+    with torch.no_grad():
+        per_view = model.classify(video, dataset.classes)
+    assert torch.allclose(result.probabilities[0], per_view.mean(0), atol=1e-5)
+
+
+def test_text_features_are_computed_once_per_evaluation(data_root, tmp_path):
+    config = load_config(None, _overrides(data_root, tmp_path / "tf"))
+    build_dataset(config.data, "train", 4)
+    dataset = build_dataset(config.data, "val", 4)
+    model = actionclip.create_model("actionclip-tiny-vit", num_frames=4, seed=0)
+    calls = []
+    model.text.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    result = predict_dataset(model, dataset, dataset.classes, batch_size=2)
+    assert len(result.targets) == 12  # 6 batches
+    assert calls == [16 * 4]  # one call: 16 templates x 4 classes
+
+
+class _NaNAfter(torch.utils.data.Dataset):
+    classes = ["red thing", "blue thing"]
+
+    def __init__(self, bad_index):
+        self.bad_index = bad_index
+
+    def __len__(self):
+        return 32
+
+    def __getitem__(self, index):
+        video = torch.randn(4, 3, 32, 32)
+        if index == self.bad_index:
+            video[0, 0, 0, 0] = math.nan
+        return video, index % 2
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    config = load_config(None, _overrides(tmp_path, tmp_path / "nan", **{"train.save_every_steps": 1}))
+    model = actionclip.create_model("actionclip-tiny-vit", num_frames=4, seed=0)
+    # The NaN video lands in the third batch of the first epoch.
+    from actionclip.engine.train import EpochSampler
+
+    order = [i for i, _ in EpochSampler(32, 8, config.train.seed, 0, distributed.DistInfo()).items]
+    trainer = Trainer(config, model, _NaNAfter(order[17]), None, distributed.DistInfo())
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 0, step 2; the last good checkpoint is .*step00000002\.pt"):
+        trainer.train()
+    saved = torch.load(trainer.latest_checkpoint(), weights_only=True)
+    assert saved["state"]["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
