@@ -89,3 +89,22 @@ def test_cli_peer_videos_are_fine(capsys):
         pytest.skip("peer videos not found")
     assert main(["check", str(PEER_VIDEOS), "--workers", "0", "--min-frames", "8"]) == 0
     assert "checked 2 videos" in capsys.readouterr().out
+
+
+def test_check_a_config_covers_train_and_val(tmp_path):
+    from actionclip.data.synthetic import make_synthetic_dataset
+
+    written = make_synthetic_dataset(tmp_path / "d", shapes=["circle"], colours=["red", "blue"], motions=["left"], clips_per_class=2)
+    val_list = tmp_path / "d" / "val.txt"
+    val_list.write_text("videos/missing.mp4 0\n")
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"data:\n  format: list\n  root: {tmp_path / 'd'}\n  train: {written.list_file}\n  val: {val_list}\n  classes: {written.classes_file}\n"
+    )
+    from actionclip.data.check import targets_of
+
+    targets = targets_of(config)
+    assert len(targets) == 5 and targets[-1][0].endswith("videos/missing.mp4")
+    from actionclip.cli import main
+
+    assert main(["data", "check", str(config), "--workers", "0"]) == 1

@@ -165,3 +165,51 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     saved = torch.load(trainer.latest_checkpoint(), weights_only=True)
     assert saved["state"]["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def _ucf_layout(tmp_path):
+    """Synthetic clips laid out as UCF-101 (``<Class>/<video>``) with three test splits of different videos."""
+    from actionclip.data.synthetic import make_synthetic_dataset
+
+    written = make_synthetic_dataset(tmp_path / "src", shapes=["circle", "square"], colours=["red"], motions=["left"], clips_per_class=3, num_frames=4)
+    root, splits = tmp_path / "ucf", tmp_path / "splits"
+    splits.mkdir()
+    names = ["RedCircle", "RedSquare"]
+    (splits / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    for sample in written.samples:
+        target = root / names[sample.label] / Path(sample.path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(Path(sample.path).read_bytes())
+    videos = {n: sorted(p.name for p in (root / n).iterdir()) for n in names}
+    for split in (1, 2, 3):
+        chosen = [f"{n}/{videos[n][split - 1]}" for n in names]
+        (splits / f"testlist0{split}.txt").write_text("\n".join(chosen) + "\n")
+        (splits / f"trainlist0{split}.txt").write_text("".join(f"{c} {i + 1}\n" for i, c in enumerate(chosen)))
+    return root, splits
+
+
+def test_zero_shot_protocol_over_three_splits_reports_mean_and_std(tmp_path):
+    root, splits = _ucf_layout(tmp_path)
+    model = actionclip.create_model("actionclip-tiny-vit", visual_prompt="MeanP", num_frames=4, seed=0)
+    actionclip.save(model, tmp_path / "model")
+    config = load_config(None, [f"data.root={root}", "data.format=ucf101", f"data.options={{split_dir: {splits}}}",
+                                "data.image_size=32", "data.workers=0", "eval.splits=[1, 2, 3]", f"train.output={tmp_path / 'out'}",
+                                "model.num_frames=4"])
+    summary = run_evaluation(config, checkpoint=str(tmp_path / "model"))
+    parts = summary["parts"]
+    assert list(parts) == ["split1", "split2", "split3"] and all(p["num_videos"] == 2 for p in parts.values())
+    top1 = torch.tensor([p["top1"] for p in parts.values()], dtype=torch.float64)
+    assert summary["top1_mean"] == pytest.approx(top1.mean().item())
+    assert summary["top1_std"] == pytest.approx(top1.std(unbiased=False).item())
+    assert (tmp_path / "out" / "eval" / "split2" / "eval.json").is_file()
+    assert json.loads((tmp_path / "out" / "eval" / "eval.json").read_text())["top1_mean"] == summary["top1_mean"]
+
+
+def test_zero_shot_protocol_over_disjoint_class_subsets(data_root, tmp_path):
+    config = load_config(None, _overrides(data_root, tmp_path / "zs", **{"eval.class_subsets": {"size": 2, "count": 2, "seed": 0}}))
+    build_dataset(config.data, "train", 4)
+    model = actionclip.create_model("actionclip-tiny-vit", visual_prompt="MeanP", num_frames=4, seed=0)
+    actionclip.save(model, tmp_path / "model")
+    summary = run_evaluation(config, checkpoint=str(tmp_path / "model"))
+    assert [p["num_videos"] for p in summary["parts"].values()] == [6, 6]  # 2 classes x 3 clips each
+    assert summary["top5_mean"] == 100.0  # only 2 candidate classes per subset

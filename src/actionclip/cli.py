@@ -37,10 +37,21 @@ def _eval(args) -> int:
     if args.views:
         config.eval.views = args.views
     summary = run_evaluation(config, args.checkpoint, args.output)
-    print(json.dumps({k: v for k, v in summary.items() if k != "unreadable"}))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts")}))
     for item in summary["unreadable"]:
         print(f"unreadable: {item['path']}: {item['reason']}", file=sys.stderr)
     return 1 if summary["unreadable"] else 0
+
+
+def _plot(args) -> int:
+    from actionclip.plots import plot_few_shot, plot_training
+
+    if args.few_shot:
+        print(plot_few_shot(args.runs, args.output or "few_shot.png"))
+        return 0
+    for run in args.runs:
+        print(plot_training(run, args.output if len(args.runs) == 1 else None))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, or an official ActionCLIP .pt")
     evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
     evaluate.set_defaults(handler=_eval)
+
+    plot = sub.add_parser("plot", help="training curves of run directories, or accuracy against K of few-shot runs")
+    plot.add_argument("runs", nargs="+", help="run directories")
+    plot.add_argument("--few-shot", action="store_true", help="one figure: final top-1 of each run against its K")
+    plot.add_argument("--output", help="PNG path (default: <run>/training.png, or few_shot.png)")
+    plot.set_defaults(handler=_plot)
 
     args = parser.parse_args(argv)
     if args.command is None:

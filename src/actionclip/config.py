@@ -77,6 +77,10 @@ class TrainConfig:
 class EvalConfig:
     views: str = "1x1"  # clips x crops
     batch_size: int = 16
+    # Zero-shot protocols, reported per part and as mean +- std: the official splits of UCF-101/HMDB-51 ...
+    splits: list[int] | None = None
+    # ... or disjoint random class subsets (K400 -> K600 new classes: size 160, count 3).
+    class_subsets: dict[str, int] | None = None  # {size, count, seed}
 
 
 @dataclass

@@ -10,8 +10,9 @@ Formats (``data.format``) and the settings they read:
 - ``folder``: ``root/<class name>/<video>`` trees at ``train``/``val``;
 - ``synthetic``: generated shape videos under ``root/train`` and ``root/val`` (``options`` go to
   ``make_synthetic_dataset``; ``val_clips_per_class`` sets the validation size).
-Common ``options``: ``shots`` (K-shot training subset, seeded by ``train.seed``), ``class_ids`` (keep and
-relabel these classes), ``class_texts`` (a file with one prompt text per class, in label order).
+Common ``options``: ``shots`` (K-shot training subset, seeded by ``train.seed``), ``exclude_classes`` (a class
+file whose classes are dropped), ``class_ids`` (then keep and relabel these classes), ``class_texts`` (a file
+with one prompt text per class, in label order).
 """
 from __future__ import annotations
 
@@ -98,6 +99,10 @@ def build_dataset(config, subset: str, num_frames: int, seed: int = 0, views: st
     """The ``VideoDataset`` for ``subset`` ("train" or "val"): train-time augmentation for "train", test
     transforms and ``views`` (clips x crops) for "val"."""
     samples, class_names = dataset_samples(config, subset)
+    if config.options.get("exclude_classes"):
+        # e.g. Kinetics-600 minus the Kinetics-400 classes: the 220 new classes of the zero-shot protocol.
+        excluded = set(read_class_names(config.options["exclude_classes"]))
+        samples, class_names = select_classes(samples, class_names, [i for i, name in enumerate(class_names) if name not in excluded])
     class_ids = config.options.get("class_ids")
     if class_ids is not None:
         samples, class_names = select_classes(samples, class_names, class_ids)

@@ -13,7 +13,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="actionclip data")
     sub = parser.add_subparsers(dest="data_command", required=True)
     check = sub.add_parser("check", help="decode every video of a list file or directory and report bad ones")
-    check.add_argument("list_or_dir", help="list file (official or '<video> <label>' format) or a directory of videos")
+    check.add_argument("list_or_dir", help="experiment config (.yaml), list file (official or '<video> <label>' format), or a directory of videos")
     check.add_argument("--root", help="folder that relative paths in the list start from (default: the list's folder)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores; 0: none)")

@@ -1,6 +1,8 @@
 """From a config to a model, datasets and a run: what ``actionclip train`` and ``actionclip eval`` do."""
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import torch
@@ -61,24 +63,65 @@ def run_training(config: Config, resume: bool = False) -> dict:
 
 
 def run_evaluation(config: Config, checkpoint: str | None = None, output: str | None = None) -> dict:
-    """Evaluate a checkpoint (or the config's model) on the config's validation data with ``eval.views``;
-    writes ``eval.json``, ``per_class.csv`` and ``confusion.png`` into ``output``."""
+    """Evaluate a checkpoint (or the config's model) on the config's validation data with ``eval.views``.
+
+    With ``eval.splits`` or ``eval.class_subsets`` each part is evaluated and reported, then the mean and
+    standard deviation of every metric over the parts (the zero-shot protocols). Reports go to ``output``.
+    """
     from actionclip.data.build import build_dataset
+    from actionclip.data.subsets import class_subsets
 
     info = _output_info(config)
     try:
         if checkpoint is not None:
             config.model.checkpoint = checkpoint
-        val_set = build_dataset(config.data, "val", config.model.num_frames, seed=config.train.seed, views=config.eval.views)
-        model = model_from_config(config.model, num_classes=len(val_set.classes)).to(info.device)
-        result = predict_dataset(
-            model, val_set, val_set.classes, templates=config.prompts.templates, ensemble=config.prompts.ensemble,
-            batch_size=config.eval.batch_size, workers=config.data.workers, info=info,
-            autocast_dtype=autocast_dtype(config.train.precision, info.device),
-        )
-        summary = {**summarize(result), "views": config.eval.views, "checkpoint": config.model.checkpoint}
+        output = Path(output or Path(config.train.output) / "eval")
+        model = None
+        parts: dict[str, Config] = {}
+        if config.eval.splits:
+            for split in config.eval.splits:
+                part = copy.deepcopy(config)
+                part.data.split = split
+                parts[f"split{split}"] = part
+        elif config.eval.class_subsets:
+            settings = config.eval.class_subsets
+            num_classes = len(build_dataset(config.data, "val", config.model.num_frames).classes)
+            for number, ids in enumerate(class_subsets(num_classes, settings["size"], settings["count"], settings.get("seed", 0)), 1):
+                part = copy.deepcopy(config)
+                part.data.options = {**part.data.options, "class_ids": ids}
+                parts[f"subset{number}"] = part
+        else:
+            parts[""] = config
+        summaries = {}
+        for name, part in parts.items():
+            val_set = build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views)
+            if model is None:
+                model = model_from_config(part.model, num_classes=len(val_set.classes)).to(info.device)
+            result = predict_dataset(
+                model, val_set, val_set.classes, templates=part.prompts.templates, ensemble=part.prompts.ensemble,
+                batch_size=part.eval.batch_size, workers=part.data.workers, info=info,
+                autocast_dtype=autocast_dtype(part.train.precision, info.device),
+            )
+            summaries[name] = summarize(result)
+            if info.is_main:
+                write_report(output / name if name else output, summaries[name], result, val_set.classes)
+        summary = summaries[""] if "" in summaries else _mean_std(summaries)
+        summary.update(views=config.eval.views, checkpoint=config.model.checkpoint)
         if info.is_main:
-            write_report(output or Path(config.train.output) / "eval", summary, result, val_set.classes)
+            output.mkdir(parents=True, exist_ok=True)
+            (output / "eval.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:
         distributed.cleanup()
+
+
+def _mean_std(summaries: dict[str, dict]) -> dict:
+    """Each part's summary, and ``<metric>_mean`` / ``<metric>_std`` (population std) over the parts."""
+    combined: dict = {"parts": summaries}
+    metrics = [k for k, v in next(iter(summaries.values())).items() if isinstance(v, float)]
+    for metric in metrics:
+        values = torch.tensor([s[metric] for s in summaries.values()], dtype=torch.float64)
+        combined[f"{metric}_mean"] = values.mean().item()
+        combined[f"{metric}_std"] = values.std(unbiased=False).item()
+    combined["unreadable"] = [item for s in summaries.values() for item in s["unreadable"]]
+    return combined
