@@ -213,3 +213,16 @@ def test_zero_shot_protocol_over_disjoint_class_subsets(data_root, tmp_path):
     summary = run_evaluation(config, checkpoint=str(tmp_path / "model"))
     assert [p["num_videos"] for p in summary["parts"].values()] == [6, 6]  # 2 classes x 3 clips each
     assert summary["top5_mean"] == 100.0  # only 2 candidate classes per subset
+
+
+def test_xclip_recipe_trains_with_the_engine_and_beats_chance(data_root, tmp_path):
+    config = load_config(None, _overrides(data_root, tmp_path / "xclip", **{
+        "model.arch": "xclip", "model.freeze_text": True, "prompts.templates": "label_only", "optim.epochs": 8,
+        "train.label_smoothing": 0.1, "train.mixup_alpha": 0.8, "train.cutmix_alpha": 1.0, "data.normalization": "imagenet",
+    }))
+    summary = run_training(config)
+    losses = _losses(tmp_path / "xclip")
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8
+    assert summary["top1"] >= 1.5 * 25.0  # 4 classes
+    model = actionclip.load(tmp_path / "xclip" / "last")
+    assert isinstance(model, actionclip.XCLIP)

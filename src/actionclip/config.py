@@ -51,6 +51,7 @@ class DataConfig:
     workers: int = 4
     randaugment: bool = False
     train_transform: dict[str, Any] = field(default_factory=dict)  # TrainTransform settings, e.g. {grayscale_p: 0}
+    normalization: str = "clip"  # clip | imagenet (X-CLIP's recipe)
     frame_template: str = "img_{:05d}.jpg"
     frame_offset: int = 1
     max_bad_fraction: float = 0.01  # training fails if more than this fraction of samples is unreadable
@@ -68,7 +69,12 @@ class TrainConfig:
     keep_last: int = 2
     log_every: int = 10
     gather_features: bool = False  # contrast against every rank's batch instead of the local one
-    label_smoothing: float = 0.0  # cross-entropy losses only (unimodal, X-CLIP)
+    # Cross-entropy losses only (unimodal, X-CLIP): label smoothing, and mixup/cutmix of whole clips (one
+    # mixing coefficient and one cutmix box per batch, the same box in every frame), as X-CLIP's recipe.
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
     grad_checkpointing: bool = False
     max_steps: int | None = None  # stop early (for smoke tests and debugging)
 

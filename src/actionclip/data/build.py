@@ -116,10 +116,11 @@ def build_dataset(config, subset: str, num_frames: int, seed: int = 0, views: st
         class_texts = list(class_names)
     if subset == "train":
         randaugment = (2, 9) if config.randaugment else None
-        transform, num_clips = TrainTransform(size=config.image_size, randaugment=randaugment, **config.train_transform), 1
+        transform, num_clips = TrainTransform(size=config.image_size, randaugment=randaugment, normalization=config.normalization, **config.train_transform), 1
     else:
         num_clips, crops = parse_views(views)
-        transform = ThreeCropTransform(size=config.image_size) if crops == 3 else TestTransform(size=config.image_size)
+        test_transform = ThreeCropTransform if crops == 3 else TestTransform
+        transform = test_transform(size=config.image_size, normalization=config.normalization)
     return VideoDataset(
         samples,
         class_names,

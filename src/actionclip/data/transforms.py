@@ -18,6 +18,10 @@ import torchvision.transforms.v2.functional as F
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# X-CLIP normalises with ImageNet's statistics.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = {"clip": (CLIP_MEAN, CLIP_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
 # GroupMultiScaleCrop's scales of the short side.
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 
@@ -34,11 +38,10 @@ def to_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 3, 1, 2)
 
 
-def normalize(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[..., 3, H, W]`` -> float32 scaled to [0, 1] and normalised with CLIP's mean and std."""
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return (frames.float() / 255.0 - mean) / std
+def normalize(frames: torch.Tensor, statistics: str = "clip") -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` -> float32 scaled to [0, 1] and normalised with CLIP's (or ImageNet's) mean and std."""
+    mean, std = NORMALIZATIONS[statistics]
+    return (frames.float() / 255.0 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def fixed_crop_offsets(width: int, height: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
@@ -104,6 +107,7 @@ class TrainTransform:
     hue: float = 0.1
     grayscale_p: float = 0.2
     randaugment: tuple[int, int] | None = None  # (num_ops, magnitude); the official K400 config uses (2, 9)
+    normalization: str = "clip"  # or "imagenet" (X-CLIP)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator | int | None = None) -> torch.Tensor:
         rng = _rng(rng)
@@ -121,7 +125,7 @@ class TrainTransform:
             x = self._jitter(x, rng)
         if rng.random() < self.grayscale_p:
             x = F.rgb_to_grayscale(x, num_output_channels=3)
-        return normalize(x)
+        return normalize(x, self.normalization)
 
     def _jitter(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         # torchvision's ColorJitter: the four adjustments in random order, factors drawn once (per clip).
@@ -144,12 +148,13 @@ class TestTransform:
 
     size: int = 224
     scale_size: int | None = None
+    normalization: str = "clip"  # or "imagenet" (X-CLIP)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator | int | None = None) -> torch.Tensor:
         x = to_tchw(frames)
         x = F.resize(x, [self.scale_size or self.size * 256 // 224], interpolation=v2.InterpolationMode.BICUBIC,
                      antialias=True)
-        return normalize(F.center_crop(x, [self.size, self.size]))
+        return normalize(F.center_crop(x, [self.size, self.size]), self.normalization)
 
 
 @dataclass
@@ -159,6 +164,7 @@ class ThreeCropTransform:
 
     size: int = 224
     scale_size: int | None = None
+    normalization: str = "clip"  # or "imagenet" (X-CLIP)
 
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator | int | None = None) -> torch.Tensor:
         x = to_tchw(frames)
@@ -171,4 +177,4 @@ class ThreeCropTransform:
             corners = [(0, (height - s) // 2), ((width - s) // 2, (height - s) // 2), (width - s, (height - s) // 2)]
         else:
             corners = [((width - s) // 2, 0), ((width - s) // 2, (height - s) // 2), ((width - s) // 2, height - s)]
-        return torch.stack([normalize(x[..., top:top + s, left:left + s]) for left, top in corners])
+        return torch.stack([normalize(x[..., top:top + s, left:left + s], self.normalization) for left, top in corners])

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from tqdm import tqdm
@@ -28,6 +27,7 @@ from actionclip.data.datasets import BadSample, TooManyBadSamples
 from actionclip.engine import distributed
 from actionclip.engine.distributed import DistInfo
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
+from actionclip.engine.mixing import mix_clips, smoothed_targets, soft_cross_entropy
 from actionclip.engine.optim import build_optimizer, build_scheduler
 from actionclip.losses import kl_contrastive_loss
 from actionclip.models.xclip import XCLIP
@@ -148,6 +148,7 @@ class Trainer:
         self.state = TrainState()
         self.metrics_file = self.output / "metrics.jsonl"
         self.tensorboard = None
+        self.frozen_text_features: torch.Tensor | None = None
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _checkpoint_dir(self) -> Path:
@@ -211,13 +212,20 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------------------
     def loss(self, videos: torch.Tensor, targets: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
         labels = _single_labels(targets, seeds).to(self.info.device)
-        smoothing = self.config.train.label_smoothing
-        if self.prompts is None:
-            return F.cross_entropy(self.ddp(videos), labels, label_smoothing=smoothing)
-        if isinstance(self.model, XCLIP):
-            # X-CLIP's recipe: cross-entropy over every class text (one template, the first).
-            logits = self.ddp(videos, self.prompts.tokens[0].to(self.info.device))
-            return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+        if self.prompts is None or isinstance(self.model, XCLIP):
+            train = self.config.train
+            soft = smoothed_targets(labels, len(self.class_names), train.label_smoothing)
+            videos, soft = mix_clips(videos, soft, train.mixup_alpha, train.cutmix_alpha, train.mixup_switch_prob)
+            if self.prompts is None:
+                return soft_cross_entropy(self.ddp(videos), soft)
+            # X-CLIP's recipe: cross-entropy over every class text (one template, the first); a frozen text
+            # encoder's class features are computed once.
+            if self.model.config.freeze_text:
+                if self.frozen_text_features is None:
+                    with torch.no_grad():
+                        self.frozen_text_features = self.model.encode_text(self.prompts.tokens[0].to(self.info.device))
+                return soft_cross_entropy(self.ddp(videos, text_features=self.frozen_text_features), soft)
+            return soft_cross_entropy(self.ddp(videos, self.prompts.tokens[0].to(self.info.device)), soft)
         template_ids = seeds % len(self.prompts.templates)
         tokens = self.prompts.tokens[template_ids, labels.cpu()].to(self.info.device)
         if not self.config.train.gather_features:

@@ -228,8 +228,11 @@ class XCLIP(nn.Module):
         """Logits per video x class ``[B, C]`` for class token ids ``[C, L]`` (``XCLIPModel``'s ``logits_per_video``)."""
         return self.logits_from_text_features(video, self.encode_text(tokens))
 
-    def forward(self, video: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return self.logits(video, tokens)
+    def forward(self, video: torch.Tensor, tokens: torch.Tensor | None = None, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, C]`` from class tokens, or from cached class ``text_features`` (a frozen text encoder)."""
+        if (tokens is None) == (text_features is None):
+            raise ValueError("give exactly one of tokens and text_features")
+        return self.logits(video, tokens) if tokens is not None else self.logits_from_text_features(video, text_features)
 
     def _logits(self, video_features: torch.Tensor, visual_tokens: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         text = text_features.to(video_features.dtype).unsqueeze(0).expand(video_features.shape[0], -1, -1)
