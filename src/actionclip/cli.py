@@ -90,6 +90,23 @@ def _predict(args) -> int:
     return 1 if failed else 0
 
 
+def _benchmark(args) -> int:
+    import torch
+
+    from actionclip.benchmark import benchmark, format_benchmark
+
+    try:
+        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here")
+        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, args.device,
+                           args.iterations, args.video, args.workers)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else format_benchmark(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "data":
@@ -139,6 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")
     predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
     predict.set_defaults(handler=_predict)
+
+    bench = sub.add_parser("benchmark", help="parameters, GFLOPs per video and videos/s of a configuration (the paper's Table 7)")
+    bench.add_argument("--model", default="ViT-B-32", help="open_clip model name, built with random weights in the OpenAI architecture (default: ViT-B-32)")
+    bench.add_argument("--visual-prompt", default="Transf", help="ActionCLIP's temporal module (default: Transf)")
+    bench.add_argument("--arch", choices=("actionclip", "xclip"), default="actionclip")
+    bench.add_argument("--frames", type=int, default=8, help="frames per video (default: 8)")
+    bench.add_argument("--batch-size", type=int, default=8, help="videos per batch for the timings (default: 8)")
+    bench.add_argument("--iterations", type=int, default=10, help="timed batches, after warm-up (default: 10)")
+    bench.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    bench.add_argument("--video", action="append", help="video file or folder: also time decode + transform + model (repeatable)")
+    bench.add_argument("--workers", type=int, default=2, help="decoding worker processes for --video (default: 2)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=_benchmark)
 
     args = parser.parse_args(argv)
     if args.command is None:

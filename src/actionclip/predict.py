@@ -118,7 +118,8 @@ def load_model(
     return model.to(device).eval()
 
 
-def _image_size(model: nn.Module) -> int:
+def model_image_size(model: nn.Module) -> int:
+    """The side of the square frames the model takes (its CLIP's ``vision_cfg.image_size``)."""
     size = model.config.clip["vision_cfg"]["image_size"]
     if isinstance(size, (tuple, list)):
         if len(set(size)) != 1:
@@ -195,7 +196,7 @@ def iter_predictions(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     paths = collect_videos(videos)
-    dataset = VideoClips(paths, num_frames or model.config.num_frames, _image_size(model), views)
+    dataset = VideoClips(paths, num_frames or model.config.num_frames, model_image_size(model), views)
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
                         collate_fn=collate_clips, pin_memory=device.type == "cuda")
