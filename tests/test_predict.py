@@ -248,3 +248,29 @@ def test_python_api_with_a_model_name_and_a_generator(tmp_path):
     model = actionclip.create_model("test-tiny")
     assert list(iter_predictions(model, video, ["arm wrestling", "swimming"], workers=0)) == [result]
     assert format_result({"video": "x.mp4", "error": "file not found"}) == "x.mp4: error: file not found"
+
+
+def official_checkpoint(model, path: Path) -> Path:
+    """``model`` in the layout of the official ActionCLIP ``.pt`` files (DataParallel prefixes included)."""
+    clip, fusion = {}, {}
+    for key, value in model.state_dict().items():
+        if key.startswith("video.temporal."):
+            fusion["module." + key[len("video.temporal."):]] = value
+        else:
+            clip["module." + key.removeprefix("video.").removeprefix("text.")] = value
+    torch.save({"epoch": 1, "model_state_dict": clip, "fusion_model_state_dict": fusion}, path)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["run directory", "official .pt"])
+def test_other_checkpoint_layouts(layout, checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 9)
+    if layout == "run directory":
+        source = tmp_path / "run"
+        actionclip.save(model, source / "best")
+    else:
+        source = official_checkpoint(model, tmp_path / "official.pt")
+    code, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", source, "--visual-prompt", "Transf", "--json")
+    assert code == 0
+    assert_ranked(json_lines(out)[0], expected_probabilities(model, video, LABELS), LABELS, top_k=4)
