@@ -11,6 +11,7 @@ from actionclip.models import (
     XCLIP,
     register_model_config,
 )
+from actionclip.predict import predict
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name
 from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint, read_videox_checkpoint
 

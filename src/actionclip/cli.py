@@ -54,6 +54,59 @@ def _plot(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from actionclip.models.backbone import CheckpointError
+    from actionclip.predict import format_result, iter_predictions, load_model, parse_labels, read_labels
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here")
+        labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels)
+        if args.model and not args.pretrained:
+            print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
+        model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
+                           num_frames=args.frames or 8, arch=args.arch, device=device)
+        failed = total = 0
+        for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
+                                       top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
+                                       workers=args.workers, progress=sys.stderr.isatty()):
+            total += 1
+            failed += "error" in result
+            if args.json:
+                tqdm.write(json.dumps(result), file=sys.stdout)
+            elif "error" in result:
+                tqdm.write(format_result(result), file=sys.stderr)
+            else:
+                tqdm.write(format_result(result) + "\n", file=sys.stdout)
+    except (CheckpointError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if failed:
+        print(f"{failed} of {total} videos could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _benchmark(args) -> int:
+    import torch
+
+    from actionclip.benchmark import benchmark, format_benchmark
+
+    try:
+        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here")
+        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, args.device,
+                           args.iterations, args.video, args.workers)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else format_benchmark(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "data":
@@ -80,6 +133,42 @@ def main(argv: list[str] | None = None) -> int:
     plot.add_argument("--few-shot", action="store_true", help="one figure: final top-1 of each run against its K")
     plot.add_argument("--output", help="PNG path (default: <run>/training.png, or few_shot.png)")
     plot.set_defaults(handler=_plot)
+
+    predict = sub.add_parser("predict", help="classify videos (files or folders) among your own labels")
+    predict.add_argument("videos", nargs="+", help="video files, or folders (every video below them)")
+    labels = predict.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--labels", help='comma-separated labels, e.g. "arm wrestling,playing guitar,swimming"')
+    labels.add_argument("--labels-file", help="a text file with one label per line")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or an X-CLIP "
+                        "checkpoint (a transformers directory, or with --arch xclip an original .pth)")
+    source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained)")
+    predict.add_argument("--pretrained", help="open_clip tag (e.g. openai, downloaded when online) or weight file for --model")
+    predict.add_argument("--arch", choices=("actionclip", "xclip"), help="model kind to build with --model or to expect in --checkpoint")
+    predict.add_argument("--visual-prompt", default="Transf", help="for --model and official .pt files (default: Transf)")
+    predict.add_argument("--frames", type=int, help="frames per clip (default: the model's, 8 for --model)")
+    predict.add_argument("--views", default="1x1", help="CLIPSxCROPS, probabilities averaged over views, e.g. 10x3 (default: 1x1)")
+    predict.add_argument("--top-k", type=int, default=5, help="labels shown per video (default: 5)")
+    predict.add_argument("--templates", help="actionclip (the official 16), label_only, or a file of templates "
+                         "(default: actionclip for ActionCLIP, label_only for X-CLIP)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per video and line")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")
+    predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
+    predict.set_defaults(handler=_predict)
+
+    bench = sub.add_parser("benchmark", help="parameters, GFLOPs per video and videos/s of a configuration (the paper's Table 7)")
+    bench.add_argument("--model", default="ViT-B-32", help="open_clip model name, built with random weights in the OpenAI architecture (default: ViT-B-32)")
+    bench.add_argument("--visual-prompt", default="Transf", help="ActionCLIP's temporal module (default: Transf)")
+    bench.add_argument("--arch", choices=("actionclip", "xclip"), default="actionclip")
+    bench.add_argument("--frames", type=int, default=8, help="frames per video (default: 8)")
+    bench.add_argument("--batch-size", type=int, default=8, help="videos per batch for the timings (default: 8)")
+    bench.add_argument("--iterations", type=int, default=10, help="timed batches, after warm-up (default: 10)")
+    bench.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    bench.add_argument("--video", action="append", help="video file or folder: also time decode + transform + model (repeatable)")
+    bench.add_argument("--workers", type=int, default=2, help="decoding worker processes for --video (default: 2)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=_benchmark)
 
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,0 +1,187 @@
+"""``actionclip benchmark``: Table 7 of the paper (parameters, GFLOPs, throughput) for any configuration.
+
+Models are built with random weights (nothing is downloaded) in the OpenAI architecture (QuickGELU, which changes
+neither the counts nor the shapes, only the activation's speed). Reported:
+
+- ``params``: parameters of the whole model (video encoder, temporal module, text encoder) except the text
+  tower's token-embedding table (49408 x width, 25.3 M for ViT-B), a lookup that does no arithmetic. The paper does
+  not say what it counts; leaving the table out is what brings both counts near Table 7 (144.9 M for ViT-B/32 and
+  143.3 M for ViT-B/16 with Transf, 8 frames; the paper has 144.1 M and 141.7 M, so it differs in some detail);
+  ``params_all`` includes the table (170.2 M / 168.6 M); ``params_video`` and ``params_text`` are the two
+  encoders' shares of it (X-CLIP's prompt generator belongs to neither).
+- ``gflops_per_video``: multiply-accumulates (the paper's and fvcore's "FLOPs") of the video side for one video of
+  T frames: the image encoder over the T frames and the temporal module (for X-CLIP: the cross-frame ViT, the MIT and
+  the projection of the patch tokens for its prompt generator). Counted by ``torch.utils.flop_counter``
+  ``FlopCounterMode``, whose multiply-add counts 2, hence halved; like fvcore it counts matmuls, linear layers,
+  convolutions and attention, not normalisations or activations. Text features are computed once per label set, so
+  the text encoder is not part of a video's cost. Counting runs on the ``meta`` device: no memory, no arithmetic.
+- ``videos_per_s``: the same video side (``encode_video``) on random input of ``batch_size`` videos, under
+  ``torch.inference_mode``, after warm-up iterations.
+- ``videos_per_s_end_to_end`` (with ``video``): decoding, frame sampling and the test transform in DataLoader
+  workers plus the model, as ``actionclip predict`` runs them, after one warm-up batch.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from actionclip.factory import create_model
+from actionclip.predict import PathLike, VideoClips, collate_clips, collect_videos, model_image_size
+
+WARMUP_ITERATIONS = 2
+
+
+def build_random_model(model_name: str, visual_prompt: str = "Transf", frames: int = 8, arch: str = "actionclip",
+                       device: str | torch.device = "cpu") -> nn.Module:
+    """The model of ``model_name`` with random weights, built directly on ``device`` (``"meta"``: shapes only)."""
+    with torch.device(device):
+        model = create_model(model_name, None, visual_prompt, frames, arch=arch, quick_gelu=True)
+    return model.eval()
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """``params`` (without the token-embedding table), ``params_all``, ``params_video``, ``params_text`` and
+    ``params_token_embedding``; see the module docstring."""
+    total = sum(p.numel() for p in model.parameters())
+    # The largest embedding table of the text tower is its token embedding, whatever the tower's class names it.
+    token_embedding = max(m.weight.numel() for m in model.text.modules() if isinstance(m, nn.Embedding))
+    return {
+        "params": total - token_embedding,
+        "params_all": total,
+        "params_video": sum(p.numel() for p in model.video.parameters()),
+        "params_text": sum(p.numel() for p in model.text.parameters()),
+        "params_token_embedding": token_embedding,
+    }
+
+
+def count_gflops(model: nn.Module, frames: int) -> float:
+    """Multiply-accumulates (in billions) of ``model.encode_video`` for one video of ``frames`` frames."""
+    size = model_image_size(model)
+    video = torch.zeros(1, frames, 3, size, size, device=model.logit_scale.device)
+    counter = FlopCounterMode(display=False)
+    # Autograd stays on: without it nn.MultiheadAttention takes a fused fast path whose work the counter cannot see.
+    with counter:
+        model.encode_video(video)
+    return counter.get_total_flops() / 2 / 1e9
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def throughput(step: Callable[[], int], iterations: int, warmup: int, device: torch.device) -> float:
+    """Items per second of ``step`` (which returns how many items it processed), timed over ``iterations`` calls
+    after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    _synchronize(device)
+    start = time.perf_counter()
+    items = sum(step() for _ in range(iterations))
+    _synchronize(device)
+    return items / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def model_throughput(model: nn.Module, batch_size: int, frames: int, iterations: int = 10,
+                     warmup: int = WARMUP_ITERATIONS) -> float:
+    """Videos per second of ``model.encode_video`` on random batches of ``batch_size`` videos."""
+    size = model_image_size(model)
+    device = model.logit_scale.device
+    video = torch.randn(batch_size, frames, 3, size, size, device=device)
+
+    def step() -> int:
+        model.encode_video(video)
+        return batch_size
+
+    return throughput(step, iterations, warmup, device)
+
+
+@torch.inference_mode()
+def end_to_end_throughput(model: nn.Module, videos: PathLike | Sequence[PathLike], batch_size: int, frames: int,
+                          iterations: int = 10, workers: int = 2) -> float:
+    """Videos per second of decoding + sampling + transform (in ``workers`` DataLoader processes) + ``encode_video``,
+    over ``iterations`` batches after one warm-up batch (worker start-up, first decode). The videos are repeated to
+    fill the batches; an unreadable one is an error."""
+    paths = collect_videos(videos)
+    if not paths:
+        raise ValueError(f"{videos}: no videos to benchmark")
+    wanted = (iterations + 1) * batch_size
+    dataset = VideoClips([paths[i % len(paths)] for i in range(wanted)], frames, model_image_size(model))
+    device = model.logit_scale.device
+    batches = iter(DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
+                              pin_memory=device.type == "cuda"))
+
+    def step() -> int:
+        _, clips, bad = next(batches)
+        if bad:
+            raise ValueError(f"{bad[0].path}: {bad[0].reason}")
+        model.encode_video(clips.to(device, non_blocking=True).flatten(0, 1))
+        return len(clips)
+
+    return throughput(step, iterations, 1, device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def benchmark(
+    model_name: str,
+    visual_prompt: str = "Transf",
+    frames: int = 8,
+    batch_size: int = 8,
+    arch: str = "actionclip",
+    device: str | torch.device | None = None,
+    iterations: int = 10,
+    video: PathLike | Sequence[PathLike] | None = None,
+    workers: int = 2,
+) -> dict:
+    """Parameters, GFLOPs per video and videos/s of a configuration on ``device`` (default: CUDA when available);
+    with ``video`` (files or folders) also the end-to-end videos/s. See the module docstring for what each counts."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    shapes = build_random_model(model_name, visual_prompt, frames, arch, "meta")
+    result = {
+        "model": model_name,
+        "arch": arch,
+        "visual_prompt": shapes.config.visual_prompt if arch != "xclip" else None,
+        "frames": frames,
+        "image_size": model_image_size(shapes),
+        "batch_size": batch_size,
+        "device": str(device),
+        "device_name": _device_name(device),
+        **count_parameters(shapes),
+        "gflops_per_video": count_gflops(shapes, frames),
+    }
+    model = build_random_model(model_name, visual_prompt, frames, arch, device)
+    result["videos_per_s"] = model_throughput(model, batch_size, frames, iterations)
+    if video is not None:
+        result["videos_per_s_end_to_end"] = end_to_end_throughput(model, video, batch_size, frames, iterations, workers)
+        result["workers"] = workers
+    result["iterations"] = iterations
+    return result
+
+
+def format_benchmark(result: dict) -> str:
+    """The text ``actionclip benchmark`` prints."""
+    prompt = f", {result['visual_prompt']}" if result["visual_prompt"] else ""
+    lines = [
+        f"{result['arch']} {result['model']}{prompt}, {result['frames']} frames at {result['image_size']} px, "
+        f"batch {result['batch_size']}, {result['device']} ({result['device_name']})",
+        f"params            {result['params'] / 1e6:.1f} M ({result['params_all'] / 1e6:.1f} M with the "
+        f"{result['params_token_embedding'] / 1e6:.1f} M token-embedding table)",
+        f"GFLOPs per video  {result['gflops_per_video']:.2f} (multiply-accumulates of the video encoder)",
+        f"videos/s          {result['videos_per_s']:.2f} (model only)",
+    ]
+    if "videos_per_s_end_to_end" in result:
+        lines.append(f"videos/s          {result['videos_per_s_end_to_end']:.2f} (decode + sample + transform "
+                     f"in {result['workers']} workers + model)")
+    return "\n".join(lines)

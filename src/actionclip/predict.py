@@ -1,0 +1,268 @@
+"""Classify videos with any label list: ``actionclip predict`` and ``actionclip.predict``.
+
+Every video gives one result dict, in input order: ``{"video": path, "labels": [...], "scores": [...]}`` with the
+top-k labels best first and their probabilities, or ``{"video": path, "error": reason}`` for a video that cannot be
+read. Videos are decoded, sampled and transformed in DataLoader workers while the model runs; the label texts are
+encoded once per call, not per video. Frames follow the test protocol of ``actionclip eval``: centre sampling of T
+segments, the model's input size, one centre crop (1x1 views) or clips x three crops averaged (e.g. 10x3).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm import tqdm
+
+from actionclip.checkpoints import CONFIG_FILE, load_any, resolve
+from actionclip.data.build import parse_views
+from actionclip.data.datasets import BadSample, Sample, VideoDataset
+from actionclip.data.decode import is_video_file
+from actionclip.data.transforms import TestTransform, ThreeCropTransform
+from actionclip.factory import create_model
+from actionclip.models.backbone import CheckpointError
+from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint
+
+PathLike = str | os.PathLike
+
+
+def parse_labels(text: str) -> list[str]:
+    """"arm wrestling, playing guitar" -> ["arm wrestling", "playing guitar"]."""
+    return [label.strip() for label in text.split(",") if label.strip()]
+
+
+def read_labels(path: PathLike) -> list[str]:
+    """One label per line; blank lines and lines starting with '#' are skipped."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    labels = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not labels:
+        raise ValueError(f"{path}: no labels found")
+    return labels
+
+
+def _check_labels(labels: Sequence[str]) -> list[str]:
+    labels = parse_labels(labels) if isinstance(labels, str) else [str(label) for label in labels]
+    if not labels:
+        raise ValueError("no labels given")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"labels given more than once: {duplicates}")
+    return labels
+
+
+def collect_videos(inputs: PathLike | Sequence[PathLike]) -> list[str]:
+    """Input paths with every folder replaced by the video files below it (recursive, sorted).
+
+    Files are kept whatever their extension (the user named them) and missing ones are kept too, so that each
+    gets its own error. A folder without video files is kept as is: it is read as a folder of frames
+    (``img_00001.jpg``, ... as in the official ActionCLIP data), or reported.
+    """
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(str(p) for p in item.rglob("*") if p.is_file() and is_video_file(p))
+            paths.extend(found or [str(item)])
+        else:
+            paths.append(str(item))
+    return paths
+
+
+def _is_hf_xclip(path: Path) -> bool:
+    try:
+        return path.is_dir() and json.loads((path / CONFIG_FILE).read_text()).get("model_type") == "xclip"
+    except (OSError, ValueError):
+        return False
+
+
+def load_model(
+    checkpoint: PathLike | None = None,
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    *,
+    visual_prompt: str = "Transf",
+    num_frames: int = 8,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """A video-text model in eval mode on ``device``, from ``checkpoint`` or from ``model_name`` + ``pretrained``.
+
+    ``checkpoint``: our checkpoint directory or run directory, a ``transformers`` X-CLIP directory (recognised by
+    its ``config.json``), an official ActionCLIP ``.pt`` (which does not record its ``visual_prompt``), or with
+    ``arch="xclip"`` an original X-CLIP ``.pth``. ``model_name``: an open_clip name, ``pretrained`` an open_clip tag
+    or weight file (None: random weights). ``arch`` None accepts what the checkpoint holds; otherwise it must match.
+    """
+    if (checkpoint is None) == (model_name is None):
+        raise ValueError("give a checkpoint or a model name (with pretrained weights), one of the two")
+    if checkpoint is None:
+        model = create_model(model_name, pretrained, visual_prompt, num_frames, arch=arch or "actionclip")
+        source = model_name
+    else:
+        path = Path(checkpoint)
+        if _is_hf_xclip(path):
+            model = from_hf_xclip(path)
+        elif arch == "xclip" and path.is_file():
+            model = from_videox_checkpoint(path)
+        else:
+            model = load_any(resolve(path), visual_prompt, num_frames)
+        source = str(path)
+    if arch is not None and model.config.arch != arch:
+        raise CheckpointError(f"{source}: holds an {model.config.arch!r} model, not {arch!r}")
+    if not hasattr(model, "class_text_features"):
+        raise ValueError(f"{source}: a {model.config.arch!r} model has a fixed set of classes; predict needs a video-text model")
+    return model.to(device).eval()
+
+
+def model_image_size(model: nn.Module) -> int:
+    """The side of the square frames the model takes (its CLIP's ``vision_cfg.image_size``)."""
+    size = model.config.clip["vision_cfg"]["image_size"]
+    if isinstance(size, (tuple, list)):
+        if len(set(size)) != 1:
+            raise ValueError(f"the model's input is not square ({size}); predict crops square frames")
+        size = size[0]
+    return int(size)
+
+
+class VideoClips(Dataset):
+    """Item ``i``: ``(i, frames [V, T, 3, S, S])`` (V = clips x crops) or ``(i, BadSample)`` for an unreadable video."""
+
+    def __init__(self, paths: Sequence[str], num_frames: int, size: int, views: str = "1x1"):
+        clips, crops = parse_views(views)
+        transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
+        # VideoDataset's test mode is exactly what ``actionclip eval`` scores; the labels are unused here.
+        self.dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item = self.dataset[index]
+        if isinstance(item, BadSample):
+            if os.path.isdir(item.path):
+                item = BadSample(index, item.path, f"no video files in this folder, and not a frame folder: {item.reason}")
+            return index, item
+        frames = item[0]
+        return index, frames if frames.ndim == 5 else frames.unsqueeze(0)
+
+
+def collate_clips(items):
+    """``(indices of the readable videos, their frames [B, V, T, 3, S, S] or None, BadSamples)``."""
+    good = [(index, frames) for index, frames in items if not isinstance(frames, BadSample)]
+    bad = [frames for _, frames in items if isinstance(frames, BadSample)]
+    if not good:
+        return [], None, bad
+    return [index for index, _ in good], default_collate([frames for _, frames in good]), bad
+
+
+def multiview_probabilities(model: nn.Module, videos: torch.Tensor, text_features: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Probabilities ``[B, C]`` of ``[B, V, T, 3, S, S]`` videos, averaged over the V views; the model sees at most
+    ``chunk`` clips at a time, so 10x3 views do not need 30 times the memory of one."""
+    b, v = videos.shape[:2]
+    clips = videos.flatten(0, 1)
+    probabilities = torch.cat([model.video_probabilities(part, text_features) for part in clips.split(chunk)])
+    return probabilities.float().view(b, v, -1).mean(dim=1)
+
+
+def _ranked(path: str, probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
+    scores, order = probabilities.topk(min(top_k, len(labels)))
+    return {"video": path, "labels": [labels[i] for i in order.tolist()], "scores": scores.tolist()}
+
+
+@torch.inference_mode()
+def iter_predictions(
+    model: nn.Module,
+    videos: PathLike | Sequence[PathLike],
+    labels: Sequence[str] | str,
+    *,
+    num_frames: int | None = None,
+    views: str = "1x1",
+    top_k: int = 5,
+    templates=None,
+    batch_size: int = 8,
+    workers: int = 2,
+    progress: bool = False,
+) -> Iterator[dict]:
+    """Result dicts (see the module docstring) as the videos are scored, in input order.
+
+    ``num_frames`` None: the frames the model was built for. ``templates``: None (the model's default: the official
+    16 for ActionCLIP, the label alone for X-CLIP), "actionclip", "label_only", a template file or a list.
+    """
+    labels = _check_labels(labels)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    paths = collect_videos(videos)
+    dataset = VideoClips(paths, num_frames or model.config.num_frames, model_image_size(model), views)
+    device = model.logit_scale.device
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
+                        collate_fn=collate_clips, pin_memory=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    try:
+        text_features = model.class_text_features(labels, templates)
+        with tqdm(total=len(dataset), desc="predict", unit="video", disable=not progress) as bar:
+            for indices, frames, bad in loader:
+                results = {b.index: {"video": b.path, "error": b.reason} for b in bad}
+                if frames is not None:
+                    probabilities = multiview_probabilities(model, frames.to(device, non_blocking=True), text_features, batch_size)
+                    for index, row in zip(indices, probabilities.cpu()):
+                        results[index] = _ranked(paths[index], row, labels, top_k)
+                for index in sorted(results):
+                    yield results[index]
+                bar.update(len(results))
+    finally:
+        model.train(was_training)
+
+
+def predict(
+    videos: PathLike | Sequence[PathLike],
+    labels: Sequence[str] | str,
+    model: nn.Module | str | None = None,
+    *,
+    checkpoint: PathLike | None = None,
+    pretrained: str | None = None,
+    visual_prompt: str = "Transf",
+    arch: str | None = None,
+    num_frames: int | None = None,
+    views: str = "1x1",
+    top_k: int = 5,
+    templates=None,
+    device: str | torch.device | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    progress: bool = False,
+) -> list[dict]:
+    """Classify ``videos`` (files or folders) among ``labels``; one result dict per video, in input order.
+
+    ``model``: a model object (moved to ``device`` if one is given), an open_clip model name built with
+    ``pretrained`` weights, or None with ``checkpoint`` (see :func:`load_model`). ``device`` None: CUDA when
+    available for a model loaded here, the model's own device for a model object. Other arguments as in
+    :func:`iter_predictions`::
+
+        actionclip.predict("clip.mp4", ["arm wrestling", "swimming"], checkpoint="runs/k400")
+        # [{"video": "clip.mp4", "labels": ["arm wrestling", "swimming"], "scores": [0.93, 0.07]}]
+    """
+    if isinstance(model, nn.Module):
+        if checkpoint is not None:
+            raise ValueError("give a model object or a checkpoint, not both")
+        if device is not None:
+            model.to(device)
+    else:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, num_frames=num_frames or 8,
+                           arch=arch, device=device)
+    return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
+                                 templates=templates, batch_size=batch_size, workers=workers, progress=progress))
+
+
+def format_result(result: dict) -> str:
+    """A result dict as the text ``actionclip predict`` prints: the path, then rank, probability and label."""
+    if "error" in result:
+        return f"{result['video']}: error: {result['error']}"
+    lines = [result["video"]]
+    lines += [f"  {rank:>2}  {100 * score:6.2f}%  {label}" for rank, (label, score) in enumerate(zip(result["labels"], result["scores"]), 1)]
+    return "\n".join(lines)

@@ -1,0 +1,276 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from transformers import XCLIPConfig, XCLIPModel
+
+import actionclip
+from actionclip.cli import main
+from actionclip import data
+from actionclip.predict import collect_videos, format_result, iter_predictions
+
+PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
+ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"
+EYE_MAKEUP = PEER_VIDEOS / "mmaction2_test_eye_makeup.avi"
+LABELS = ["arm wrestling", "playing guitar", "swimming", "applying eye makeup"]
+
+needs_peer_videos = pytest.mark.skipif(not ARM_WRESTLING.is_file(), reason=f"no peer videos in {PEER_VIDEOS}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    return model, actionclip.save(model, tmp_path_factory.mktemp("ckpt"))
+
+
+def synthetic_video(path: Path, seed: int, frames: int = 12) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return data.write_video(path, rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8), lossless=path.suffix == ".mp4")
+
+
+def expected_probabilities(model, path, labels, views="1x1", templates=None):
+    """What ``model.classify`` gives on the test frames, built here step by step from the data functions."""
+    video = data.open_video(path)
+    size = model.config.clip["vision_cfg"]["image_size"]
+    frames = model.config.num_frames
+    if views == "1x1":
+        clips = [data.TestTransform(size)(video.read(data.sample_indices(video.num_frames, frames, "test")))]
+    else:
+        clips = [view for clip in data.sample_clips(video.num_frames, frames, 10) for view in data.ThreeCropTransform(size)(video.read(clip))]
+    return model.classify(torch.stack(clips), labels, templates).mean(dim=0)
+
+
+def run_cli(capsys, *args):
+    code = main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def json_lines(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def assert_ranked(result, probabilities, labels, top_k):
+    order = probabilities.argsort(descending=True)[:top_k].tolist()
+    assert result["labels"] == [labels[i] for i in order]
+    assert result["scores"] == pytest.approx(probabilities[order].tolist(), abs=1e-5)
+
+
+@needs_peer_videos
+def test_ranked_output_equals_classify_on_the_same_frames(checkpoint, capsys):
+    model, directory = checkpoint
+    code, out, err = run_cli(capsys, ARM_WRESTLING, EYE_MAKEUP, "--labels", ",".join(LABELS), "--checkpoint", directory,
+                             "--json", "--workers", "0")
+    assert code == 0 and err == ""
+    results = json_lines(out)
+    assert [r["video"] for r in results] == [str(ARM_WRESTLING), str(EYE_MAKEUP)]
+    for result in results:
+        assert set(result) == {"video", "labels", "scores"}
+        assert_ranked(result, expected_probabilities(model, result["video"], LABELS), LABELS, top_k=4)
+        assert result["scores"] == sorted(result["scores"], reverse=True)
+        assert sum(result["scores"]) == pytest.approx(1.0, abs=1e-5)
+    # Two random-weight videos differ: the order or the values would show a mix-up of the two.
+    assert results[0]["scores"] != pytest.approx(results[1]["scores"], abs=1e-4)
+
+
+@needs_peer_videos
+def test_table_and_top_k(checkpoint, capsys):
+    model, directory = checkpoint
+    code, out, _ = run_cli(capsys, ARM_WRESTLING, "--labels", ",".join(LABELS), "--checkpoint", directory, "--top-k", "2")
+    probabilities = expected_probabilities(model, ARM_WRESTLING, LABELS)
+    order = probabilities.argsort(descending=True).tolist()
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0] == str(ARM_WRESTLING) and len(lines) == 3
+    for rank, (line, index) in enumerate(zip(lines[1:], order), 1):
+        assert line.split(maxsplit=2) == [str(rank), f"{100 * probabilities[index]:.2f}%", LABELS[index]]
+
+
+@needs_peer_videos
+def test_ten_clips_by_three_crops_average_thirty_views(checkpoint):
+    model, directory = checkpoint
+    result = actionclip.predict(ARM_WRESTLING, LABELS, checkpoint=directory, views="10x3", workers=0, device="cpu")[0]
+    multiview = expected_probabilities(model, ARM_WRESTLING, LABELS, views="10x3")
+    assert_ranked(result, multiview, LABELS, top_k=4)
+    # The 30 views move the scores well beyond the tolerance: 1x1 would not pass the check above.
+    assert (multiview - expected_probabilities(model, ARM_WRESTLING, LABELS)).abs().max() > 1e-3
+
+
+@needs_peer_videos
+def test_text_encoder_runs_once_for_many_videos(checkpoint):
+    model, _ = checkpoint
+    calls = []
+    handle = model.text.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        results = actionclip.predict([ARM_WRESTLING, EYE_MAKEUP] * 3, LABELS, model, batch_size=2, workers=2)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # 16 templates x 4 labels, one chunk
+    assert len(results) == 6 and all("scores" in r for r in results)
+    assert [r["video"] for r in results] == [str(ARM_WRESTLING), str(EYE_MAKEUP)] * 3  # input order with 2 workers
+    assert results[0] == results[2] == results[4] and results[1] == results[3]
+
+
+def test_folder_is_searched_recursively_for_videos(checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    videos = [synthetic_video(tmp_path / "b" / "deep" / "two.avi", 2), synthetic_video(tmp_path / "a_one.mp4", 1)]
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "b" / "frames.jpg").write_bytes(b"not a video either")
+    assert collect_videos(tmp_path) == [str(tmp_path / "a_one.mp4"), str(tmp_path / "b" / "deep" / "two.avi")]
+    code, out, _ = run_cli(capsys, tmp_path, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json", "--top-k", "3")
+    results = json_lines(out)
+    assert code == 0 and [r["video"] for r in results] == sorted(str(v) for v in videos)
+    for result in results:
+        assert_ranked(result, expected_probabilities(model, result["video"], LABELS), LABELS, top_k=3)
+
+
+@needs_peer_videos
+def test_missing_and_corrupt_files_are_reported_and_the_others_classified(checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(ARM_WRESTLING.read_bytes()[:20000])  # the moov atom is at the end: no index
+    missing = tmp_path / "missing.mp4"
+    inputs = [ARM_WRESTLING, missing, corrupt, truncated, EYE_MAKEUP]
+    code, out, err = run_cli(capsys, *inputs, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json")
+    results = json_lines(out)
+    assert code == 1
+    assert [r["video"] for r in results] == [str(p) for p in inputs]
+    assert "scores" in results[0] and "scores" in results[4]
+    assert results[1] == {"video": str(missing), "error": "file not found"}
+    for bad in results[2:4]:
+        assert set(bad) == {"video", "error"} and "cannot open as a video" in bad["error"]
+    assert err.strip() == "3 of 5 videos could not be read"
+
+    code, out, err = run_cli(capsys, ARM_WRESTLING, missing, "--labels", ",".join(LABELS), "--checkpoint", directory)
+    assert code == 1 and out.startswith(str(ARM_WRESTLING))
+    assert f"{missing}: error: file not found" in err.splitlines()
+    assert "Traceback" not in err
+
+
+def test_folder_without_videos_is_an_error(checkpoint, tmp_path):
+    model, _ = checkpoint
+    (tmp_path / "empty").mkdir()
+    result = actionclip.predict(tmp_path / "empty", LABELS, model, workers=0)
+    assert [set(r) for r in result] == [{"video", "error"}] and result[0]["video"] == str(tmp_path / "empty")
+    assert result[0]["error"].startswith("no video files in this folder, and not a frame folder: no frames named like")
+
+
+def tiny_hf_xclip_dir(directory: Path) -> Path:
+    torch.manual_seed(0)
+    config = XCLIPConfig(
+        text_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2},
+        vision_config={
+            "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "patch_size": 16, "image_size": 32, "num_frames": 8, "mit_hidden_size": 64, "mit_intermediate_size": 256,
+            "mit_num_hidden_layers": 1, "mit_num_attention_heads": 2,
+        },
+        projection_dim=64, prompt_layers=1, prompt_num_attention_heads=2, prompt_alpha=1.0,
+    )  # fmt: skip
+    XCLIPModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("layout", ["transformers", "actionclip"])
+def test_xclip_checkpoints(layout, tmp_path, capsys):
+    video = synthetic_video(tmp_path / "clip.mp4", 3, frames=20)
+    if layout == "transformers":
+        directory = tiny_hf_xclip_dir(tmp_path / "hf")
+        model = actionclip.from_hf_xclip(directory)
+    else:
+        model = actionclip.create_model("test-tiny", arch="xclip", seed=0).eval()
+        directory = actionclip.save(model, tmp_path / "ours")
+    code, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--arch", "xclip", "--json")
+    (result,) = json_lines(out)
+    # X-CLIP's default is the label alone, ActionCLIP's the 16 templates: the expected value follows the model.
+    assert code == 0
+    assert_ranked(result, expected_probabilities(model, video, LABELS, templates="label_only"), LABELS, top_k=4)
+
+
+def test_templates_option(checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 4)
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a video of a person {}\n{}, in a video\n")
+    _, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json", "--templates", templates)
+    expected = expected_probabilities(model, video, LABELS, templates=["a video of a person {}", "{}, in a video"])
+    assert_ranked(json_lines(out)[0], expected, LABELS, top_k=4)
+    assert (expected - expected_probabilities(model, video, LABELS)).abs().max() > 1e-3
+
+
+def test_labels_file(checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 5)
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("# my classes\narm wrestling\n\nplaying guitar, badly\n")
+    _, out, _ = run_cli(capsys, video, "--labels-file", labels_file, "--checkpoint", directory, "--json")
+    labels = ["arm wrestling", "playing guitar, badly"]
+    assert_ranked(json_lines(out)[0], expected_probabilities(model, video, labels), labels, top_k=2)
+
+
+def test_bad_arguments_are_clear_errors(checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 6)
+    unimodal = actionclip.save(actionclip.create_model("test-tiny", arch="unimodal", num_classes=3), tmp_path / "unimodal")
+    cases = [
+        (["--labels", "a,b,a", "--checkpoint", directory], "error: labels given more than once: ['a']"),
+        (["--labels", "a,b", "--checkpoint", tmp_path / "nowhere"], "no actionclip checkpoint here"),
+        (["--labels", "a,b", "--checkpoint", directory, "--arch", "xclip"], "holds an 'actionclip' model, not 'xclip'"),
+        (["--labels", "a,b", "--checkpoint", unimodal], "has a fixed set of classes"),
+        (["--labels", "a,b", "--checkpoint", directory, "--views", "10x2"], "crops 1 or 3"),
+    ]
+    for args, message in cases:
+        code, out, err = run_cli(capsys, video, *args)
+        assert code == 2 and out == "" and message in err and "Traceback" not in err, (args, err)
+
+
+def test_offline_download_fails_with_a_clear_message(tmp_path, capsys, monkeypatch):
+    def offline(*args, **kwargs):
+        raise RuntimeError("Failed to download weights for tag 'openai'")
+
+    monkeypatch.setattr(open_clip, "create_model", offline)
+    video = synthetic_video(tmp_path / "clip.mp4", 7)
+    code, out, err = run_cli(capsys, video, "--labels", "a,b", "--model", "ViT-B-16", "--pretrained", "openai")
+    assert code == 2 and out == ""
+    assert err.startswith("error: could not fetch open_clip weights ViT-B-16/openai (offline?)")
+
+
+def test_python_api_with_a_model_name_and_a_generator(tmp_path):
+    video = synthetic_video(tmp_path / "clip.mp4", 8)
+    torch.manual_seed(0)
+    (result,) = actionclip.predict(str(video), "arm wrestling, swimming", "test-tiny", workers=0, device="cpu")
+    assert set(result["labels"]) == {"arm wrestling", "swimming"} and result["scores"] == sorted(result["scores"], reverse=True)
+    torch.manual_seed(0)
+    model = actionclip.create_model("test-tiny")
+    assert list(iter_predictions(model, video, ["arm wrestling", "swimming"], workers=0)) == [result]
+    assert format_result({"video": "x.mp4", "error": "file not found"}) == "x.mp4: error: file not found"
+
+
+def official_checkpoint(model, path: Path) -> Path:
+    """``model`` in the layout of the official ActionCLIP ``.pt`` files (DataParallel prefixes included)."""
+    clip, fusion = {}, {}
+    for key, value in model.state_dict().items():
+        if key.startswith("video.temporal."):
+            fusion["module." + key[len("video.temporal."):]] = value
+        else:
+            clip["module." + key.removeprefix("video.").removeprefix("text.")] = value
+    torch.save({"epoch": 1, "model_state_dict": clip, "fusion_model_state_dict": fusion}, path)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["run directory", "official .pt"])
+def test_other_checkpoint_layouts(layout, checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 9)
+    if layout == "run directory":
+        source = tmp_path / "run"
+        actionclip.save(model, source / "best")
+    else:
+        source = official_checkpoint(model, tmp_path / "official.pt")
+    code, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", source, "--visual-prompt", "Transf", "--json")
+    assert code == 0
+    assert_ranked(json_lines(out)[0], expected_probabilities(model, video, LABELS), LABELS, top_k=4)
