@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from actionclip.factory import create_model
+from actionclip.precision import cast_for_inference, resolve_precision
 from actionclip.predict import PathLike, VideoClips, collate_clips, collect_videos, model_image_size
 
 WARMUP_ITERATIONS = 2
@@ -144,9 +145,11 @@ def benchmark(
     iterations: int = 10,
     video: PathLike | Sequence[PathLike] | None = None,
     workers: int = 2,
+    precision: str = "fp32",
 ) -> dict:
     """Parameters, GFLOPs per video and videos/s of a configuration on ``device`` (default: CUDA when available);
-    with ``video`` (files or folders) also the end-to-end videos/s. See the module docstring for what each counts."""
+    with ``video`` (files or folders) also the end-to-end videos/s; ``precision`` casts the weights
+    (:mod:`actionclip.precision`). See the module docstring for what each counts."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     shapes = build_random_model(model_name, visual_prompt, frames, arch, "meta")
     result = {
@@ -161,7 +164,8 @@ def benchmark(
         **count_parameters(shapes),
         "gflops_per_video": count_gflops(shapes, frames),
     }
-    model = build_random_model(model_name, visual_prompt, frames, arch, device)
+    result["precision"] = resolve_precision(precision, device)
+    model = cast_for_inference(build_random_model(model_name, visual_prompt, frames, arch, device), result["precision"])
     result["videos_per_s"] = model_throughput(model, batch_size, frames, iterations)
     if video is not None:
         result["videos_per_s_end_to_end"] = end_to_end_throughput(model, video, batch_size, frames, iterations, workers)

@@ -36,6 +36,8 @@ def _eval(args) -> int:
     config = _config(args)
     if args.views:
         config.eval.views = args.views
+    if args.precision:
+        config.eval.precision = args.precision
     summary = run_evaluation(config, args.checkpoint, args.output)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts")}))
     for item in summary["unreadable"]:
@@ -69,7 +71,7 @@ def _predict(args) -> int:
         if args.model and not args.pretrained:
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
-                           num_frames=args.frames or 8, arch=args.arch, device=device)
+                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
         failed = total = 0
         for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
                                        top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
@@ -99,7 +101,7 @@ def _benchmark(args) -> int:
         if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here")
         result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, args.device,
-                           args.iterations, args.video, args.workers)
+                           args.iterations, args.video, args.workers, args.precision)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_arguments(evaluate)
     evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, or an official ActionCLIP .pt")
     evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
+    evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="weights' precision (default: eval.precision)")
     evaluate.set_defaults(handler=_eval)
 
     plot = sub.add_parser("plot", help="training curves of run directories, or accuracy against K of few-shot runs")
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: actionclip for ActionCLIP, label_only for X-CLIP)")
     predict.add_argument("--json", action="store_true", help="one JSON object per video and line")
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                         help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32 (default: auto)")
     predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")
     predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
     predict.set_defaults(handler=_predict)
@@ -165,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--batch-size", type=int, default=8, help="videos per batch for the timings (default: 8)")
     bench.add_argument("--iterations", type=int, default=10, help="timed batches, after warm-up (default: 10)")
     bench.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    bench.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="weights' precision (default: fp32)")
     bench.add_argument("--video", action="append", help="video file or folder: also time decode + transform + model (repeatable)")
     bench.add_argument("--workers", type=int, default=2, help="decoding worker processes for --video (default: 2)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")

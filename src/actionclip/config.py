@@ -83,6 +83,7 @@ class TrainConfig:
 class EvalConfig:
     views: str = "1x1"  # clips x crops
     batch_size: int = 16
+    precision: str = "fp32"  # weights' precision for `actionclip eval`: fp32 | bf16 | fp16 | auto
     # Zero-shot protocols, reported per part and as mean +- std: the official splits of UCF-101/HMDB-51 ...
     splits: list[int] | None = None
     # ... or disjoint random class subsets (K400 -> K600 new classes: size 160, count 3).

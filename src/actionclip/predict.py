@@ -25,6 +25,7 @@ from actionclip.data.decode import is_video_file
 from actionclip.data.transforms import TestTransform, ThreeCropTransform
 from actionclip.factory import create_model
 from actionclip.models.backbone import CheckpointError
+from actionclip.precision import cast_for_inference, resolve_precision
 from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint
 
 PathLike = str | os.PathLike
@@ -89,6 +90,7 @@ def load_model(
     num_frames: int = 8,
     arch: str | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> nn.Module:
     """A video-text model in eval mode on ``device``, from ``checkpoint`` or from ``model_name`` + ``pretrained``.
 
@@ -96,6 +98,7 @@ def load_model(
     its ``config.json``), an official ActionCLIP ``.pt`` (which does not record its ``visual_prompt``), or with
     ``arch="xclip"`` an original X-CLIP ``.pth``. ``model_name``: an open_clip name, ``pretrained`` an open_clip tag
     or weight file (None: random weights). ``arch`` None accepts what the checkpoint holds; otherwise it must match.
+    ``precision``: fp32, bf16, fp16 or auto (see :mod:`actionclip.precision`).
     """
     if (checkpoint is None) == (model_name is None):
         raise ValueError("give a checkpoint or a model name (with pretrained weights), one of the two")
@@ -115,7 +118,7 @@ def load_model(
         raise CheckpointError(f"{source}: holds an {model.config.arch!r} model, not {arch!r}")
     if not hasattr(model, "class_text_features"):
         raise ValueError(f"{source}: a {model.config.arch!r} model has a fixed set of classes; predict needs a video-text model")
-    return model.to(device).eval()
+    return cast_for_inference(model.to(device).eval(), resolve_precision(precision, device))
 
 
 def model_image_size(model: nn.Module) -> int:
@@ -232,6 +235,7 @@ def predict(
     top_k: int = 5,
     templates=None,
     device: str | torch.device | None = None,
+    precision: str | None = None,
     batch_size: int = 8,
     workers: int = 2,
     progress: bool = False,
@@ -240,7 +244,8 @@ def predict(
 
     ``model``: a model object (moved to ``device`` if one is given), an open_clip model name built with
     ``pretrained`` weights, or None with ``checkpoint`` (see :func:`load_model`). ``device`` None: CUDA when
-    available for a model loaded here, the model's own device for a model object. Other arguments as in
+    available for a model loaded here, the model's own device for a model object. ``precision`` (fp32, bf16,
+    fp16, auto): None means auto for a model loaded here and leaves a model object as it is. Other arguments as in
     :func:`iter_predictions`::
 
         actionclip.predict("clip.mp4", ["arm wrestling", "swimming"], checkpoint="runs/k400")
@@ -251,10 +256,12 @@ def predict(
             raise ValueError("give a model object or a checkpoint, not both")
         if device is not None:
             model.to(device)
+        if precision is not None:
+            cast_for_inference(model, resolve_precision(precision, model.logit_scale.device))
     else:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, num_frames=num_frames or 8,
-                           arch=arch, device=device)
+                           arch=arch, device=device, precision=precision or "auto")
     return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
                                  templates=templates, batch_size=batch_size, workers=workers, progress=progress))
 

@@ -78,13 +78,14 @@ class ActionCLIP(nn.Module):
         self.text.requires_grad_(not config.freeze_text)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output)."""
-        return self.video(video)
+        """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output), in fp32 whatever the
+        weights' dtype (see ``actionclip.precision``)."""
+        return self.video(video).float()
 
     def encode_text(self, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """``[N, L]`` token ids -> ``[N, D]``, un-normalised; encoded in chunks of ``batch_size``."""
+        """``[N, L]`` token ids -> ``[N, D]``, un-normalised, in fp32; encoded in chunks of ``batch_size``."""
         tokens = tokens.to(self.logit_scale.device)
-        return torch.cat([self.text(chunk) for chunk in tokens.split(batch_size)])
+        return torch.cat([self.text(chunk) for chunk in tokens.split(batch_size)]).float()
 
     def tokenize(self, texts: Sequence[str] | str) -> torch.Tensor:
         """CLIP tokens ``[N, context_length]`` (77 for the standard text tower)."""
@@ -98,7 +99,7 @@ class ActionCLIP(nn.Module):
         """
         video_features = F.normalize(self.encode_video(video), dim=-1)
         text_features = F.normalize(self.encode_text(tokens), dim=-1)
-        scale = self.logit_scale.exp()
+        scale = self.logit_scale.float().exp()
         if normalized_features:
             return video_features, text_features, scale
         return scale * video_features @ text_features.t(), scale * text_features @ video_features.t()
@@ -167,7 +168,7 @@ class UnimodalClassifier(nn.Module):
         return self.video(video)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encode_video(video))
+        return self.head(self.encode_video(video).to(self.head.weight.dtype)).float()
 
     def video_probabilities(self, video: torch.Tensor, text_features=None, ensemble: str = "softmax") -> torch.Tensor:
         """Softmax over the head's classes (the class texts play no part)."""

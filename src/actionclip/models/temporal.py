@@ -23,9 +23,12 @@ class TFLayerNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Computed in fp32 whatever the input: 1e-12 under a square root is below bf16's resolution.
+        dtype = x.dtype
+        x = x.float()
         mean = x.mean(-1, keepdim=True)
         var = (x - mean).pow(2).mean(-1, keepdim=True)
-        return self.weight * ((x - mean) / torch.sqrt(var + self.eps)) + self.bias
+        return (self.weight.float() * ((x - mean) / torch.sqrt(var + self.eps)) + self.bias.float()).to(dtype)
 
 
 class QuickGELU(nn.Module):

@@ -61,7 +61,7 @@ class VideoEncoder(nn.Module):
         if video.ndim != 5:
             raise ValueError(f"expected a video batch [B, T, 3, H, W], got shape {tuple(video.shape)}")
         b, t = video.shape[:2]
-        frames = video.flatten(0, 1)
+        frames = video.flatten(0, 1).to(self.input_dtype)
         if self.visual_prompt == "Joint":
             return self._joint(frames, b, t)
         if self.visual_prompt == "Shift":
@@ -73,7 +73,12 @@ class VideoEncoder(nn.Module):
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame image features ``[B, T, D]`` before the temporal module (post-network prompts only)."""
         b, t = video.shape[:2]
-        return self.visual(video.flatten(0, 1)).view(b, t, -1)
+        return self.visual(video.flatten(0, 1).to(self.input_dtype)).view(b, t, -1)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype of the image encoder's weights (bf16 after ``cast_for_inference``), which frames must match."""
+        return next(self.visual.parameters()).dtype
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         pooled, _ = self.visual._pool(x)

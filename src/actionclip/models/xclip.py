@@ -169,7 +169,7 @@ class XCLIPVideoEncoder(nn.Module):
         if video.ndim != 5:
             raise ValueError(f"expected a video batch [B, T, 3, H, W], got shape {tuple(video.shape)}")
         b, t = video.shape[:2]
-        x = self.visual._embeds(video.flatten(0, 1))  # patch embedding, class token, positions, ln_pre
+        x = self.visual._embeds(video.flatten(0, 1).to(self.visual.conv1.weight.dtype))  # patch embedding, class token, positions, ln_pre
         for block in self.visual.transformer.resblocks:
             x = block(x, t)
         frame_features = self.visual.ln_post(x[:, 0]) @ self.visual.proj
@@ -208,13 +208,13 @@ class XCLIP(nn.Module):
         return [p for name, p in self.named_parameters() if not is_new_parameter(name)]
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the MIT's output)."""
-        return self.video(video)[0]
+        """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the MIT's output), in fp32 whatever the weights."""
+        return self.video(video)[0].float()
 
     def encode_text(self, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-        """``[N, L]`` token ids -> ``[N, D]``, un-normalised, before the video-specific prompts."""
+        """``[N, L]`` token ids -> ``[N, D]``, un-normalised, before the video-specific prompts, in fp32."""
         tokens = tokens.to(self.logit_scale.device)
-        return torch.cat([self.text(chunk) for chunk in tokens.split(batch_size)])
+        return torch.cat([self.text(chunk) for chunk in tokens.split(batch_size)]).float()
 
     def tokenize(self, texts: Sequence[str] | str) -> torch.Tensor:
         return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
@@ -237,9 +237,10 @@ class XCLIP(nn.Module):
     def _logits(self, video_features: torch.Tensor, visual_tokens: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         text = text_features.to(video_features.dtype).unsqueeze(0).expand(video_features.shape[0], -1, -1)
         text = text + self.prompts_generator(text, visual_tokens)
-        video_features = F.normalize(video_features, dim=-1)
-        text = F.normalize(text, dim=-1)
-        return self.logit_scale.exp() * torch.einsum("bd,bcd->bc", video_features, text)
+        # Similarities and the temperature in fp32 even when the weights are bf16.
+        video_features = F.normalize(video_features.float(), dim=-1)
+        text = F.normalize(text.float(), dim=-1)
+        return self.logit_scale.float().exp() * torch.einsum("bd,bcd->bc", video_features, text)
 
     @torch.no_grad()
     def class_text_features(self, labels: Sequence[str], templates=None, clean_labels: bool = False) -> torch.Tensor:

@@ -1,0 +1,64 @@
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import actionclip
+from actionclip import precision as precision_module
+from actionclip.precision import cast_for_inference, resolve_precision
+from conftest import random_video
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="fp16 is for GPUs"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int8", "cpu")
+
+
+@pytest.mark.parametrize("arch, prompt", [("actionclip", p) for p in actionclip.VISUAL_PROMPTS] + [("xclip", "Transf")])
+def test_bf16_weights_keep_embeddings_close_and_in_fp32(arch, prompt):
+    model = actionclip.create_model("test-tiny", visual_prompt=prompt, arch=arch, num_frames=8, seed=0).eval()
+    low = cast_for_inference(copy.deepcopy(model), "bf16")
+    assert low.video.visual.conv1.weight.dtype == torch.bfloat16
+    norms = [m for m in low.modules() if isinstance(m, torch.nn.LayerNorm) and not isinstance(low, torch.nn.TransformerEncoderLayer)]
+    assert any(m.weight.dtype == torch.float32 for m in norms)
+    video = random_video(batch=3)
+    tokens = model.tokenize(["a video of arm wrestling", "swimming", "playing guitar"])
+    with torch.no_grad():
+        full_video, low_video = model.encode_video(video), low.encode_video(video)
+        full_text, low_text = model.encode_text(tokens), low.encode_text(tokens)
+    assert low_video.dtype == torch.float32 and low_text.dtype == torch.float32
+    assert F.cosine_similarity(full_video, low_video).min() >= 0.999
+    assert F.cosine_similarity(full_text, low_text).min() >= 0.999
+
+
+def test_bf16_predictions_agree_with_fp32():
+    model = actionclip.create_model("test-tiny", visual_prompt="Transf", seed=0).eval()
+    low = cast_for_inference(copy.deepcopy(model), "bf16")
+    video = random_video(batch=16, seed=3)
+    labels = ["arm wrestling", "swimming", "playing guitar", "cooking", "dancing"]
+    full_probs, low_probs = model.classify(video, labels), low.classify(video, labels)
+    assert (full_probs.argmax(1) == low_probs.argmax(1)).float().mean() >= 0.9
+    assert (full_probs - low_probs).abs().max() < 0.02
+
+
+def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
+    from actionclip.benchmark import benchmark
+    from actionclip.cli import main
+    from actionclip.data.synthetic import make_synthetic_dataset
+
+    written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
+    actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "m")
+    assert main(["predict", written.samples[0].path, "--labels", "a,b", "--checkpoint", str(tmp_path / "m"),
+                 "--precision", "bf16", "--json", "--workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out.strip())
+    assert result["labels"] and abs(sum(result["scores"]) - 1) < 1e-3
+    assert benchmark("test-tiny", frames=2, batch_size=1, iterations=1, precision="bf16", device="cpu")["precision"] == "bf16"
