@@ -1,3 +1,6 @@
+import os
+import tempfile
+
 import pytest
 import torch
 
@@ -11,6 +14,8 @@ TINY = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
 }
 actionclip.register_model_config("test-tiny", TINY)
+# `actionclip predict` caches label text features; keep the tests' cache out of the home directory.
+os.environ["ACTIONCLIP_CACHE"] = tempfile.mkdtemp(prefix="actionclip-test-cache-")
 
 
 @pytest.fixture(autouse=True)

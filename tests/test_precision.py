@@ -62,3 +62,26 @@ def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out.strip())
     assert result["labels"] and abs(sum(result["scores"]) - 1) < 1e-3
     assert benchmark("test-tiny", frames=2, batch_size=1, iterations=1, precision="bf16", device="cpu")["precision"] == "bf16"
+
+
+def test_a_second_predict_with_the_same_labels_does_not_run_the_text_encoder(tmp_path):
+    from actionclip.data.synthetic import make_synthetic_dataset
+    from actionclip.predict import iter_predictions
+
+    written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
+    video = written.samples[0].path
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    calls = []
+    model.text.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    labels = ["arm wrestling", "swimming"]
+    first = list(iter_predictions(model, video, labels, workers=0, text_cache=tmp_path / "cache"))
+    assert calls == [32]  # 16 templates x 2 labels
+    second = list(iter_predictions(model, video, labels, workers=0, text_cache=tmp_path / "cache"))
+    assert calls == [32] and second == first
+    list(iter_predictions(model, video, ["arm wrestling", "cooking"], workers=0, text_cache=tmp_path / "cache"))
+    assert calls == [32, 32]  # other labels: encoded
+    with torch.no_grad():
+        model.text.ln_final.bias.add_(0.1)
+    list(iter_predictions(model, video, labels, workers=0, text_cache=tmp_path / "cache"))
+    assert calls == [32, 32, 32]  # other weights: encoded again
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3

@@ -75,7 +75,8 @@ def _predict(args) -> int:
         failed = total = 0
         for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
                                        top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
-                                       workers=args.workers, progress=sys.stderr.isatty()):
+                                       workers=args.workers, progress=sys.stderr.isatty(),
+                                       text_cache=None if args.no_text_cache else args.text_cache):
             total += 1
             failed += "error" in result
             if args.json:
@@ -110,6 +111,8 @@ def _benchmark(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from actionclip.text_cache import default_cache_dir
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "data":
         from actionclip.data.cli import main as data_main
@@ -156,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: actionclip for ActionCLIP, label_only for X-CLIP)")
     predict.add_argument("--json", action="store_true", help="one JSON object per video and line")
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    predict.add_argument("--text-cache", default=str(default_cache_dir()), help="where label text features are kept between runs (default: %(default)s; env ACTIONCLIP_CACHE)")
+    predict.add_argument("--no-text-cache", action="store_true", help="always run the text encoder")
     predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                          help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32 (default: auto)")
     predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")

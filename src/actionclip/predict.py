@@ -26,6 +26,7 @@ from actionclip.data.transforms import TestTransform, ThreeCropTransform
 from actionclip.factory import create_model
 from actionclip.models.backbone import CheckpointError
 from actionclip.precision import cast_for_inference, resolve_precision
+from actionclip.text_cache import cached_class_text_features
 from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint
 
 PathLike = str | os.PathLike
@@ -189,11 +190,13 @@ def iter_predictions(
     batch_size: int = 8,
     workers: int = 2,
     progress: bool = False,
+    text_cache: str | Path | None = None,
 ) -> Iterator[dict]:
     """Result dicts (see the module docstring) as the videos are scored, in input order.
 
     ``num_frames`` None: the frames the model was built for. ``templates``: None (the model's default: the official
     16 for ActionCLIP, the label alone for X-CLIP), "actionclip", "label_only", a template file or a list.
+    ``text_cache``: a directory where the labels' text features are kept between calls (None: no cache).
     """
     labels = _check_labels(labels)
     if top_k < 1:
@@ -206,7 +209,10 @@ def iter_predictions(
     was_training = model.training
     model.eval()
     try:
-        text_features = model.class_text_features(labels, templates)
+        if text_cache is None:
+            text_features = model.class_text_features(labels, templates)
+        else:
+            text_features = cached_class_text_features(model, labels, templates, text_cache)
         with tqdm(total=len(dataset), desc="predict", unit="video", disable=not progress) as bar:
             for indices, frames, bad in loader:
                 results = {b.index: {"video": b.path, "error": b.reason} for b in bad}
@@ -239,6 +245,7 @@ def predict(
     batch_size: int = 8,
     workers: int = 2,
     progress: bool = False,
+    text_cache: str | Path | None = None,
 ) -> list[dict]:
     """Classify ``videos`` (files or folders) among ``labels``; one result dict per video, in input order.
 
@@ -263,7 +270,8 @@ def predict(
         model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, num_frames=num_frames or 8,
                            arch=arch, device=device, precision=precision or "auto")
     return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
-                                 templates=templates, batch_size=batch_size, workers=workers, progress=progress))
+                                 templates=templates, batch_size=batch_size, workers=workers, progress=progress,
+                                 text_cache=text_cache))
 
 
 def format_result(result: dict) -> str:

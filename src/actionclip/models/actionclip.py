@@ -66,6 +66,8 @@ def _video_encoder(config: ActionCLIPConfig, visual: nn.Module) -> VideoEncoder:
 
 
 class ActionCLIP(nn.Module):
+    default_templates = "actionclip"  # the official 16
+
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
         super().__init__()
         clip = build_clip(config.clip) if clip is None else clip
@@ -107,7 +109,7 @@ class ActionCLIP(nn.Module):
     @torch.no_grad()
     def class_text_features(self, labels: Sequence[str], templates=None, clean_labels: bool = False) -> torch.Tensor:
         """Normalised text features of every template x label, ``[K, C, D]``."""
-        templates = resolve_templates(templates)
+        templates = resolve_templates(self.default_templates if templates is None else templates)
         labels = [clean_class_name(label) for label in labels] if clean_labels else list(labels)
         features = self.encode_text(self.tokenize(fill_templates(templates, labels)))
         return F.normalize(features, dim=-1).view(len(templates), len(labels), -1)

@@ -180,6 +180,8 @@ class XCLIPVideoEncoder(nn.Module):
 
 class XCLIP(nn.Module):
     """X-CLIP around an open_clip CLIP: image tower -> :class:`XCLIPVideoEncoder`, CLIP's text tower as is."""
+    default_templates = "label_only"  # X-CLIP trains and tests on the label alone
+
 
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
         super().__init__()
@@ -246,7 +248,7 @@ class XCLIP(nn.Module):
     def class_text_features(self, labels: Sequence[str], templates=None, clean_labels: bool = False) -> torch.Tensor:
         """Un-normalised text features ``[K, C, D]`` of every template x label; ``templates`` None: the label alone
         ("label_only"), as X-CLIP trains and tests."""
-        templates = resolve_templates("label_only" if templates is None else templates)
+        templates = resolve_templates(self.default_templates if templates is None else templates)
         labels = [clean_class_name(label) for label in labels] if clean_labels else list(labels)
         features = self.encode_text(self.tokenize(fill_templates(templates, labels)))
         return features.view(len(templates), len(labels), -1)
