@@ -61,7 +61,9 @@ def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
                  "--precision", "bf16", "--json", "--workers", "0"]) == 0
     result = json.loads(capsys.readouterr().out.strip())
     assert result["labels"] and abs(sum(result["scores"]) - 1) < 1e-3
-    assert benchmark("test-tiny", frames=2, batch_size=1, iterations=1, precision="bf16", device="cpu")["precision"] == "bf16"
+    result = benchmark("test-tiny", frames=2, batch_size=1, iterations=1, precision="bf16", device="cpu")
+    assert result["precision"] == "bf16" and result["peak_gflops"] > 0
+    assert result["achieved_gflops"] == pytest.approx(2 * result["gflops_per_video"] * result["videos_per_s"])
 
 
 def test_a_second_predict_with_the_same_labels_does_not_run_the_text_encoder(tmp_path):

@@ -19,6 +19,9 @@ neither the counts nor the shapes, only the activation's speed). Reported:
   ``torch.inference_mode``, after warm-up iterations.
 - ``videos_per_s_end_to_end`` (with ``video``): decoding, frame sampling and the test transform in DataLoader
   workers plus the model, as ``actionclip predict`` runs them, after one warm-up batch.
+- ``peak_gflops``: a dense square matmul in the model's dtype, measured in the same process (FLOP/s, i.e. two per
+  multiply-add); ``achieved_gflops``: ``2 x gflops_per_video x videos_per_s``, the model's rate in the same unit, so
+  their ratio says how close the model runs to this machine's limit.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from actionclip.factory import create_model
-from actionclip.precision import cast_for_inference, resolve_precision
+from actionclip.precision import DTYPES, cast_for_inference, resolve_precision
 from actionclip.predict import PathLike, VideoClips, collate_clips, collect_videos, model_image_size
 
 WARMUP_ITERATIONS = 2
@@ -87,6 +90,19 @@ def throughput(step: Callable[[], int], iterations: int, warmup: int, device: to
     items = sum(step() for _ in range(iterations))
     _synchronize(device)
     return items / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, size: int = 2048, iterations: int = 10) -> float:
+    """FLOP/s (x 1e9) of a ``size`` x ``size`` matmul in ``dtype``: the machine's practical limit for dense layers."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+
+    def step() -> int:
+        torch.mm(a, b)
+        return 1
+
+    return 2 * size**3 * throughput(step, iterations, 2, device) / 1e9
 
 
 @torch.inference_mode()
@@ -167,6 +183,8 @@ def benchmark(
     result["precision"] = resolve_precision(precision, device)
     model = cast_for_inference(build_random_model(model_name, visual_prompt, frames, arch, device), result["precision"])
     result["videos_per_s"] = model_throughput(model, batch_size, frames, iterations)
+    result["achieved_gflops"] = 2 * result["gflops_per_video"] * result["videos_per_s"]
+    result["peak_gflops"] = matmul_peak_gflops(DTYPES[result["precision"]], device)
     if video is not None:
         result["videos_per_s_end_to_end"] = end_to_end_throughput(model, video, batch_size, frames, iterations, workers)
         result["workers"] = workers
@@ -183,7 +201,9 @@ def format_benchmark(result: dict) -> str:
         f"params            {result['params'] / 1e6:.1f} M ({result['params_all'] / 1e6:.1f} M with the "
         f"{result['params_token_embedding'] / 1e6:.1f} M token-embedding table)",
         f"GFLOPs per video  {result['gflops_per_video']:.2f} (multiply-accumulates of the video encoder)",
-        f"videos/s          {result['videos_per_s']:.2f} (model only)",
+        f"videos/s          {result['videos_per_s']:.2f} (model only, {result['precision']} weights)",
+        f"GFLOP/s           {result['achieved_gflops']:.1f} achieved, {result['peak_gflops']:.1f} peak (a dense "
+        f"{result['precision']} matmul): {result['achieved_gflops'] / result['peak_gflops']:.0%} of the peak",
     ]
     if "videos_per_s_end_to_end" in result:
         lines.append(f"videos/s          {result['videos_per_s_end_to_end']:.2f} (decode + sample + transform "
