@@ -95,7 +95,7 @@ class DemoConfig:
 def quick_config(seed: int = 0, threads: int = 2) -> DemoConfig:
     """About a minute on 2 CPU cores, for CI: fewer steps and videos, every variant."""
     return DemoConfig(seed=seed, threads=threads, pretrain_images=4096, finetune_steps=150, train_draws=6, test_draws=4,
-                      pretrain=PretrainConfig(steps=200, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100))
+                      pretrain=PretrainConfig(steps=250, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100))
 
 
 def model_config(context_length: int) -> dict:
