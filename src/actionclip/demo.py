@@ -223,6 +223,7 @@ def single_image_accuracy(clip, images: torch.Tensor, targets: torch.Tensor, tex
 
 def pretrain_step(config: DemoConfig, output: Path, context_length: int, log) -> tuple[Path, dict]:
     images, captions = pretraining_pairs(config.pretrain_images, config.seed)
+    check_captions_fit(captions, context_length)
     torch.manual_seed(config.seed)
     clip = build_clip(model_config(context_length))
     tokenize = make_tokenizer(model_config(context_length))
