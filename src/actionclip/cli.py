@@ -110,6 +110,53 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from actionclip.demo import DemoConfig, quick_config, run_demo
+
+    config = quick_config(args.seed, args.threads) if args.quick else DemoConfig(seed=args.seed, threads=args.threads)
+    if args.variants:
+        config.variants = tuple(args.variants.split(","))
+    run_demo(args.output, config)
+    return 0
+
+
+def _pretrain(args) -> int:
+    from actionclip.models.backbone import register_model_config
+    from actionclip.pretrain import PretrainConfig, pretrain_from_files
+
+    if args.model_config:
+        with open(args.model_config) as handle:
+            register_model_config(args.model, json.load(handle))
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                            warmup=args.warmup, seed=args.seed)
+    print(pretrain_from_files(args.data, args.model, args.output, config, workers=args.workers))
+    return 0
+
+
+def _add_demo_and_pretrain(sub) -> None:
+    demo = sub.add_parser("demo", help="pre-train, prompt, fine-tune on generated videos, offline on a CPU (about 3 minutes)")
+    demo.add_argument("--output", required=True, help="directory for results.json, results.png and the pre-trained CLIP")
+    demo.add_argument("--quick", action="store_true", help="a reduced run of about a minute (CI)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=int, default=2, help="variants fine-tuned at once, one single-threaded process each (results do not depend on it)")
+    demo.add_argument("--variants", help="comma-separated subset of actionclip_transf,actionclip_meanp,unimodal,random_init,label_only")
+    demo.set_defaults(handler=_demo)
+
+    pretrain = sub.add_parser("pretrain", help="contrastive CLIP pre-training on image-caption pairs (CSV path,caption or folder of image + .txt)")
+    pretrain.add_argument("data", help="CSV with a path,caption header, or a folder of images each with a same-named .txt caption")
+    pretrain.add_argument("--model", required=True, help="open_clip model name, or the name to register --model-config under")
+    pretrain.add_argument("--model-config", help="JSON open_clip model config (embed_dim, vision_cfg, text_cfg) for a custom architecture")
+    pretrain.add_argument("--output", required=True, help="directory for clip.pt (open_clip state dict), model_config.json, pretrain.json")
+    pretrain.add_argument("--steps", type=int, default=1000)
+    pretrain.add_argument("--batch-size", type=int, default=128)
+    pretrain.add_argument("--lr", type=float, default=2e-3)
+    pretrain.add_argument("--weight-decay", type=float, default=0.1)
+    pretrain.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps")
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    pretrain.set_defaults(handler=_pretrain)
+
+
 def main(argv: list[str] | None = None) -> int:
     from actionclip.text_cache import default_cache_dir
 
@@ -180,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--workers", type=int, default=2, help="decoding worker processes for --video (default: 2)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.set_defaults(handler=_benchmark)
+    _add_demo_and_pretrain(sub)
 
     args = parser.parse_args(argv)
     if args.command is None:

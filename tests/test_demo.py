@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from actionclip import demo
+from actionclip.cli import main
+
+KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "label_only")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One `actionclip demo --quick` run per session (about a minute and a half on 2 cores)."""
+    output = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--output", str(output)]) == 0
+    return output
+
+
+def test_results_have_every_variant_with_chance(quick):
+    results = json.loads((quick / "results.json").read_text())
+    for key in KEYS:
+        row = results[key]
+        assert 0 <= row["supervised_top1"] <= 1
+        assert row["chance"] == {"supervised_top1": pytest.approx(1 / 48), "zero_shot_top1": pytest.approx(1 / 24),
+                                 **({} if key == "unimodal" else {"generalized_zero_shot_top1": pytest.approx(1 / 72)})}
+    assert results["unimodal"]["zero_shot_top1"] is None  # a linear head cannot score unseen classes
+    assert (quick / "results.png").stat().st_size > 10_000
+    assert (quick / "pretrain" / "clip.pt").is_file()
+
+
+def test_quick_meets_the_acceptance_bars(quick):
+    results = json.loads((quick / "results.json").read_text())
+    pretrain = results["pretrain"]
+    assert pretrain["single_image_zero_shot_top1"] > 0.7
+    row = results["actionclip_transf"]
+    assert row["zero_shot_top1"] >= 2 * row["chance"]["zero_shot_top1"]
+    assert row["supervised_top1"] >= 5 * row["chance"]["supervised_top1"]
+
+
+def test_rerun_gives_identical_numbers(quick, tmp_path):
+    # Pre-training and one variant again, run in this process instead of a worker: bit-identical numbers.
+    assert main(["demo", "--quick", "--output", str(tmp_path), "--variants", "actionclip_transf"]) == 0
+    first, again = (json.loads((d / "results.json").read_text()) for d in (quick, tmp_path))
+    for key in ("single_image_zero_shot_top1", "motion_trail_zero_shot_top1", "final_loss"):
+        assert again["pretrain"][key] == first["pretrain"][key]
+    for key in ("supervised_top1", "zero_shot_top1", "generalized_zero_shot_top1", "final_loss"):
+        assert again["actionclip_transf"][key] == first["actionclip_transf"][key]
+
+
+def test_split_holds_out_a_two_by_two_block_of_colour_shape_pairs():
+    train, unseen = demo.splits()
+    assert len(train) == 48 and len(unseen) == 24
+    assert not {c[:2] for c in train} & {c[:2] for c in unseen}
+    # Among the unseen classes neither colour nor shape alone names the pair.
+    pairs = {c[:2] for c in unseen}
+    assert len({colour for colour, _ in pairs}) == 2 and len({shape for _, shape in pairs}) == 2
+    # ... while every colour, shape and motion is fine-tuned on.
+    assert {c[0] for c in train} == set(demo.COLOURS) and {c[2] for c in train} == set(demo.MOTIONS)
+
+
+def test_twin_videos_are_one_drawing_played_both_ways():
+    videos = demo.render_videos([("blue", "triangle", m) for m in demo.MOTIONS], draws=2, seed=0, stream=9)
+    assert len(videos.labels) == 12
+    assert torch.equal(videos.frames[1], videos.frames[0].flip(0))
+    names = videos.names
+    assert (names[videos.labels[0]], names[videos.labels[1]]) == ("blue triangle moving right", "blue triangle moving left")
+
+
+def _trail(motion):
+    rng = np.random.default_rng(0)
+    clip = demo.draw_clip("square", "red", motion, 32, 8, rng)
+    return demo.motion_trail(clip, motion)[..., 0].astype(float), clip[0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("motion, sign", [("right", 1), ("left", -1)])
+def test_motion_trail_is_brightest_where_the_shape_ends(motion, sign):
+    red, background = _trail(motion)
+    columns = np.nonzero(red > background)[1]
+    brightest = np.nonzero(red == red.max())[1]
+    assert sign * (brightest.mean() - columns.mean()) > 2
+
+
+def test_growing_and_shrinking_trails_differ_inside_out():
+    # Growing: the newest, largest shape is painted first in full colour, the older smaller ones fainter on top;
+    # shrinking: the newest, smallest one in full colour in the middle.
+    grow, background = _trail("grow")
+    shrink, _ = _trail("shrink")
+    ys, xs = np.nonzero(grow > background)
+    centre = grow[int(ys.mean()), int(xs.mean())]
+    assert centre < grow.max()
+    assert shrink[int(ys.mean()), int(xs.mean())] == shrink.max()
+
+
+def test_captions_and_prompts_fit_the_context_length():
+    labels = [demo.class_text(*c) for c in demo.all_classes()]
+    images, captions = demo.pretraining_pairs(64, seed=0)
+    assert images.shape == (64, 3, 32, 32) and images.dtype == torch.uint8
+    assert any("moving" in c for c in captions) and any(c.endswith(("left", "right", "top", "bottom")) and "moving" not in c for c in captions)
+    length = demo.check_captions_fit(demo.fill_templates(demo.ACTIONCLIP_TEMPLATES, labels) + labels + captions, 77)
+    assert length <= 20
