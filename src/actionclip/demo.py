@@ -8,15 +8,17 @@ is seen in fine-tuning, only not in these combinations. Holding out whole (colou
 attributes from giving the third away, and holding out a 2 x 2 block keeps colour alone (or shape alone) from
 naming the pair among the unseen classes: zero-shot needs both.
 
-1. Pre-train. A tiny CLIP (ViT with 8x8 patches on 32x32 images, open_clip, the real CLIP BPE tokenizer) is trained
-   contrastively on single images: still frames captioned "red circle", and motion-trail stills -- a clip's frames
+1. Pre-train. A tiny CLIP (open_clip, a small ResNet image tower on 32x32 frames, the real CLIP BPE tokenizer)
+   is trained contrastively on single images: still frames captioned "red circle", and motion-trail stills -- a clip's frames
    painted over each other, fainter the older -- captioned "red circle moving left". Like web image-text data
    (and unlike the fine-tuning split), the pairs cover every composition. The trails are what grounds the motion
-   words: without them the text tower never sees "left" apart from "right" and maps both to one embedding.
-2. Prompt + fine-tune. ActionCLIP on 8-frame videos of the 54 training classes, KL loss over in-batch video-text
-   pairs, the 16 textual prompts of the paper. Each batch holds clips with their time-reversed twins: with 54
-   classes and 16 videos the opposite motion is otherwise rarely in the batch to be contrasted against.
-3. Evaluate held-out videos: supervised over the 54 training classes, zero-shot over the 18 unseen compositions.
+   words: without them the text tower never sees "left" apart from "right" and maps both to one embedding. Still
+   captions also say where a shape is and how big ("red circle on the left", "small red circle"), so that frame
+   features carry what Transf needs to read motion from a sequence of frames.
+2. Prompt + fine-tune. ActionCLIP on 8-frame videos of the 48 training classes, KL loss over in-batch video-text
+   pairs, the 16 textual prompts of the paper, frame features L2-normalised (``UnitFrameFeatures``). Each batch
+   holds clips with their time-reversed twins: with 48 classes and 16 videos the opposite motion is otherwise rarely in the batch to be contrasted against.
+3. Evaluate held-out videos: supervised over the 48 training classes, zero-shot over the 24 unseen compositions.
 
 Variants follow the paper's ablations (Tables 1-4): see ``VARIANTS``.
 """
