@@ -16,3 +16,9 @@ from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name
 from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint, read_videox_checkpoint
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "VISUAL_PROMPTS",
+    "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip", "from_official_checkpoint",
+    "from_videox_checkpoint", "load", "losses", "predict", "read_videox_checkpoint", "register_model_config", "save",
+]

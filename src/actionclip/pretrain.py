@@ -22,7 +22,6 @@ from typing import Callable, Iterator, Sequence
 
 import open_clip
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset

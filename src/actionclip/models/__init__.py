@@ -3,3 +3,8 @@ from actionclip.models.backbone import CheckpointError, register_model_config
 from actionclip.models.temporal import VISUAL_PROMPTS
 from actionclip.models.video import VideoEncoder
 from actionclip.models.xclip import XCLIP
+
+__all__ = [
+    "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "VISUAL_PROMPTS", "VideoEncoder", "XCLIP",
+    "ensemble_probabilities", "register_model_config",
+]
