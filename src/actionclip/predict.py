@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from actionclip.checkpoints import CONFIG_FILE, load_any, resolve
+from actionclip.checkpoints import CONFIG_FILE, load_any
 from actionclip.data.build import parse_views
 from actionclip.data.datasets import BadSample, Sample, VideoDataset
 from actionclip.data.decode import is_video_file
@@ -113,7 +113,7 @@ def load_model(
         elif arch == "xclip" and path.is_file():
             model = from_videox_checkpoint(path)
         else:
-            model = load_any(resolve(path), visual_prompt, num_frames)
+            model = load_any(path, visual_prompt, num_frames)
         source = str(path)
     if arch is not None and model.config.arch != arch:
         raise CheckpointError(f"{source}: holds an {model.config.arch!r} model, not {arch!r}")

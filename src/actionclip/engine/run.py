@@ -35,7 +35,8 @@ def model_from_config(config: ModelConfig, num_classes: int | None = None) -> to
     )
 
 
-def _output_info(config: Config):
+def _start_process(config: Config):
+    """Join the process group (if torchrun started several) and seed this process."""
     info = distributed.init(config.train.device)
     torch.manual_seed(config.train.seed)
     return info
@@ -45,7 +46,7 @@ def run_training(config: Config, resume: bool = False) -> dict:
     """Build the model and datasets a config describes, train, and return the last evaluation summary."""
     from actionclip.data.build import build_dataset, has_val
 
-    info = _output_info(config)
+    info = _start_process(config)
     try:
         num_frames = config.model.num_frames
         # Rank 0 writes generated data first; the others then read it.
@@ -72,7 +73,7 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
     from actionclip.data.build import build_dataset
     from actionclip.data.subsets import class_subsets
 
-    info = _output_info(config)
+    info = _start_process(config)
     try:
         if checkpoint is not None:
             config.model.checkpoint = checkpoint
