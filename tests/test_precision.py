@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import actionclip
 from actionclip import precision as precision_module
-from actionclip.precision import cast_for_inference, resolve_precision
+from actionclip.precision import prepare_for_inference, resolve_precision
 from conftest import random_video
 
 
@@ -26,7 +26,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 @pytest.mark.parametrize("arch, prompt", [("actionclip", p) for p in actionclip.VISUAL_PROMPTS] + [("xclip", "Transf")])
 def test_bf16_weights_keep_embeddings_close_and_in_fp32(arch, prompt):
     model = actionclip.create_model("test-tiny", visual_prompt=prompt, arch=arch, num_frames=8, seed=0).eval()
-    low = cast_for_inference(copy.deepcopy(model), "bf16")
+    low = prepare_for_inference(copy.deepcopy(model), "bf16")
     assert low.video.visual.conv1.weight.dtype == torch.bfloat16
     norms = [m for m in low.modules() if isinstance(m, torch.nn.LayerNorm) and not isinstance(low, torch.nn.TransformerEncoderLayer)]
     assert any(m.weight.dtype == torch.float32 for m in norms)
@@ -42,7 +42,7 @@ def test_bf16_weights_keep_embeddings_close_and_in_fp32(arch, prompt):
 
 def test_bf16_predictions_agree_with_fp32():
     model = actionclip.create_model("test-tiny", visual_prompt="Transf", seed=0).eval()
-    low = cast_for_inference(copy.deepcopy(model), "bf16")
+    low = prepare_for_inference(copy.deepcopy(model), "bf16")
     video = random_video(batch=16, seed=3)
     labels = ["arm wrestling", "swimming", "playing guitar", "cooking", "dancing"]
     full_probs, low_probs = model.classify(video, labels), low.classify(video, labels)
@@ -87,3 +87,27 @@ def test_a_second_predict_with_the_same_labels_does_not_run_the_text_encoder(tmp
     list(iter_predictions(model, video, labels, workers=0, text_cache=tmp_path / "cache"))
     assert calls == [32, 32, 32]  # other weights: encoded again
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
+
+
+@pytest.mark.parametrize("arch, prompt", [("actionclip", "Transf"), ("actionclip", "Transf_cls"), ("xclip", "Transf")])
+def test_prepared_fp32_model_computes_the_same_function(arch, prompt):
+    model = actionclip.create_model("test-tiny", visual_prompt=prompt, arch=arch, num_frames=8, seed=0, quick_gelu=True).eval()
+    quick = [name for name, m in model.named_modules() if type(m).__name__ == "QuickGELU"]
+    prepared = prepare_for_inference(copy.deepcopy(model), "fp32")
+    # CLIP's blocks (a vision and a text one in test-tiny), and the temporal module's or X-CLIP's.
+    assert len(quick) >= 2
+    assert [name for name, m in prepared.named_modules() if isinstance(m, torch.nn.SiLU) and m.inplace] == quick
+    weight = quick[0].replace("gelu", "c_fc.weight")
+    assert torch.allclose(prepared.state_dict()[weight], 1.702 * model.state_dict()[weight])
+    video = random_video(batch=2)
+    tokens = model.tokenize(["a video of arm wrestling", "swimming"])
+    with torch.inference_mode():
+        assert torch.allclose(prepared.encode_video(video), model.encode_video(video), atol=1e-5)
+        assert torch.allclose(prepared.encode_text(tokens), model.encode_text(tokens), atol=1e-5)
+
+
+def test_a_prepared_model_is_not_saved(tmp_path):
+    model = prepare_for_inference(actionclip.create_model("test-tiny", seed=0), "fp32")
+    with pytest.raises(ValueError, match="prepared for inference"):
+        actionclip.save(model, tmp_path / "m")
+    assert not (tmp_path / "m" / "model.safetensors").exists()

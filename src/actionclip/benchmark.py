@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 from actionclip.factory import create_model
-from actionclip.precision import DTYPES, cast_for_inference, resolve_precision
+from actionclip.precision import DTYPES, prepare_for_inference, resolve_precision
 from actionclip.predict import PathLike, VideoClips, collate_clips, collect_videos, model_image_size
 
 WARMUP_ITERATIONS = 2
@@ -181,7 +181,7 @@ def benchmark(
         "gflops_per_video": count_gflops(shapes, frames),
     }
     result["precision"] = resolve_precision(precision, device)
-    model = cast_for_inference(build_random_model(model_name, visual_prompt, frames, arch, device), result["precision"])
+    model = prepare_for_inference(build_random_model(model_name, visual_prompt, frames, arch, device), result["precision"])
     result["videos_per_s"] = model_throughput(model, batch_size, frames, iterations)
     result["achieved_gflops"] = 2 * result["gflops_per_video"] * result["videos_per_s"]
     result["peak_gflops"] = matmul_peak_gflops(DTYPES[result["precision"]], device)

@@ -25,7 +25,7 @@ from actionclip.data.decode import is_video_file
 from actionclip.data.transforms import TestTransform, ThreeCropTransform
 from actionclip.factory import create_model
 from actionclip.models.backbone import CheckpointError
-from actionclip.precision import cast_for_inference, resolve_precision
+from actionclip.precision import prepare_for_inference, resolve_precision
 from actionclip.text_cache import cached_class_text_features
 from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint
 
@@ -119,7 +119,7 @@ def load_model(
         raise CheckpointError(f"{source}: holds an {model.config.arch!r} model, not {arch!r}")
     if not hasattr(model, "class_text_features"):
         raise ValueError(f"{source}: a {model.config.arch!r} model has a fixed set of classes; predict needs a video-text model")
-    return cast_for_inference(model.to(device).eval(), resolve_precision(precision, device))
+    return prepare_for_inference(model.to(device).eval(), resolve_precision(precision, device))
 
 
 def model_image_size(model: nn.Module) -> int:
@@ -252,7 +252,9 @@ def predict(
     ``model``: a model object (moved to ``device`` if one is given), an open_clip model name built with
     ``pretrained`` weights, or None with ``checkpoint`` (see :func:`load_model`). ``device`` None: CUDA when
     available for a model loaded here, the model's own device for a model object. ``precision`` (fp32, bf16,
-    fp16, auto): None means auto for a model loaded here and leaves a model object as it is. Other arguments as in
+    fp16, auto): None means auto for a model loaded here and leaves a model object as it is; given with a model
+    object, it prepares that object for inference in place (:func:`actionclip.precision.prepare_for_inference`:
+    no training or saving it afterwards). Other arguments as in
     :func:`iter_predictions`::
 
         actionclip.predict("clip.mp4", ["arm wrestling", "swimming"], checkpoint="runs/k400")
@@ -264,7 +266,7 @@ def predict(
         if device is not None:
             model.to(device)
         if precision is not None:
-            cast_for_inference(model, resolve_precision(precision, model.logit_scale.device))
+            prepare_for_inference(model, resolve_precision(precision, model.logit_scale.device))
     else:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, num_frames=num_frames or 8,

@@ -13,7 +13,7 @@ from actionclip.engine import distributed
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
 from actionclip.factory import create_model
-from actionclip.precision import cast_for_inference, resolve_precision
+from actionclip.precision import prepare_for_inference, resolve_precision
 
 
 def model_from_config(config: ModelConfig, num_classes: int | None = None) -> torch.nn.Module:
@@ -99,7 +99,7 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
             val_set = build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views)
             if model is None:
                 model = model_from_config(part.model, num_classes=len(val_set.classes)).to(info.device)
-                cast_for_inference(model, resolve_precision(part.eval.precision, info.device))
+                prepare_for_inference(model, resolve_precision(part.eval.precision, info.device))
             result = predict_dataset(
                 model, val_set, val_set.classes, templates=part.prompts.templates, ensemble=part.prompts.ensemble,
                 batch_size=part.eval.batch_size, workers=part.data.workers, info=info,

@@ -77,7 +77,7 @@ class VideoEncoder(nn.Module):
 
     @property
     def input_dtype(self) -> torch.dtype:
-        """The dtype of the image encoder's weights (bf16 after ``cast_for_inference``), which frames must match."""
+        """The dtype of the image encoder's weights (bf16 after ``prepare_for_inference``), which frames must match."""
         return next(self.visual.parameters()).dtype
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
