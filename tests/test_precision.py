@@ -1,5 +1,7 @@
 import copy
 import json
+import platform
+import resource
 
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch.nn.functional as F
 
 import actionclip
 from actionclip import precision as precision_module
-from actionclip.precision import prepare_for_inference, resolve_precision
+from actionclip.precision import prepare_for_inference, resolve_precision, retain_freed_memory
 from conftest import random_video
 
 
@@ -111,3 +113,13 @@ def test_a_prepared_model_is_not_saved(tmp_path):
     with pytest.raises(ValueError, match="prepared for inference"):
         actionclip.save(model, tmp_path / "m")
     assert not (tmp_path / "m" / "model.safetensors").exists()
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
+def test_freed_memory_is_reused_without_page_faults():
+    assert retain_freed_memory()
+    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # grows the heap once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+    # A fresh mapping faults in all 16384 of its 4 KiB pages (measured: 16385 without the setting, 0 with it).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 1000
