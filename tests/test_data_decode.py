@@ -217,3 +217,20 @@ def test_timestamp_table_contradicted_by_decoder_falls_back_to_counting(videos):
     full = full_decode(videos["gop10"])
     np.testing.assert_array_equal(video.read([45, 2, 80]), full[[45, 2, 80]])
     assert video._pts == []  # later reads count frames
+
+
+def test_decoding_scales_large_frames_down_to_the_short_side(tmp_path):
+    # Smooth content, so area averaging and a resize of the full-size frames must agree closely.
+    y, x = np.mgrid[0:240, 0:320]
+    frames = [np.stack([(x + 4 * t) % 256, (y + 2 * t) % 256, (x + y) // 3], -1).astype(np.uint8) for t in range(6)]
+    path = write_video(tmp_path / "big.mp4", frames, lossless=True)
+    full = read_frames(path, [1, 4])
+    small = VideoFile(path, short_side=120).read([1, 4])
+    assert small.shape == (2, 120, 160, 3)
+    reference = np.stack([np.asarray(Image.fromarray(f).resize((160, 120), Image.BOX)) for f in full])
+    # The wrap-around edges of the ramps differ by filter; everywhere else within a grey level or two.
+    assert np.median(np.abs(small.astype(int) - reference)) <= 2
+    # A short side at or under the target: the frames as decoded, pixel for pixel.
+    assert np.array_equal(VideoFile(path, short_side=240).read([1, 4]), full)
+    tall = write_video(tmp_path / "tall.mp4", [np.ascontiguousarray(f.transpose(1, 0, 2)) for f in frames], lossless=True)
+    assert VideoFile(tall, short_side=120).read([0]).shape == (1, 160, 120, 3)

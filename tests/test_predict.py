@@ -32,9 +32,9 @@ def synthetic_video(path: Path, seed: int, frames: int = 12) -> Path:
     return data.write_video(path, rng.integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8), lossless=path.suffix == ".mp4")
 
 
-def expected_probabilities(model, path, labels, views="1x1", templates=None):
+def expected_probabilities(model, path, labels, views="1x1", templates=None, short_side=None):
     """What ``model.classify`` gives on the test frames, built here step by step from the data functions."""
-    video = data.open_video(path)
+    video = data.open_video(path, short_side=short_side)
     size = model.config.clip["vision_cfg"]["image_size"]
     frames = model.config.num_frames
     if views == "1x1":
@@ -247,7 +247,9 @@ def test_python_api_with_a_model_name_and_a_generator(tmp_path):
     assert set(result["labels"]) == {"arm wrestling", "swimming"} and result["scores"] == sorted(result["scores"], reverse=True)
     torch.manual_seed(0)
     model = actionclip.create_model("test-tiny")
-    assert list(iter_predictions(model, video, ["arm wrestling", "swimming"], workers=0)) == [result]
+    # The same function: predict's model is prepared for inference (QuickGELU folded), this one is not.
+    (again,) = iter_predictions(model, video, ["arm wrestling", "swimming"], workers=0)
+    assert again["labels"] == result["labels"] and again["scores"] == pytest.approx(result["scores"], abs=1e-5)
     assert format_result({"video": "x.mp4", "error": "file not found"}) == "x.mp4: error: file not found"
 
 
@@ -275,3 +277,15 @@ def test_other_checkpoint_layouts(layout, checkpoint, tmp_path, capsys):
     code, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", source, "--visual-prompt", "Transf", "--json")
     assert code == 0
     assert_ranked(json_lines(out)[0], expected_probabilities(model, video, LABELS), LABELS, top_k=4)
+
+
+def test_decode_short_side_scales_frames_while_decoding(checkpoint, capsys, tmp_path):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 5)  # 48 x 64
+    code, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json",
+                           "--workers", "0", "--decode-short-side", "40")
+    assert code == 0
+    result = json_lines(out)[0]
+    scaled = expected_probabilities(model, video, LABELS, short_side=40)
+    assert_ranked(result, scaled, LABELS, top_k=len(LABELS))
+    assert not torch.allclose(scaled, expected_probabilities(model, video, LABELS), atol=1e-5)

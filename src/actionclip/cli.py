@@ -76,7 +76,8 @@ def _predict(args) -> int:
         for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
                                        top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
                                        workers=args.workers, progress=sys.stderr.isatty(),
-                                       text_cache=None if args.no_text_cache else args.text_cache):
+                                       text_cache=None if args.no_text_cache else args.text_cache,
+                                       decode_short_side=args.decode_short_side):
             total += 1
             failed += "error" in result
             if args.json:
@@ -212,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                          help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32 (default: auto)")
     predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")
     predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
+    predict.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while "
+                         "decoding (e.g. 256; cheaper for HD sources, pixels differ slightly from `eval`; default: off)")
     predict.set_defaults(handler=_predict)
 
     bench = sub.add_parser("benchmark", help="parameters, GFLOPs per video and videos/s of a configuration (the paper's Table 7)")

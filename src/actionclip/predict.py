@@ -135,11 +135,13 @@ def model_image_size(model: nn.Module) -> int:
 class VideoClips(Dataset):
     """Item ``i``: ``(i, frames [V, T, 3, S, S])`` (V = clips x crops) or ``(i, BadSample)`` for an unreadable video."""
 
-    def __init__(self, paths: Sequence[str], num_frames: int, size: int, views: str = "1x1"):
+    def __init__(self, paths: Sequence[str], num_frames: int, size: int, views: str = "1x1",
+                 decode_short_side: int | None = None):
         clips, crops = parse_views(views)
         transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
         # VideoDataset's test mode is exactly what ``actionclip eval`` scores; the labels are unused here.
-        self.dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips)
+        self.dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
+                                    decode_short_side=decode_short_side)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -191,18 +193,20 @@ def iter_predictions(
     workers: int = 2,
     progress: bool = False,
     text_cache: str | Path | None = None,
+    decode_short_side: int | None = None,
 ) -> Iterator[dict]:
     """Result dicts (see the module docstring) as the videos are scored, in input order.
 
     ``num_frames`` None: the frames the model was built for. ``templates``: None (the model's default: the official
     16 for ActionCLIP, the label alone for X-CLIP), "actionclip", "label_only", a template file or a list.
     ``text_cache``: a directory where the labels' text features are kept between calls (None: no cache).
+    ``decode_short_side``: frames with a longer short side are scaled down to it while decoding (None: never).
     """
     labels = _check_labels(labels)
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     paths = collect_videos(videos)
-    dataset = VideoClips(paths, num_frames or model.config.num_frames, model_image_size(model), views)
+    dataset = VideoClips(paths, num_frames or model.config.num_frames, model_image_size(model), views, decode_short_side)
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
                         collate_fn=collate_clips, pin_memory=device.type == "cuda")
@@ -246,6 +250,7 @@ def predict(
     workers: int = 2,
     progress: bool = False,
     text_cache: str | Path | None = None,
+    decode_short_side: int | None = None,
 ) -> list[dict]:
     """Classify ``videos`` (files or folders) among ``labels``; one result dict per video, in input order.
 
@@ -273,7 +278,7 @@ def predict(
                            arch=arch, device=device, precision=precision or "auto")
     return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
                                  templates=templates, batch_size=batch_size, workers=workers, progress=progress,
-                                 text_cache=text_cache))
+                                 text_cache=text_cache, decode_short_side=decode_short_side))
 
 
 def format_result(result: dict) -> str:

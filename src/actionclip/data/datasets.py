@@ -317,12 +317,14 @@ class VideoDataset(Dataset):
     clip-major. The label is an int, or a multi-hot float tensor over the classes for multi-label data.
     ``classes`` are the prompt texts: ``class_texts`` if given, else the cleaned ``class_names``.
     With ``seed`` set, item ``i`` of epoch ``e`` (``set_epoch``) is the same clip whatever the workers.
+    ``decode_short_side``: video frames larger than that are scaled down while decoding (``VideoFile``).
     """
 
     def __init__(self, samples: Sequence[Sample], class_names: Sequence[str], num_frames: int = 8,
                  mode: str = "train", transform: Callable | None = None, num_clips: int = 1,
                  seed: int | None = None, skip_bad: bool = True, class_texts: Sequence[str] | None = None,
-                 frame_template: str = FRAME_TEMPLATE, frame_offset: int = FRAME_OFFSET):
+                 frame_template: str = FRAME_TEMPLATE, frame_offset: int = FRAME_OFFSET,
+                 decode_short_side: int | None = None):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if num_clips > 1 and mode == "train":
@@ -341,6 +343,7 @@ class VideoDataset(Dataset):
         self.skip_bad = skip_bad
         self.frame_template = frame_template
         self.frame_offset = frame_offset
+        self.decode_short_side = decode_short_side
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -362,7 +365,7 @@ class VideoDataset(Dataset):
         return sample_clips(count, self.num_frames, self.num_clips)
 
     def _read(self, sample: Sample, rng: np.random.Generator) -> list[np.ndarray]:
-        video = open_video(sample.path, self.frame_template, self.frame_offset)
+        video = open_video(sample.path, self.frame_template, self.frame_offset, self.decode_short_side)
         count = sample.num_frames or video.num_frames
         clips = self._indices(count, rng)
         try:

@@ -13,7 +13,8 @@ Sparse reads decode as little as possible, and give exactly the pixels a full se
   jump from key frame to key frame;
 * packets of frames nobody asked for are decoded with ``skip_frame=NONREF``: a frame no other frame
   references can be dropped without changing any other frame;
-* only kept frames are converted to RGB.
+* only kept frames are converted to RGB, optionally scaled down in the same pass (``short_side``): for a
+  1080p source, converting full-size frames to RGB and resizing them afterwards costs more than decoding.
 
 Seeking and skipping need to know which frame a decoded picture is; it is identified by its
 timestamp, looked up in the sorted timestamps of the stream's packets (read once by demuxing, which
@@ -99,8 +100,13 @@ def _decode(container, stream, wanted_pts: set[int] | None = None) -> Iterator[l
             return
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    image = frame.to_ndarray(format="rgb24")
+def _to_rgb(frame: av.VideoFrame, short_side: int | None = None) -> np.ndarray:
+    scale = short_side / min(frame.width, frame.height) if short_side else 1.0
+    if scale < 1:
+        width, height = round(frame.width * scale), round(frame.height * scale)
+        image = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+    else:
+        image = frame.to_ndarray(format="rgb24")
     # Phones store portrait video as landscape plus a display matrix; show it the way players do.
     quarter_turns = round((frame.rotation or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
@@ -114,10 +120,13 @@ def _stack(frames: dict[int, np.ndarray], indices: list[int], path: str) -> np.n
 
 
 class VideoFile:
-    """A video file: its frame count and sparse reads. Opening it demuxes the file once (no decoding)."""
+    """A video file: its frame count and sparse reads. Opening it demuxes the file once (no decoding).
+    ``short_side``: frames whose short side is longer are scaled down to it (area averaging) as they are
+    converted to RGB; smaller ones are left as they are."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, short_side: int | None = None):
         self.path = str(path)
+        self.short_side = short_side
         if not os.path.exists(self.path):
             raise VideoReadError(self.path, "file not found")
         if os.path.isdir(self.path):
@@ -200,7 +209,7 @@ class VideoFile:
                             raise _TimestampMismatch
                         first, previous = False, index
                         if index in pending:
-                            frames[index] = _to_rgb(frame)
+                            frames[index] = _to_rgb(frame, self.short_side)
                             pending.discard(index)
                     if previous >= last:
                         break
@@ -219,7 +228,7 @@ class VideoFile:
                 for frame in decoded:
                     index += 1
                     if index in pending:
-                        frames[index] = _to_rgb(frame)
+                        frames[index] = _to_rgb(frame, self.short_side)
                         pending.discard(index)
                 if index >= last:
                     break
@@ -263,11 +272,13 @@ class FrameFolder:
         return _stack(frames, indices, self.path)
 
 
-def open_video(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET) -> VideoFile | FrameFolder:
-    """A ``FrameFolder`` for a directory, else a ``VideoFile``; both have ``num_frames`` and ``read(indices)``."""
+def open_video(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET,
+               short_side: int | None = None) -> VideoFile | FrameFolder:
+    """A ``FrameFolder`` for a directory, else a ``VideoFile`` (scaling down to ``short_side``); both have
+    ``num_frames`` and ``read(indices)``."""
     if os.path.isdir(path):
         return FrameFolder(path, template, offset)
-    return VideoFile(path)
+    return VideoFile(path, short_side)
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int], template: str = FRAME_TEMPLATE,
