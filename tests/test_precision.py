@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import actionclip
 from actionclip import precision as precision_module
-from actionclip.precision import prepare_for_inference, resolve_precision, retain_freed_memory
+from actionclip.precision import prepare_for_inference, resolve_precision
 from conftest import random_video
 
 
