@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
 from actionclip.factory import create_model
 from actionclip.precision import DTYPES, prepare_for_inference, resolve_precision
@@ -64,15 +64,32 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     }
 
 
+def _sdpa_macs_x2(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+# CPU attention kernels that some torch releases' FlopCounterMode does not know (2.14 counts them as zero).
+_EXTRA_FLOP_FORMULAS = {
+    getattr(torch.ops.aten, name): _sdpa_macs_x2
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+    if hasattr(torch.ops.aten, name) and getattr(torch.ops.aten, name) not in flop_registry
+}
+
+
+def count_gmacs(fn: Callable[[], object]) -> float:
+    """Multiply-accumulates (in billions) of calling ``fn``: ``FlopCounterMode`` counts a multiply-add as 2, hence
+    halved. Autograd must stay on: without it nn.MultiheadAttention takes a fused fast path the counter cannot see."""
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    with counter:
+        fn()
+    return counter.get_total_flops() / 2 / 1e9
+
+
 def count_gflops(model: nn.Module, frames: int) -> float:
     """Multiply-accumulates (in billions) of ``model.encode_video`` for one video of ``frames`` frames."""
     size = model_image_size(model)
     video = torch.zeros(1, frames, 3, size, size, device=model.logit_scale.device)
-    counter = FlopCounterMode(display=False)
-    # Autograd stays on: without it nn.MultiheadAttention takes a fused fast path whose work the counter cannot see.
-    with counter:
-        model.encode_video(video)
-    return counter.get_total_flops() / 2 / 1e9
+    return count_gmacs(lambda: model.encode_video(video))
 
 
 def _synchronize(device: torch.device) -> None:
