@@ -40,7 +40,9 @@ def test_bf16_weights_keep_embeddings_close_and_in_fp32(arch, prompt):
         full_text, low_text = model.encode_text(tokens), low.encode_text(tokens)
     assert low_video.dtype == torch.float32 and low_text.dtype == torch.float32
     assert F.cosine_similarity(full_video, low_video).min() >= 0.999
-    assert F.cosine_similarity(full_text, low_text).min() >= 0.999
+    # The text tower runs once per label set: it stays fp32 (QuickGELU folded), so its features barely move.
+    assert all(p.dtype == torch.float32 for p in low.text.parameters())
+    torch.testing.assert_close(low_text, full_text, atol=1e-4, rtol=1e-4)
 
 
 def test_bf16_predictions_agree_with_fp32():
