@@ -140,7 +140,7 @@ def _add_demo_and_pretrain(sub) -> None:
     demo.add_argument("--quick", action="store_true", help="a reduced run of about a minute (CI)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=2, help="variants fine-tuned at once, one single-threaded process each (results do not depend on it)")
-    demo.add_argument("--variants", help="comma-separated subset of actionclip_transf,actionclip_meanp,unimodal,random_init,label_only")
+    demo.add_argument("--variants", help="comma-separated subset of actionclip_transf,actionclip_meanp,unimodal,random_init,label_only,actionclip_vit,xclip")
     demo.set_defaults(handler=_demo)
 
     pretrain = sub.add_parser("pretrain", help="contrastive CLIP pre-training on image-caption pairs (CSV path,caption or folder of image + .txt)")

@@ -53,16 +53,17 @@ def predict_dataset(
     workers: int = 0,
     info: DistInfo = DistInfo(),
     autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
 ) -> EvalResult:
     """Probabilities ``[N, C]`` and targets of every readable item of ``dataset``, in dataset order, on every
-    rank, and the list of unreadable ones."""
+    rank, and the list of unreadable ones; a progress bar on the main rank unless ``progress`` is False."""
     was_training = model.training
     model.eval()
     text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
     indices = list(range(info.rank, len(dataset), info.world_size))
     loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=workers, collate_fn=_collate_indexed)
     probabilities, targets, scored, bad = [], [], [], []
-    for positions, videos, target, unreadable in tqdm(loader, desc="eval", disable=not info.is_main, leave=False):
+    for positions, videos, target, unreadable in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
         bad.extend(unreadable)
         if videos is None:
             continue
