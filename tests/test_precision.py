@@ -142,3 +142,27 @@ def test_freed_memory_is_reused_without_page_faults():
 
     assert faults("default") >= 16384  # a fresh mapping: each of its 4 KiB pages faults in
     assert faults("retain") < 1000
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_patch_embedding_as_a_matmul_is_the_convolution(bias):
+    from actionclip.precision import PatchEmbeddingMatmul
+
+    conv = torch.nn.Conv2d(3, 16, kernel_size=8, stride=8, bias=bias)
+    fast = copy.deepcopy(conv)
+    fast.__class__ = PatchEmbeddingMatmul
+    images = torch.randn(5, 3, 35, 41)  # the convolution drops the 3 and 1 pixels past the last patch
+    with torch.no_grad():
+        expected, out = conv(images), fast(images)
+    assert out.shape == expected.shape == (5, 16, 4, 5)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    # open_clip flattens the grid into tokens: with channels-last memory that is a view, not a copy.
+    assert out.reshape(5, 16, -1).permute(0, 2, 1).is_contiguous()
+
+
+def test_prepare_for_inference_swaps_only_the_vits_patch_embedding():
+    from actionclip.precision import PatchEmbeddingMatmul
+
+    model = prepare_for_inference(actionclip.create_model("test-tiny", seed=0), "fp32")
+    assert type(model.video.visual.conv1) is PatchEmbeddingMatmul
+    assert sum(isinstance(m, PatchEmbeddingMatmul) for m in model.modules()) == 1
