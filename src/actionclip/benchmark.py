@@ -237,7 +237,8 @@ def format_benchmark(result: dict) -> str:
         f"params            {result['params'] / 1e6:.1f} M ({result['params_all'] / 1e6:.1f} M with the "
         f"{result['params_token_embedding'] / 1e6:.1f} M token-embedding table)",
         f"GFLOPs per video  {result['gflops_per_video']:.2f} (multiply-accumulates of the video encoder)",
-        f"videos/s          {result['videos_per_s']:.2f} (model only, {result['precision']} weights)",
+        f"videos/s          {result['videos_per_s']:.2f} (model only, {result['precision']} weights; "
+        f"{1000 * result['cpu_s_per_video']:.0f} ms of process CPU time per video)",
         f"GFLOP/s           {result['achieved_gflops']:.1f} achieved, {result['peak_gflops']:.1f} peak (a dense "
         f"{result['precision']} matmul): {result['achieved_gflops'] / result['peak_gflops']:.0%} of the peak",
     ]
