@@ -28,6 +28,8 @@ def test_results_have_every_variant_with_chance(quick):
         assert row["chance"] == {"supervised_top1": pytest.approx(1 / 48), "zero_shot_top1": pytest.approx(1 / 24),
                                  **({} if key == "unimodal" else {"generalized_zero_shot_top1": pytest.approx(1 / 72)})}
     assert results["unimodal"]["zero_shot_top1"] is None  # a linear head cannot score unseen classes
+    for key in KEYS:  # bf16 weights change only near-tie predictions: a broken cast would scatter them
+        assert results[key]["bf16_top1_agreement"] >= 0.9
     assert (quick / "results.png").stat().st_size > 10_000
     assert (quick / "pretrain" / "clip.pt").is_file() and (quick / "pretrain_vit" / "clip.pt").is_file()
     assert results["pretrain"]["image_tower"] == "resnet" and results["pretrain_vit"]["image_tower"] == "vit"
@@ -119,3 +121,13 @@ def test_class_logits_from_cached_text_features_are_the_models_logits(arch):
         logits = demo.class_logits(model, video, model.encode_text(tokens))
     assert logits.shape == (3, 2)
     torch.testing.assert_close(logits, expected)
+
+
+def test_bf16_agreement_counts_flips_and_their_largest_margin():
+    full = torch.tensor([[0.6, 0.4], [0.51, 0.49], [0.2, 0.8], [0.45, 0.55]])
+    low = torch.tensor([[0.7, 0.3], [0.48, 0.52], [0.3, 0.7], [0.56, 0.44]])
+    three_way = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
+    agreement, margin = demo.bf16_agreement([(full, low), (three_way, three_way)])
+    assert agreement == pytest.approx(4 / 6)
+    assert margin == pytest.approx(0.1)  # the two flips had margins 0.02 and 0.10
+    assert demo.bf16_agreement([(full, full)]) == (1.0, 0.0)
