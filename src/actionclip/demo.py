@@ -573,7 +573,7 @@ def format_table(results: dict) -> str:
     any_row = results[keys[0]]
     sup_chance, zs_chance = any_row["chance"]["supervised_top1"], any_row["chance"]["zero_shot_top1"]
     run = results["run"]
-    header = (f"| variant | ablation | supervised top-1 ({run['classes']['train']}-way, chance {sup_chance:.1%}) | motion correct "
+    header = (f"| variant | what it tests | supervised top-1 ({run['classes']['train']}-way, chance {sup_chance:.1%}) | motion correct "
               f"| zero-shot top-1 on unseen ({run['classes']['unseen']}-way, chance {zs_chance:.1%}) | train+eval s |")
     lines = [
         f"pre-trained tiny CLIP ({tower}), single-image zero-shot colour x shape: {pretrain['single_image_zero_shot_top1']:.1%} "

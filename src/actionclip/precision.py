@@ -1,5 +1,5 @@
-"""Inference preparation: weights cast to bf16 or fp16, LayerNorm computed in fp32, embeddings returned in fp32,
-and QuickGELU folded into the MLP weights.
+"""Inference preparation: the video side's weights cast to bf16 or fp16, LayerNorm computed in fp32, embeddings
+returned in fp32, QuickGELU folded into the MLP weights and the ViT's patch embedding run as a matmul.
 
 On CPUs with native bf16 matrix units (AVX512-BF16, AMX) bf16 *weights* run ViTs about 3x faster than fp32,
 while bf16 autocast alone gains nothing at small batches (it re-casts the fp32 weights at every call).
@@ -66,8 +66,9 @@ class PatchEmbeddingMatmul(nn.Conv2d):
     over channels-last memory, so open_clip's flattening of the grid into tokens is a view."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, channels = x.shape[:2]
-        (ph, pw), (rows, cols) = self.kernel_size, (x.shape[2] // self.kernel_size[0], x.shape[3] // self.kernel_size[1])
+        n, channels, height, width = x.shape
+        ph, pw = self.kernel_size
+        rows, cols = height // ph, width // pw
         x = x[:, :, : rows * ph, : cols * pw]  # as the convolution, which drops the pixels past the last patch
         patches = x.reshape(n, channels, rows, ph, cols, pw).permute(0, 2, 4, 1, 3, 5).reshape(n * rows * cols, -1)
         out = F.linear(patches, self.weight.reshape(self.out_channels, -1), self.bias)
@@ -117,13 +118,12 @@ def retain_freed_memory() -> bool:
 
 def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
     """Make ``model`` an inference model, in place: QuickGELU folded into its MLP weights (:func:`fold_quick_gelu`),
-    the patch embedding as a matmul
-    (:class:`PatchEmbeddingMatmul`), the video side's weights cast to ``precision`` with its LayerNorms kept in fp32. The text tower stays fp32: it
-    runs once per label set, not per video, and every video is scored against its features, so its rounding
-    would shift all scores alike (on the demo's tiny models it alone flipped 0.5-1% of near-tie top-1s in bf16).
-    The model computes the same function, but its weights are no longer CLIP's, so it is marked and
-    :func:`actionclip.save` refuses it: train or save the model before this. Also calls
-    :func:`retain_freed_memory` for the process."""
+    the ViT's patch embedding run as a matmul (:class:`PatchEmbeddingMatmul`), the video side's weights cast to
+    ``precision`` with its LayerNorms kept in fp32. The text tower stays fp32: it runs once per label set, not per
+    video, and every video is scored against its features, so its rounding would shift all scores alike (on the
+    demo's tiny models it alone flipped 0.5-1% of near-tie top-1s in bf16). The model computes the same function,
+    but its weights are no longer CLIP's, so it is marked and :func:`actionclip.save` refuses it: train or save the
+    model before this. Also calls :func:`retain_freed_memory` for the process."""
     retain_freed_memory()
     model.eval()
     fold_quick_gelu(model)
