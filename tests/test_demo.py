@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import actionclip
 from actionclip import demo
 from actionclip.cli import main
 from conftest import random_video
@@ -111,8 +112,6 @@ def test_captions_and_prompts_fit_the_context_length():
 
 @pytest.mark.parametrize("arch", ["actionclip", "xclip"])
 def test_class_logits_from_cached_text_features_are_the_models_logits(arch):
-    import actionclip
-
     model = actionclip.create_model("test-tiny", arch=arch, seed=0).eval()
     video = random_video(batch=3)
     tokens = model.tokenize(["red circle moving left", "blue square growing"])

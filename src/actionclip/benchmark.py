@@ -70,12 +70,10 @@ def _sdpa_macs_x2(query, key, value, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query, key, value)
 
 
-# CPU attention kernels that some torch releases' FlopCounterMode does not know (2.14 counts them as zero).
-_EXTRA_FLOP_FORMULAS = {
-    getattr(torch.ops.aten, name): _sdpa_macs_x2
-    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
-    if hasattr(torch.ops.aten, name) and getattr(torch.ops.aten, name) not in flop_registry
-}
+# The CPU attention kernel, which some torch releases' FlopCounterMode does not know (2.14 counts it as zero).
+_CPU_FLASH_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_EXTRA_FLOP_FORMULAS = ({_CPU_FLASH_ATTENTION: _sdpa_macs_x2}
+                        if _CPU_FLASH_ATTENTION is not None and _CPU_FLASH_ATTENTION not in flop_registry else {})
 
 
 def count_gmacs(fn: Callable[[], object]) -> float:
