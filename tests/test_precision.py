@@ -166,3 +166,50 @@ def test_prepare_for_inference_swaps_only_the_vits_patch_embedding():
     model = prepare_for_inference(actionclip.create_model("test-tiny", seed=0), "fp32")
     assert type(model.video.visual.conv1) is PatchEmbeddingMatmul
     assert sum(isinstance(m, PatchEmbeddingMatmul) for m in model.modules()) == 1
+
+
+TINY_RESNET = {"embed_dim": 64, "quick_gelu": True,
+               "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
+actionclip.register_model_config("test-tiny-resnet", TINY_RESNET)
+
+
+def _with_trained_batch_norm_statistics(model):
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.randn(c, generator=generator) * 0.5)
+            module.running_var.copy_(torch.rand(c, generator=generator) * 2 + 0.1)
+            with torch.no_grad():
+                module.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(c, generator=generator) * 0.2)
+    return model.eval()
+
+
+def test_batch_norms_fold_into_the_resnets_convolutions():
+    model = _with_trained_batch_norm_statistics(
+        actionclip.create_model("test-tiny-resnet", visual_prompt="MeanP", num_frames=4, seed=0))
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert norms == 3 + 4 * 3 + 4  # the stem's, each Bottleneck's three and its downsample's
+    prepared = prepare_for_inference(copy.deepcopy(model), "fp32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.modules())
+    assert prepared.video.visual.conv1.bias is not None
+    video = random_video(batch=2, frames=4)
+    with torch.inference_mode():
+        expected, folded = model.encode_video(video), prepared.encode_video(video)
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-4)
+    low = prepare_for_inference(copy.deepcopy(model), "bf16")
+    with torch.inference_mode():
+        assert F.cosine_similarity(low.encode_video(video), expected).min() >= 0.999
+
+
+def test_a_classifier_head_keeps_fp32_logits():
+    model = actionclip.create_model("test-tiny", visual_prompt="MeanP", arch="unimodal", num_classes=5, seed=0).eval()
+    low = prepare_for_inference(copy.deepcopy(model), "bf16")
+    assert low.head.weight.dtype == torch.float32 and low.video.visual.conv1.weight.dtype == torch.bfloat16
+    video = random_video(batch=4)
+    with torch.inference_mode():
+        features = low.encode_video(video)
+        # The logits are exactly the fp32 head over the (fp32) bf16-model features, not rounded to bf16.
+        torch.testing.assert_close(low(video), model.head(features), atol=0, rtol=0)

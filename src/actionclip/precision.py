@@ -1,5 +1,6 @@
-"""Inference preparation: the video side's weights cast to bf16 or fp16, LayerNorm computed in fp32, embeddings
-returned in fp32, QuickGELU folded into the MLP weights and the ViT's patch embedding run as a matmul.
+"""Inference preparation: the video side's weights cast to bf16 or fp16, LayerNorm computed in fp32, embeddings and
+logits returned in fp32, QuickGELU and BatchNorm folded into the weights before them and the ViT's patch embedding
+run as a matmul.
 
 On CPUs with native bf16 matrix units (AVX512-BF16, AMX) bf16 *weights* run ViTs about 3x faster than fp32,
 while bf16 autocast alone gains nothing at small batches (it re-casts the fp32 weights at every call).
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from open_clip.modified_resnet import Bottleneck, ModifiedResNet
 from open_clip.transformer import LayerNorm as OpenClipLayerNorm
 from open_clip.transformer import LayerNormFp32
 from open_clip.transformer import QuickGELU as OpenClipQuickGELU
@@ -99,6 +101,32 @@ def fold_quick_gelu(model: nn.Module) -> nn.Module:
     return model
 
 
+def _fold_batch_norm(module: nn.Module, conv_name: str, norm_name: str) -> None:
+    conv, norm = getattr(module, conv_name), getattr(module, norm_name)
+    with torch.no_grad():
+        scale = norm.weight.float() / torch.sqrt(norm.running_var.float() + norm.eps)
+        bias = norm.bias.float() - norm.running_mean.float() * scale
+        if conv.bias is not None:
+            bias += conv.bias.float() * scale
+        conv.weight.copy_(conv.weight.float() * scale.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+    setattr(module, norm_name, nn.Identity())
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm of open_clip's ModifiedResNet (CLIP's RN50 and kin; inference statistics) into the
+    convolution before it, in place and in fp32: one rounding of the folded weights to bf16 instead of a rounded
+    convolution output followed by a normalisation with rounded statistics, and one pass over each activation less.
+    On the demo's ResNet models it cut bf16's mean probability error by 6-26%."""
+    for module in model.modules():
+        if isinstance(module, (ModifiedResNet, Bottleneck)):
+            for i in (1, 2, 3):
+                _fold_batch_norm(module, f"conv{i}", f"bn{i}")
+        if isinstance(module, Bottleneck) and module.downsample is not None:
+            _fold_batch_norm(module.downsample, "0", "1")
+    return model
+
+
 # glibc mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BYTES = 1 << 30
@@ -118,22 +146,25 @@ def retain_freed_memory() -> bool:
 
 def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
     """Make ``model`` an inference model, in place: QuickGELU folded into its MLP weights (:func:`fold_quick_gelu`),
-    the ViT's patch embedding run as a matmul (:class:`PatchEmbeddingMatmul`), the video side's weights cast to
-    ``precision`` with its LayerNorms kept in fp32. The text tower stays fp32: it runs once per label set, not per
-    video, and every video is scored against its features, so its rounding would shift all scores alike (on the
-    demo's tiny models it alone flipped 0.5-1% of near-tie top-1s in bf16). The model computes the same function,
+    BatchNorm into its convolutions (:func:`fold_batch_norms`), the ViT's patch embedding run as a matmul
+    (:class:`PatchEmbeddingMatmul`), the video side's weights cast to ``precision`` with its LayerNorms kept in fp32.
+    The text tower stays fp32: it runs once per label set, not per video, and every video is scored against its
+    features, so its rounding would shift all scores alike (on the demo's tiny models it alone flipped 0.5-1% of
+    near-tie top-1s in bf16). So does a classifier's ``head``: it is a sliver of the work, and bf16 logits are
+    rounded to 1/16 near 10, which alone flipped 8% of the demo's unimodal top-1s. The model computes the same function,
     but its weights are no longer CLIP's, so it is marked and :func:`actionclip.save` refuses it: train or save the
     model before this. Also calls :func:`retain_freed_memory` for the process."""
     retain_freed_memory()
     model.eval()
     fold_quick_gelu(model)
+    fold_batch_norms(model)
     for module in model.modules():
         if isinstance(module, VisionTransformer) and _is_patch_embedding(module.conv1):
             module.conv1.__class__ = PatchEmbeddingMatmul
     model.prepared_for_inference = True
     dtype = DTYPES[precision]
     for name, child in model.named_children():  # the logit scale, a direct parameter, stays fp32 too
-        if name != "text":
+        if name not in ("text", "head"):
             child.to(dtype)
     if dtype == torch.float32:
         return model

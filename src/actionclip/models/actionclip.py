@@ -167,7 +167,8 @@ class UnimodalClassifier(nn.Module):
         self.video.visual.requires_grad_(not config.freeze_vision)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        return self.video(video)
+        """``[B, T, 3, H, W]`` -> ``[B, D]`` in fp32 whatever the weights' dtype (see ``actionclip.precision``)."""
+        return self.video(video).float()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.head(self.encode_video(video).to(self.head.weight.dtype)).float()
