@@ -234,3 +234,30 @@ def test_decoding_scales_large_frames_down_to_the_short_side(tmp_path):
     assert np.array_equal(VideoFile(path, short_side=240).read([1, 4]), full)
     tall = write_video(tmp_path / "tall.mp4", [np.ascontiguousarray(f.transpose(1, 0, 2)) for f in frames], lossless=True)
     assert VideoFile(tall, short_side=120).read([0]).shape == (1, 160, 120, 3)
+
+
+def test_decoder_threads_follow_torch_and_give_the_same_frames(videos, monkeypatch):
+    import torch
+
+    import actionclip.data.decode as decode
+
+    threads = []
+
+    def recording(container, path):
+        stream = original(container, path)
+        threads.append(stream.codec_context.thread_count)
+        return stream
+
+    original = decode._video_stream
+    monkeypatch.setattr(decode, "_video_stream", recording)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in a DataLoader worker
+        one = VideoFile(videos["default_gop"]).read([3, 40, 85])
+        assert set(threads) == {1}
+        torch.set_num_threads(2)
+        threads.clear()
+        np.testing.assert_array_equal(VideoFile(videos["default_gop"]).read([3, 40, 85]), one)
+        assert set(threads) == {2}
+    finally:
+        torch.set_num_threads(previous)
