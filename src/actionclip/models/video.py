@@ -68,7 +68,7 @@ class VideoEncoder(nn.Module):
             features = self._shifted(frames, t)
         else:
             features = self.visual(frames)
-        return self.temporal(features.view(b, t, -1))
+        return self.temporal(features.view(b, t, -1).to(self.temporal_dtype))
 
     def encode_frames(self, video: torch.Tensor) -> torch.Tensor:
         """Per-frame image features ``[B, T, D]`` before the temporal module (post-network prompts only)."""
@@ -79,6 +79,12 @@ class VideoEncoder(nn.Module):
     def input_dtype(self) -> torch.dtype:
         """The dtype of the image encoder's weights (bf16 after ``prepare_for_inference``), which frames must match."""
         return next(self.visual.parameters()).dtype
+
+    @property
+    def temporal_dtype(self) -> torch.dtype:
+        """The dtype of the temporal module's weights, which frame features are cast to: fp32 for MeanP (no
+        weights), and after ``prepare_for_inference`` whatever the image encoder's."""
+        return next((p.dtype for p in self.temporal.parameters()), torch.float32)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         pooled, _ = self.visual._pool(x)
