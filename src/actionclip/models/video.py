@@ -83,7 +83,7 @@ class VideoEncoder(nn.Module):
     @property
     def temporal_dtype(self) -> torch.dtype:
         """The dtype of the temporal module's weights, which frame features are cast to: fp32 for MeanP (no
-        weights), and after ``prepare_for_inference`` whatever the image encoder's."""
+        weights), and fp32 after ``prepare_for_inference`` whatever the image encoder's dtype."""
         return next((p.dtype for p in self.temporal.parameters()), torch.float32)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
