@@ -31,8 +31,10 @@ def test_bf16_weights_keep_embeddings_close_and_in_fp32(arch, prompt):
     model = actionclip.create_model("test-tiny", visual_prompt=prompt, arch=arch, num_frames=8, seed=0).eval()
     low = prepare_for_inference(copy.deepcopy(model), "bf16")
     assert low.video.visual.conv1.weight.dtype == torch.bfloat16
-    if arch == "actionclip":  # the temporal module runs once per video: fp32
+    if arch == "actionclip":  # the temporal module runs once per video: fp32, never rounded to bf16
+        exact = prepare_for_inference(copy.deepcopy(model), "fp32").video.temporal.state_dict()
         assert all(p.dtype == torch.float32 for p in low.video.temporal.parameters())
+        assert all(torch.equal(value, exact[key]) for key, value in low.video.temporal.state_dict().items())
     norms = [m for m in low.modules() if isinstance(m, torch.nn.LayerNorm) and not isinstance(low, torch.nn.TransformerEncoderLayer)]
     assert any(m.weight.dtype == torch.float32 for m in norms)
     video = random_video(batch=3)

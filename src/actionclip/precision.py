@@ -145,6 +145,17 @@ def retain_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
 
 
+def _cast_per_frame_weights(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast the floating-point parameters and buffers of ``model``'s children to ``dtype``, except the text tower,
+    a ``head`` and ActionCLIP's temporal modules; the model's own (the logit scale) stay fp32 too. Those left out
+    are never cast at all, so they keep their exact fp32 values."""
+    fp32_prefixes = ("text.", "head.") + tuple(f"{name}.temporal." for name, module in model.named_modules()
+                                               if isinstance(module, VideoEncoder))
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if "." in name and tensor.is_floating_point() and not name.startswith(fp32_prefixes):
+            tensor.data = tensor.data.to(dtype)
+
+
 def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
     """Make ``model`` an inference model, in place: QuickGELU folded into its MLP weights (:func:`fold_quick_gelu`),
     BatchNorm into its convolutions (:func:`fold_batch_norms`), the ViT's patch embedding run as a matmul
@@ -169,12 +180,7 @@ def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
             module.conv1.__class__ = PatchEmbeddingMatmul
     model.prepared_for_inference = True
     dtype = DTYPES[precision]
-    for name, child in model.named_children():  # the logit scale, a direct parameter, stays fp32 too
-        if name not in ("text", "head"):
-            child.to(dtype)
-    for module in model.modules():
-        if isinstance(module, VideoEncoder):
-            module.temporal.float()
+    _cast_per_frame_weights(model, dtype)
     if dtype == torch.float32:
         return model
     for module in model.modules():
