@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-
 from data_loader import FPS, scene
 from tqdm import tqdm
 
-from actionclip.benchmark import benchmark
+from actionclip.apps.benchmark import benchmark
+from actionclip.apps.predict import collect_videos, video_clips
 from actionclip.data import write_video
-from actionclip.predict import VideoClips, collect_videos
 
 
 def make_videos(folder: Path, count: int, gop: int | None = None) -> Path:
@@ -39,7 +38,7 @@ def make_videos(folder: Path, count: int, gop: int | None = None) -> Path:
 
 def loader_cpu_s_per_video(folder: Path, frames: int = 8, size: int = 224) -> float:
     """CPU seconds to decode, sample and transform one video, as a DataLoader worker does (one thread)."""
-    dataset = VideoClips(collect_videos(folder), frames, size)
+    dataset = video_clips(collect_videos(folder), frames, size)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     start = time.process_time()

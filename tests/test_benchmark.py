@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import actionclip
-from actionclip.benchmark import benchmark, build_random_model, count_gflops, count_parameters
-from actionclip.cli import main
+from actionclip.apps.benchmark import benchmark, build_random_model, count_gflops, count_parameters
+from actionclip.apps.cli import main
 from actionclip.data import write_video
 
 # Table 7 of the paper: ActionCLIP with the Transf prompt, 8 frames.

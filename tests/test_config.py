@@ -1,7 +1,8 @@
 import pytest
 
-from actionclip.config import load_config, save_config
+from actionclip.apps.cli import main
 from actionclip.data.build import parse_views
+from actionclip.engine.config import load_config, save_config
 
 
 def test_yaml_overrides_and_number_coercion(tmp_path):
@@ -11,7 +12,7 @@ def test_yaml_overrides_and_number_coercion(tmp_path):
     assert config.model.visual_prompt == "MeanP"
     assert config.optim.lr == 1e-5 and isinstance(config.optim.lr, float)  # YAML reads "1e-5" as a string
     assert config.optim.betas == (0.9, 0.98)
-    assert config.data.batch_size == 4 and config.data.options == {"shots": 2}
+    assert config.data.batch_size == 4 and config.data.options.shots == 2
     assert config.optim.weight_decay == 0.2 and config.train.seed == 1024  # defaults of the paper/official code
     save_config(config, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == config
@@ -35,3 +36,36 @@ def test_parse_views():
         parse_views("ten")
     with pytest.raises(ValueError, match="crops 1 or 3"):
         parse_views("4x2")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  options:\n    shot: 4\n", r"exp\.yaml\.data\.options: unknown key\(s\) shot; known: .*shots"),
+    ("data:\n  train_transform: {grayscale: 0}\n", r"exp\.yaml\.data\.train_transform: unknown key\(s\) grayscale; known: .*grayscale_p"),
+    ("eval:\n  class_subsets: {size: 160, cout: 3}\n", r"exp\.yaml\.eval\.class_subsets: unknown key\(s\) cout"),
+    ("eval:\n  class_subsets: {size: 160}\n", r"exp\.yaml\.eval\.class_subsets: missing key\(s\) count"),
+])
+def test_a_misspelt_key_in_any_section_names_the_key_and_the_file(tmp_path, text, message):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_typed_sections_read_their_values(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  options: {shots: 4, split_dir: splits}\n  train_transform: {grayscale_p: 0}\n"
+                    "eval:\n  class_subsets: {size: 160, count: 3}\ntrain:\n  objective: ce\n")
+    config = load_config(path)
+    assert (config.data.options.shots, config.data.options.split_dir) == (4, "splits")
+    assert config.data.train_transform == {"grayscale_p": 0}
+    assert (config.eval.class_subsets.size, config.eval.class_subsets.count, config.eval.class_subsets.seed) == (160, 3, 0)
+    assert config.train.objective == "ce" and load_config(None).eval.class_subsets is None
+
+
+def test_train_and_eval_report_a_config_mistake_in_one_line(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  options:\n    shot: 4\n")
+    for command in (["train", str(path)], ["eval", str(path)]):
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {path}.data.options: unknown key(s) shot") and error.count("\n") == 1

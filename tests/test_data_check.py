@@ -5,11 +5,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actionclip.cli import main as actionclip_main
+from actionclip.apps.cli import main as actionclip_main
 from actionclip.data import check_video, write_video
-from actionclip.data.cli import main
+from actionclip.data.check import config_targets
+from actionclip.engine.config import load_config
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
+
+
+def main(argv):
+    """``actionclip data ARGV``."""
+    return actionclip_main(["data", *argv])
 
 
 def frames(n, size=32):
@@ -101,10 +107,8 @@ def test_check_a_config_covers_train_and_val(tmp_path):
     config.write_text(
         f"data:\n  format: list\n  root: {tmp_path / 'd'}\n  train: {written.list_file}\n  val: {val_list}\n  classes: {written.classes_file}\n"
     )
-    from actionclip.data.check import targets_of
-
-    targets = targets_of(config)
+    targets = config_targets(load_config(config).data)
     assert len(targets) == 5 and targets[-1][0].endswith("videos/missing.mp4")
-    from actionclip.cli import main
+    from actionclip.apps.cli import main
 
     assert main(["data", "check", str(config), "--workers", "0"]) == 1

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from actionclip.data import (AnnotationError, BadSample, BadSampleGuard, Sample, ThreeCropTransform,
+from actionclip.data import (AnnotationError, BadSample, BadSampleGuard, IndexedSamples, Sample, SeededSamples,
+                             ThreeCropTransform,
                              TooManyBadSamples, VideoDataset, charades_csv, collate_skip_bad, folder_dataset,
                              hmdb51_split, kinetics_csv, make_synthetic_dataset, parse_official_list,
                              parse_video_list, read_class_names, ucf101_split, video_list_dataset, write_video)
@@ -223,6 +224,18 @@ def test_bad_videos_are_skipped_and_counted(synthetic, tmp_path, caplog):
     # 20% of the 9 videos is 1.8: the guard stops at the second bad video, before the epoch ends.
     with pytest.raises(TooManyBadSamples, match="2 of 9 videos are unreadable"):
         list(BadSampleGuard(max_fraction=0.2).epoch(loader))
+
+
+def test_evaluation_items_carry_their_dataset_index_and_training_replaces_bad_ones(synthetic, tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    ds = VideoDataset([Sample(str(tmp_path / "empty.mp4"), 0)] + list(synthetic.samples[:3]), synthetic.classes,
+                      num_frames=4, seed=0)
+    (batch,) = DataLoader(IndexedSamples(ds, [3, 0, 2]), batch_size=3, collate_fn=collate_skip_bad)
+    assert batch.indices.tolist() == [3, 2] and len(batch.frames) == 2 and [b.index for b in batch.bad] == [0]
+    # Training keeps the batch full: the unreadable video 0 is replaced by video 1, and still reported.
+    (batch,) = DataLoader(SeededSamples(ds), batch_size=2, sampler=[(0, 11), (2, 12)], collate_fn=collate_skip_bad)
+    assert batch.indices.tolist() == [1, 2] and batch.seeds.tolist() == [11, 12] and len(batch.frames) == 2
+    assert [b.path for b in batch.bad] == [str(tmp_path / "empty.mp4")]
 
 
 def test_dataloader_workers_give_the_same_clips(synthetic):

@@ -5,8 +5,11 @@ import pytest
 import torch
 
 import actionclip
-from actionclip import demo
-from actionclip.cli import main
+from actionclip.apps.cli import main
+from actionclip.apps.demo import report, world
+from actionclip.apps.pretrain import check_captions_fit
+from actionclip.engine.objectives import class_logits
+from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
 from conftest import random_video
 
 KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "label_only", "actionclip_vit",
@@ -58,18 +61,18 @@ def test_rerun_gives_identical_numbers(quick, tmp_path):
 
 
 def test_split_holds_out_a_two_by_two_block_of_colour_shape_pairs():
-    train, unseen = demo.splits()
+    train, unseen = world.splits()
     assert len(train) == 48 and len(unseen) == 24
     assert not {c[:2] for c in train} & {c[:2] for c in unseen}
     # Among the unseen classes neither colour nor shape alone names the pair.
     pairs = {c[:2] for c in unseen}
     assert len({colour for colour, _ in pairs}) == 2 and len({shape for _, shape in pairs}) == 2
     # ... while every colour, shape and motion is fine-tuned on.
-    assert {c[0] for c in train} == set(demo.COLOURS) and {c[2] for c in train} == set(demo.MOTIONS)
+    assert {c[0] for c in train} == set(world.COLOURS) and {c[2] for c in train} == set(world.MOTIONS)
 
 
 def test_twin_videos_are_one_drawing_played_both_ways():
-    videos = demo.render_videos([("blue", "triangle", m) for m in demo.MOTIONS], draws=2, seed=0, stream=9)
+    videos = world.render_videos([("blue", "triangle", m) for m in world.MOTIONS], draws=2, seed=0, stream=9)
     assert len(videos.labels) == 12
     assert torch.equal(videos.frames[1], videos.frames[0].flip(0))
     names = videos.names
@@ -78,8 +81,8 @@ def test_twin_videos_are_one_drawing_played_both_ways():
 
 def _trail(motion):
     rng = np.random.default_rng(0)
-    clip = demo.draw_clip("square", "red", motion, 32, 8, rng)
-    return demo.motion_trail(clip, motion)[..., 0].astype(float), clip[0, 0, 0, 0]
+    clip = world.draw_clip("square", "red", motion, 32, 8, rng)
+    return world.motion_trail(clip, motion)[..., 0].astype(float), clip[0, 0, 0, 0]
 
 
 @pytest.mark.parametrize("motion, sign", [("right", 1), ("left", -1)])
@@ -102,11 +105,11 @@ def test_growing_and_shrinking_trails_differ_inside_out():
 
 
 def test_captions_and_prompts_fit_the_context_length():
-    labels = [demo.class_text(*c) for c in demo.all_classes()]
-    images, captions = demo.pretraining_pairs(64, seed=0)
+    labels = [world.class_text(*c) for c in world.all_classes()]
+    images, captions = world.pretraining_pairs(64, seed=0)
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.uint8
     assert any("moving" in c for c in captions) and any(c.endswith(("left", "right", "top", "bottom")) and "moving" not in c for c in captions)
-    length = demo.check_captions_fit(demo.fill_templates(demo.ACTIONCLIP_TEMPLATES, labels) + labels + captions, 77)
+    length = check_captions_fit(fill_templates(ACTIONCLIP_TEMPLATES, labels) + labels + captions, 77)
     assert length <= 20
 
 
@@ -117,7 +120,7 @@ def test_class_logits_from_cached_text_features_are_the_models_logits(arch):
     tokens = model.tokenize(["red circle moving left", "blue square growing"])
     with torch.no_grad():
         expected = model.logits(video, tokens) if arch == "xclip" else model(video, tokens)[0]
-        logits = demo.class_logits(model, video, model.encode_text(tokens))
+        logits = class_logits(model, video, text_features=model.encode_text(tokens))
     assert logits.shape == (3, 2)
     torch.testing.assert_close(logits, expected)
 
@@ -126,7 +129,7 @@ def test_bf16_agreement_counts_flips_and_their_largest_margin():
     full = torch.tensor([[0.6, 0.4], [0.51, 0.49], [0.2, 0.8], [0.45, 0.55]])
     low = torch.tensor([[0.7, 0.3], [0.48, 0.52], [0.3, 0.7], [0.56, 0.44]])
     three_way = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]])
-    agreement, margin = demo.bf16_agreement([(full, low), (three_way, three_way)])
+    agreement, margin = report.bf16_agreement([(full, low), (three_way, three_way)])
     assert agreement == pytest.approx(4 / 6)
     assert margin == pytest.approx(0.1)  # the two flips had margins 0.02 and 0.10
-    assert demo.bf16_agreement([(full, full)]) == (1.0, 0.0)
+    assert report.bf16_agreement([(full, full)]) == (1.0, 0.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.config import load_config
+from actionclip.engine.config import load_config
 from actionclip.data.build import build_dataset
 from actionclip.engine import distributed
 from actionclip.engine.evaluate import predict_dataset
@@ -38,7 +38,7 @@ def _overrides(data_root, output, **extra):
 
 def _write_config(path, overrides):
     config = load_config(None, overrides)
-    from actionclip.config import save_config
+    from actionclip.engine.config import save_config
 
     save_config(config, path)
     return path

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import actionclip
-from actionclip import precision as precision_module
-from actionclip.precision import prepare_for_inference, resolve_precision
+from actionclip.models import precision as precision_module
+from actionclip.models.precision import prepare_for_inference, resolve_precision
 from conftest import random_video
 
 
@@ -60,8 +60,8 @@ def test_bf16_predictions_agree_with_fp32():
 
 
 def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
-    from actionclip.benchmark import benchmark
-    from actionclip.cli import main
+    from actionclip.apps.benchmark import benchmark
+    from actionclip.apps.cli import main
     from actionclip.data.synthetic import make_synthetic_dataset
 
     written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
@@ -77,7 +77,7 @@ def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
 
 def test_a_second_predict_with_the_same_labels_does_not_run_the_text_encoder(tmp_path):
     from actionclip.data.synthetic import make_synthetic_dataset
-    from actionclip.predict import iter_predictions
+    from actionclip.apps.predict import iter_predictions
 
     written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
     video = written.samples[0].path
@@ -124,7 +124,7 @@ def test_a_prepared_model_is_not_saved(tmp_path):
 
 _PAGE_FAULTS = """
 import resource, sys, torch
-from actionclip.precision import retain_freed_memory
+from actionclip.models.precision import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 faults = []
@@ -150,7 +150,7 @@ def test_freed_memory_is_reused_without_page_faults():
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_patch_embedding_as_a_matmul_is_the_convolution(bias):
-    from actionclip.precision import PatchEmbeddingMatmul
+    from actionclip.models.precision import PatchEmbeddingMatmul
 
     conv = torch.nn.Conv2d(3, 16, kernel_size=8, stride=8, bias=bias)
     fast = copy.deepcopy(conv)
@@ -165,7 +165,7 @@ def test_patch_embedding_as_a_matmul_is_the_convolution(bias):
 
 
 def test_prepare_for_inference_swaps_only_the_vits_patch_embedding():
-    from actionclip.precision import PatchEmbeddingMatmul
+    from actionclip.models.precision import PatchEmbeddingMatmul
 
     model = prepare_for_inference(actionclip.create_model("test-tiny", seed=0), "fp32")
     assert type(model.video.visual.conv1) is PatchEmbeddingMatmul

@@ -8,9 +8,9 @@ import torch
 from transformers import XCLIPConfig, XCLIPModel
 
 import actionclip
-from actionclip.cli import main
+from actionclip.apps.cli import main
 from actionclip import data
-from actionclip.predict import collect_videos, format_result, iter_predictions
+from actionclip.apps.predict import collect_videos, format_result, iter_predictions
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
 ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"

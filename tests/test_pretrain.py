@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 import actionclip
-from actionclip.cli import main
-from actionclip.pretrain import ImageCaptionPairs, PretrainConfig, caption_groups, check_captions_fit, pretrain_from_files
+from actionclip.apps.cli import main
+from actionclip.apps.pretrain import ImageCaptionPairs, PretrainConfig, caption_groups, check_captions_fit, pretrain_from_files
 
 from conftest import TINY
 

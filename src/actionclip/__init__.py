@@ -1,19 +1,19 @@
 """actionclip: video action recognition as video-text matching with CLIP."""
 from actionclip import losses
-from actionclip.checkpoints import from_official_checkpoint, load, save
-from actionclip.factory import build_model, create_model
+from actionclip.apps.predict import predict
 from actionclip.models import (
     VISUAL_PROMPTS,
+    XCLIP,
     ActionCLIP,
     ActionCLIPConfig,
     CheckpointError,
     UnimodalClassifier,
-    XCLIP,
     register_model_config,
 )
-from actionclip.predict import predict
+from actionclip.models.checkpoints import from_official_checkpoint, load, save
+from actionclip.models.factory import build_model, create_model
+from actionclip.models.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint, read_videox_checkpoint
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name
-from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint, read_videox_checkpoint
 
 __version__ = "0.1.0"
 

@@ -1,3 +1,3 @@
-from actionclip.cli import main
+from actionclip.apps.cli import main
 
 raise SystemExit(main())

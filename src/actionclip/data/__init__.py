@@ -1,8 +1,10 @@
-"""Video data: decoding, frame sampling, transforms, datasets, synthetic videos."""
+"""Video data: decoding, frame sampling, transforms, annotation files, datasets, unreadable videos, synthetic videos."""
+from .annotations import (AnnotationError, Sample, charades_csv, folder_dataset, hmdb51_split, kinetics_csv,
+                          parse_official_list, parse_video_list, read_class_names, ucf101_split, video_list_dataset)
+from .bad_samples import (BadSample, BadSampleGuard, Batch, IndexedSamples, SeededSamples, TooManyBadSamples,
+                          collate_skip_bad, fail_if_too_many)
 from .check import CheckResult, check_video, check_videos
-from .datasets import (AnnotationError, BadSample, BadSampleGuard, Batch, Sample, TooManyBadSamples, VideoDataset,
-                       charades_csv, collate_skip_bad, folder_dataset, hmdb51_split, kinetics_csv,
-                       parse_official_list, parse_video_list, read_class_names, ucf101_split, video_list_dataset)
+from .datasets import VideoDataset
 from .decode import (FRAME_OFFSET, FRAME_TEMPLATE, VIDEO_EXTENSIONS, FrameFolder, VideoFile, VideoReadError,
                      count_frames, open_video, read_frames)
 from .sampling import sample_clips, sample_indices
@@ -12,11 +14,11 @@ from .transforms import CLIP_MEAN, CLIP_STD, TestTransform, ThreeCropTransform, 
 
 __all__ = [
     "AnnotationError", "BadSample", "BadSampleGuard", "Batch", "CLIP_MEAN", "CLIP_STD", "CheckResult",
-    "FRAME_OFFSET", "FRAME_TEMPLATE", "FrameFolder", "Sample", "SyntheticDataset", "TestTransform",
-    "ThreeCropTransform", "TooManyBadSamples", "TrainTransform", "VIDEO_EXTENSIONS", "VideoDataset", "VideoFile",
-    "VideoReadError", "base_novel_split", "charades_csv", "check_video", "check_videos", "class_subsets",
-    "collate_skip_bad", "count_frames", "folder_dataset", "hmdb51_split", "k_shot", "kinetics_csv",
-    "make_synthetic_dataset", "normalize", "open_video", "parse_official_list", "parse_video_list",
+    "FRAME_OFFSET", "FRAME_TEMPLATE", "FrameFolder", "IndexedSamples", "Sample", "SeededSamples", "SyntheticDataset",
+    "TestTransform", "ThreeCropTransform", "TooManyBadSamples", "TrainTransform", "VIDEO_EXTENSIONS", "VideoDataset",
+    "VideoFile", "VideoReadError", "base_novel_split", "charades_csv", "check_video", "check_videos", "class_subsets",
+    "collate_skip_bad", "count_frames", "fail_if_too_many", "folder_dataset", "hmdb51_split", "k_shot",
+    "kinetics_csv", "make_synthetic_dataset", "normalize", "open_video", "parse_official_list", "parse_video_list",
     "read_class_names", "read_frames", "sample_clips", "sample_indices", "select_classes", "ucf101_split",
     "video_list_dataset", "write_video",
 ]

@@ -1,4 +1,4 @@
-"""From a ``DataConfig`` to a ``VideoDataset``: one function per annotation format, chosen by ``format``.
+"""From a ``DataConfig`` (the ``data:`` section of an experiment config) to a ``VideoDataset``.
 
 Formats (``data.format``) and the settings they read:
 - ``list``: ``<video> <label>`` lines (mmaction2, ViFi-CLIP) in ``train``/``val``, names in ``classes``;
@@ -8,19 +8,18 @@ Formats (``data.format``) and the settings they read:
 - ``ucf101`` / ``hmdb51``: official split files in ``options.split_dir``, split ``split`` (1-3);
 - ``charades``: ``Charades_v1_train.csv`` / ``_test.csv`` in ``train``/``val``, ``classes`` = the class list;
 - ``folder``: ``root/<class name>/<video>`` trees at ``train``/``val``;
-- ``synthetic``: generated shape videos under ``root/train`` and ``root/val`` (``options`` go to
-  ``make_synthetic_dataset``; ``val_clips_per_class`` sets the validation size).
-Common ``options``: ``shots`` (K-shot training subset, seeded by ``train.seed``), ``exclude_classes`` (a class
-file whose classes are dropped), ``class_ids`` (then keep and relabel these classes), ``class_texts`` (a file
-with one prompt text per class, in label order).
+- ``synthetic``: generated shape videos under ``root/train`` and ``root/val`` (see ``DataOptions``).
+Every format also reads ``options.shots``, ``exclude_classes``, ``class_ids`` and ``class_texts``.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from actionclip.data.datasets import (
+from actionclip.data.annotations import (
     Sample,
-    VideoDataset,
     charades_csv,
     folder_dataset,
     hmdb51_split,
@@ -29,9 +28,60 @@ from actionclip.data.datasets import (
     ucf101_split,
     video_list_dataset,
 )
+from actionclip.data.datasets import VideoDataset
 from actionclip.data.subsets import k_shot, select_classes
 from actionclip.data.synthetic import make_synthetic_dataset
 from actionclip.data.transforms import TestTransform, ThreeCropTransform, TrainTransform
+
+# The TrainTransform settings that ``data.train_transform`` may change (size, RandAugment and normalisation have
+# keys of their own).
+TRAIN_TRANSFORM_KEYS = tuple(f.name for f in dataclasses.fields(TrainTransform) if f.name not in ("size", "randaugment", "normalization"))
+
+
+@dataclass
+class DataOptions:
+    """``data.options``: settings that only some formats read."""
+
+    split_dir: str | None = None  # ucf101 / hmdb51: the folder of the official split files
+    train_root: str | None = None  # kinetics: the training videos, when not under data.root
+    val_root: str | None = None  # kinetics: the validation videos, when not under data.root
+    shots: int | None = None  # a K-shot training subset, seeded by train.seed
+    exclude_classes: str | None = None  # a class file whose classes are dropped (Kinetics-600 minus Kinetics-400)
+    class_ids: list[int] | None = None  # keep these classes, relabelled 0..n-1
+    class_texts: str | None = None  # a file with one prompt text per class, in label order
+    # synthetic: the arguments of make_synthetic_dataset (None: its defaults) and the validation part's size
+    shapes: list[str] | None = None
+    colours: list[str] | None = None
+    motions: list[str] | None = None
+    clips_per_class: int | None = None
+    val_clips_per_class: int | None = None  # None: clips_per_class
+    size: int | None = None
+    num_frames: int | None = None
+    fps: int | None = None
+    seed: int = 0  # of the training videos; the validation videos use seed + 1
+
+
+@dataclass
+class DataConfig:
+    format: str = "list"  # one of FORMATS
+    root: str = "."
+    train: str | None = None
+    val: str | None = None
+    classes: str | None = None
+    split: int = 1
+    clean_class_names: bool = True
+    image_size: int = 224
+    batch_size: int = 16  # per process
+    workers: int = 4
+    randaugment: bool = False
+    # TrainTransform settings, e.g. {grayscale_p: 0}; the keys are TRAIN_TRANSFORM_KEYS
+    train_transform: dict[str, Any] = field(default_factory=dict, metadata={"keys": TRAIN_TRANSFORM_KEYS})
+    normalization: str = "clip"  # clip | imagenet (X-CLIP's recipe)
+    frame_template: str = "img_{:05d}.jpg"
+    frame_offset: int = 1
+    max_bad_fraction: float = 0.01  # training fails if more than this fraction of samples is unreadable
+    options: DataOptions = field(default_factory=DataOptions)
+
 
 FORMATS = ("list", "official", "kinetics", "ucf101", "hmdb51", "charades", "folder", "synthetic")
 
@@ -42,20 +92,20 @@ def _need(value, what: str, fmt: str):
     return value
 
 
-def _synthetic(config, subset: str) -> tuple[list[Sample], list[str]]:
-    options = {k: v for k, v in config.options.items() if k not in ("shots", "class_ids", "class_texts", "val_clips_per_class")}
-    seed = options.pop("seed", 0)
-    if subset == "val":
-        options["clips_per_class"] = config.options.get("val_clips_per_class", options.get("clips_per_class", 2))
-        seed += 1
+def _synthetic(config: DataConfig, subset: str) -> tuple[list[Sample], list[str]]:
+    options = config.options
+    settings = {name: getattr(options, name) for name in ("shapes", "colours", "motions", "clips_per_class", "size", "num_frames", "fps")}
+    if subset == "val" and options.val_clips_per_class is not None:
+        settings["clips_per_class"] = options.val_clips_per_class
     root = Path(config.root) / subset
     if (root / "list.txt").is_file() and (root / "classes.csv").is_file():
         return video_list_dataset(root / "list.txt", root / "classes.csv", root)
-    written = make_synthetic_dataset(root, seed=seed, **options)
+    seed = options.seed + (subset == "val")
+    written = make_synthetic_dataset(root, seed=seed, **{k: v for k, v in settings.items() if v is not None})
     return written.samples, written.classes
 
 
-def dataset_samples(config, subset: str) -> tuple[list[Sample], list[str]]:
+def dataset_samples(config: DataConfig, subset: str) -> tuple[list[Sample], list[str]]:
     """``(samples, class_names)`` of the ``train`` or ``val`` part of the data a config describes."""
     fmt = config.format
     path = config.train if subset == "train" else config.val
@@ -63,11 +113,11 @@ def dataset_samples(config, subset: str) -> tuple[list[Sample], list[str]]:
     if fmt in ("list", "official"):
         return video_list_dataset(_need(path, subset, fmt), _need(config.classes, "classes", fmt), config.root, official=fmt == "official")
     if fmt == "kinetics":
-        root = config.options.get(f"{subset}_root", config.root)
+        root = (config.options.train_root if subset == "train" else config.options.val_root) or config.root
         names = read_class_names(config.classes) if config.classes else None
         return kinetics_csv(_need(path, subset, fmt), root, names)
     if fmt in ("ucf101", "hmdb51"):
-        split_dir = _need(config.options.get("split_dir"), "options.split_dir", fmt)
+        split_dir = _need(config.options.split_dir, "options.split_dir", fmt)
         reader = ucf101_split if fmt == "ucf101" else hmdb51_split
         return reader(config.root, split_dir, config.split, test_subset)
     if fmt == "charades":
@@ -79,7 +129,12 @@ def dataset_samples(config, subset: str) -> tuple[list[Sample], list[str]]:
     raise ValueError(f"unknown data.format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def has_val(config) -> bool:
+def has_train(config: DataConfig) -> bool:
+    """Whether the config describes training data (split-file formats always do)."""
+    return config.train is not None or config.format in ("ucf101", "hmdb51", "synthetic")
+
+
+def has_val(config: DataConfig) -> bool:
     """Whether the config describes validation data (split-file formats always do)."""
     return config.val is not None or config.format in ("ucf101", "hmdb51", "synthetic")
 
@@ -95,23 +150,22 @@ def parse_views(views: str) -> tuple[int, int]:
     return clips, crops
 
 
-def build_dataset(config, subset: str, num_frames: int, seed: int = 0, views: str = "1x1") -> VideoDataset:
+def build_dataset(config: DataConfig, subset: str, num_frames: int, seed: int = 0, views: str = "1x1") -> VideoDataset:
     """The ``VideoDataset`` for ``subset`` ("train" or "val"): train-time augmentation for "train", test
     transforms and ``views`` (clips x crops) for "val"."""
     samples, class_names = dataset_samples(config, subset)
-    if config.options.get("exclude_classes"):
+    options = config.options
+    if options.exclude_classes:
         # e.g. Kinetics-600 minus the Kinetics-400 classes: the 220 new classes of the zero-shot protocol.
-        excluded = set(read_class_names(config.options["exclude_classes"]))
+        excluded = set(read_class_names(options.exclude_classes))
         samples, class_names = select_classes(samples, class_names, [i for i, name in enumerate(class_names) if name not in excluded])
-    class_ids = config.options.get("class_ids")
-    if class_ids is not None:
-        samples, class_names = select_classes(samples, class_names, class_ids)
-    shots = config.options.get("shots")
-    if shots and subset == "train":
-        samples = k_shot(samples, int(shots), seed)
+    if options.class_ids is not None:
+        samples, class_names = select_classes(samples, class_names, options.class_ids)
+    if options.shots and subset == "train":
+        samples = k_shot(samples, options.shots, seed)
     class_texts = None
-    if config.options.get("class_texts"):
-        class_texts = [line.strip() for line in Path(config.options["class_texts"]).read_text().splitlines() if line.strip()]
+    if options.class_texts:
+        class_texts = [line.strip() for line in Path(options.class_texts).read_text().splitlines() if line.strip()]
     elif not config.clean_class_names:
         class_texts = list(class_names)
     if subset == "train":

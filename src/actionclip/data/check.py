@@ -14,7 +14,8 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from .datasets import parse_official_list, parse_video_list
+from .annotations import parse_official_list, parse_video_list
+from .build import DataConfig, dataset_samples, has_train, has_val
 from .decode import FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, is_video_file
 
 
@@ -73,8 +74,6 @@ def targets_of(list_or_dir: str | os.PathLike, root: str | os.PathLike | None = 
     ``root``, by default the list file's folder.
     """
     list_or_dir = Path(list_or_dir)
-    if list_or_dir.suffix in (".yaml", ".yml") and list_or_dir.is_file():
-        return _config_targets(list_or_dir)
     if list_or_dir.is_dir():
         return [(str(p), None) for p in sorted(list_or_dir.rglob("*")) if p.is_file() and is_video_file(p)]
     if not list_or_dir.is_file():
@@ -88,14 +87,10 @@ def targets_of(list_or_dir: str | os.PathLike, root: str | os.PathLike | None = 
     return [(s.path, None) for s in parse_video_list(list_or_dir, root)]
 
 
-def _config_targets(config_file: Path) -> list[tuple[str, int | None]]:
-    """Every video of an experiment config's training and validation data (duplicates once)."""
-    from actionclip.config import load_config
-    from actionclip.data.build import dataset_samples, has_val
-
-    data = load_config(config_file).data
-    has_train = data.train is not None or data.format in ("ucf101", "hmdb51", "synthetic")
-    subsets = (["train"] if has_train else []) + (["val"] if has_val(data) else [])
+def config_targets(data: DataConfig) -> list[tuple[str, int | None]]:
+    """``(path, frame count from the list or None)`` for every video of an experiment config's training and
+    validation data (duplicates once)."""
+    subsets = (["train"] if has_train(data) else []) + (["val"] if has_val(data) else [])
     targets = {}
     for subset in subsets:
         for sample in dataset_samples(data, subset)[0]:

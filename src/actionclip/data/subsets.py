@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .datasets import Sample
+from .annotations import Sample
 
 
 def k_shot(samples: Sequence[Sample], k: int, seed: int = 0) -> list[Sample]:

@@ -18,7 +18,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from .datasets import Sample
+from .annotations import Sample
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -33,8 +33,8 @@ SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "grow", "shrink")
 MOTION_TEXT = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
                "grow": "growing", "shrink": "shrinking"}
-# Each pair shares its frames: the first motion's clip is the second's played backwards.
-_REVERSED_OF = {"left": "right", "up": "down", "shrink": "grow"}
+# Each reversed motion shares its frames with a drawn one: its clip is that clip played backwards.
+REVERSE_OF = {"left": "right", "up": "down", "shrink": "grow"}
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25, codec: str | None = None,
@@ -88,8 +88,8 @@ def draw_clip(shape: str, colour: str, motion: str, size: int, num_frames: int, 
     "grow") are drawn; their opposites are the same draws reversed in time."""
     if colour not in COLOURS:
         raise ValueError(f"unknown colour {colour!r}; choose from {sorted(COLOURS)}")
-    if motion in _REVERSED_OF:
-        return draw_clip(shape, colour, _REVERSED_OF[motion], size, num_frames, rng)[::-1].copy()
+    if motion in REVERSE_OF:
+        return draw_clip(shape, colour, REVERSE_OF[motion], size, num_frames, rng)[::-1].copy()
     if motion not in MOTIONS:
         raise ValueError(f"unknown motion {motion!r}; choose from {MOTIONS}")
     background = int(rng.integers(10, 60))
@@ -154,7 +154,7 @@ def make_synthetic_dataset(root: str | os.PathLike, shapes: Sequence[str] = SHAP
         for j in range(clips_per_class):
             # Twins (left/right, ...) get the same draws: seed by the forward motion. Global name positions
             # make a clip independent of which other colours, shapes and motions are generated.
-            forward = _REVERSED_OF.get(motion, motion)
+            forward = REVERSE_OF.get(motion, motion)
             rng = np.random.default_rng([seed, list(COLOURS).index(colour), SHAPES.index(shape), MOTIONS.index(forward), j])
             relative = f"videos/{classes[label].replace(' ', '_')}_{j:03d}.mp4"
             write_video(root / relative, draw_clip(shape, colour, motion, size, num_frames, rng), fps=fps, lossless=True)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from actionclip.data.datasets import BadSample
+from actionclip.data.bad_samples import IndexedSamples, collate_skip_bad
 from actionclip.engine import distributed
 from actionclip.engine.distributed import DistInfo
 from actionclip.engine.metrics import (
@@ -27,10 +27,14 @@ from actionclip.engine.metrics import (
 )
 
 
-def video_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str) -> torch.Tensor:
-    """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views."""
+def multiview_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str = "softmax",
+                            chunk: int | None = None) -> torch.Tensor:
+    """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views. With ``chunk``
+    the model sees at most that many clips at a time, so 10x3 views do not need 30 times the memory of one."""
     b, v = videos.shape[:2]
-    probabilities = model.video_probabilities(videos.flatten(0, 1), text_features, ensemble)
+    clips = videos.flatten(0, 1)
+    parts = clips.split(chunk) if chunk else [clips]
+    probabilities = torch.cat([model.video_probabilities(part, text_features, ensemble) for part in parts])
     return probabilities.float().view(b, v, -1).mean(dim=1)
 
 
@@ -60,20 +64,20 @@ def predict_dataset(
     was_training = model.training
     model.eval()
     text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
-    indices = list(range(info.rank, len(dataset), info.world_size))
-    loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=workers, collate_fn=_collate_indexed)
+    mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
+    loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
     probabilities, targets, scored, bad = [], [], [], []
-    for positions, videos, target, unreadable in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
-        bad.extend(unreadable)
-        if videos is None:
+    for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
+        bad.extend(batch.bad)
+        if batch.frames is None:
             continue
-        videos = videos.to(info.device, non_blocking=True)
+        videos = batch.frames.to(info.device, non_blocking=True)
         if videos.ndim == 5:
             videos = videos[:, None]
         with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            probabilities.append(video_probabilities(model, videos, text_features, ensemble).cpu())
-        targets.append(torch.as_tensor(target))
-        scored.append(positions)
+            probabilities.append(multiview_probabilities(model, videos, text_features, ensemble).cpu())
+        targets.append(batch.labels)
+        scored.append(batch.indices)
     model.train(was_training)
     parts = distributed.gather_objects((scored, probabilities, targets, bad), info)
     scored = torch.cat([t for p in parts for t in p[0]]) if any(p[0] for p in parts) else torch.zeros(0, dtype=torch.long)
@@ -86,29 +90,6 @@ def predict_dataset(
         scored[order],
         sorted((b.path, b.reason) for p in parts for b in p[3]),
     )
-
-
-
-
-class _Indexed(Dataset):
-    def __init__(self, dataset: Dataset, indices: list[int]):
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, position):
-        index = self.indices[position]
-        return index, self.dataset[index]
-
-
-def _collate_indexed(items):
-    good = [(i, item) for i, item in items if not isinstance(item, BadSample)]
-    bad = [item for _, item in items if isinstance(item, BadSample)]
-    if not good:
-        return None, None, None, bad
-    videos, targets = default_collate([item for _, item in good])
-    return torch.tensor([i for i, _ in good]), videos, targets, bad
 
 
 def summarize(result: EvalResult) -> dict:

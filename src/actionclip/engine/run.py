@@ -7,13 +7,15 @@ from pathlib import Path
 
 import torch
 
-from actionclip import checkpoints
-from actionclip.config import Config, ModelConfig
+from actionclip.data.build import build_dataset, has_val
+from actionclip.data.subsets import class_subsets
 from actionclip.engine import distributed
+from actionclip.engine.config import Config, ModelConfig
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
-from actionclip.factory import create_model
-from actionclip.precision import prepare_for_inference, resolve_precision
+from actionclip.models import checkpoints
+from actionclip.models.factory import create_model
+from actionclip.models.precision import prepare_for_inference, resolve_precision
 
 
 def model_from_config(config: ModelConfig, num_classes: int | None = None) -> torch.nn.Module:
@@ -44,8 +46,6 @@ def _start_process(config: Config):
 
 def run_training(config: Config, resume: bool = False) -> dict:
     """Build the model and datasets a config describes, train, and return the last evaluation summary."""
-    from actionclip.data.build import build_dataset, has_val
-
     info = _start_process(config)
     try:
         num_frames = config.model.num_frames
@@ -70,9 +70,6 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
     With ``eval.splits`` or ``eval.class_subsets`` each part is evaluated and reported, then the mean and
     standard deviation of every metric over the parts (the zero-shot protocols). Reports go to ``output``.
     """
-    from actionclip.data.build import build_dataset
-    from actionclip.data.subsets import class_subsets
-
     info = _start_process(config)
     try:
         if checkpoint is not None:
@@ -88,9 +85,9 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         elif config.eval.class_subsets:
             settings = config.eval.class_subsets
             num_classes = len(build_dataset(config.data, "val", config.model.num_frames).classes)
-            for number, ids in enumerate(class_subsets(num_classes, settings["size"], settings["count"], settings.get("seed", 0)), 1):
+            for number, ids in enumerate(class_subsets(num_classes, settings.size, settings.count, settings.seed), 1):
                 part = copy.deepcopy(config)
-                part.data.options = {**part.data.options, "class_ids": ids}
+                part.data.options.class_ids = ids
                 parts[f"subset{number}"] = part
         else:
             parts[""] = config

@@ -10,28 +10,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from actionclip import checkpoints
-from actionclip.config import Config, save_config
-from actionclip.data.datasets import BadSample, TooManyBadSamples
+from actionclip.data.bad_samples import BadSample, SeededSamples, collate_skip_bad, fail_if_too_many
 from actionclip.engine import distributed
+from actionclip.engine.config import Config, save_config
 from actionclip.engine.distributed import DistInfo
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
-from actionclip.engine.mixing import mix_clips, smoothed_targets, soft_cross_entropy
+from actionclip.engine.objectives import create_objective
 from actionclip.engine.optim import build_optimizer, build_scheduler
-from actionclip.losses import kl_contrastive_loss
-from actionclip.models.xclip import XCLIP
-from actionclip.prompts import PromptTokens
+from actionclip.models import checkpoints
 
 
 class TrainingDiverged(RuntimeError):
@@ -63,44 +58,6 @@ class EpochSampler(Sampler):
 
     def __len__(self):
         return len(self.items)
-
-
-class SeededDataset(Dataset):
-    """Loads item ``(index, sample_seed)`` so that its random augmentation depends on the sample's own seed,
-    not on the worker, the batch or the run. A video that cannot be read is replaced by the next one, so
-    batches stay full and DDP ranks keep stepping together; the bad ones travel with the item and are
-    reported at the end of the epoch."""
-
-    def __init__(self, dataset: Dataset, max_substitutes: int = 16):
-        self.dataset = dataset
-        self.max_substitutes = max_substitutes
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def _load(self, index: int, seed: int):
-        if getattr(self.dataset, "accepts_seed", False):
-            return self.dataset[(index, seed)]
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-        return self.dataset[index]
-
-    def __getitem__(self, item):
-        index, seed = item
-        bad = []
-        for attempt in range(self.max_substitutes):
-            loaded = self._load((index + attempt) % len(self.dataset), seed)
-            if not isinstance(loaded, BadSample):
-                video, target = loaded
-                return video, target, seed, bad
-            bad.append(loaded)
-        raise TooManyBadSamples(f"{self.max_substitutes} consecutive unreadable videos: " + ", ".join(b.path for b in bad))
-
-
-def collate_seeded(items):
-    videos, targets, seeds, bad = zip(*items)
-    return default_collate(list(videos)), default_collate(list(targets)), torch.tensor(seeds), [b for group in bad for b in group]
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -143,12 +100,16 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, optim, self.steps_per_epoch)
         self.amp_dtype = autocast_dtype(config.train.precision, info.device)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
-        self.prompts = PromptTokens(self.model.tokenize, self.class_names, config.prompts.templates) if hasattr(self.model, "tokenize") else None
+        train = config.train
+        self.objective = create_objective(
+            self.model, self.class_names, config.prompts.templates, train.objective, label_smoothing=train.label_smoothing,
+            mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha, mixup_switch_prob=train.mixup_switch_prob,
+            gather_features=train.gather_features, info=info,
+        )
         self.ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None) if info.enabled else self.model
         self.state = TrainState()
         self.metrics_file = self.output / "metrics.jsonl"
         self.tensorboard = None
-        self.frozen_text_features: torch.Tensor | None = None
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _checkpoint_dir(self) -> Path:
@@ -209,35 +170,6 @@ class Trainer:
             return
         self.tensorboard = SummaryWriter(str(self.output / "tensorboard"))
 
-    # ---- one step ----------------------------------------------------------------------------------
-    def loss(self, videos: torch.Tensor, targets: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        labels = _single_labels(targets, seeds).to(self.info.device)
-        if self.prompts is None or isinstance(self.model, XCLIP):
-            train = self.config.train
-            soft = smoothed_targets(labels, len(self.class_names), train.label_smoothing)
-            videos, soft = mix_clips(videos, soft, train.mixup_alpha, train.cutmix_alpha, train.mixup_switch_prob)
-            if self.prompts is None:
-                return soft_cross_entropy(self.ddp(videos), soft)
-            # X-CLIP's recipe: cross-entropy over every class text (one template, the first); a frozen text
-            # encoder's class features are computed once.
-            if self.model.config.freeze_text:
-                if self.frozen_text_features is None:
-                    with torch.no_grad():
-                        self.frozen_text_features = self.model.encode_text(self.prompts.tokens[0].to(self.info.device))
-                return soft_cross_entropy(self.ddp(videos, text_features=self.frozen_text_features), soft)
-            return soft_cross_entropy(self.ddp(videos, self.prompts.tokens[0].to(self.info.device)), soft)
-        template_ids = seeds % len(self.prompts.templates)
-        tokens = self.prompts.tokens[template_ids, labels.cpu()].to(self.info.device)
-        if not self.config.train.gather_features:
-            logits_per_video, logits_per_text = self.ddp(videos, tokens)
-            return kl_contrastive_loss(logits_per_video, logits_per_text, labels)
-        video_features, text_features, scale = self.ddp(videos, tokens, normalized_features=True)
-        video_features = distributed.all_gather_with_grad(video_features, self.info)
-        text_features = distributed.all_gather_with_grad(text_features, self.info)
-        labels = distributed.all_gather(labels, self.info)
-        logits = scale * video_features @ text_features.t()
-        return kl_contrastive_loss(logits, logits.t(), labels)
-
     def train(self, resume: bool = False) -> dict:
         """Train from scratch, or with ``resume`` from the newest checkpoint in the output directory."""
         config, info = self.config, self.info
@@ -255,30 +187,31 @@ class Trainer:
             self.resume(latest)
         accumulation = config.optim.accumulation_steps
         last_eval: dict = {}
-        dataset = SeededDataset(self.train_set)
+        dataset = SeededSamples(self.train_set)
         while self.state.epoch < config.optim.epochs:
             epoch = self.state.epoch
             sampler = EpochSampler(len(dataset), self.global_batch, config.train.seed, epoch, info,
                                    skip=self.state.step_in_epoch * config.data.batch_size * accumulation)
             loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
-                                drop_last=True, collate_fn=collate_seeded)
+                                drop_last=True, collate_fn=collate_skip_bad)
             bad_videos: list[BadSample] = []
             self.model.train()
             progress = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch}", disable=not info.is_main)
             started, seen = time.perf_counter(), 0
-            for micro_step, (videos, targets, seeds, bad) in enumerate(loader):
-                bad_videos.extend(bad)
+            for micro_step, batch in enumerate(loader):
+                bad_videos.extend(batch.bad)
                 # Dropout draws depend on the step only, never on what ran before in this process.
                 torch.manual_seed(config.train.seed * 1_000_003 + self.state.global_step * accumulation + micro_step % accumulation)
                 with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    loss = self.loss(videos.to(info.device, non_blocking=True), targets, seeds)
+                    labels = _single_labels(batch.labels, batch.seeds).to(info.device)
+                    loss = self.objective(self.ddp, batch.frames.to(info.device, non_blocking=True), labels, seeds=batch.seeds)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss is {loss.item()} at epoch {epoch}, step {self.state.global_step}; "
                         f"the last good checkpoint is {self.latest_checkpoint()}"
                     )
                 self.scaler.scale(loss / accumulation).backward()
-                seen += len(videos)
+                seen += len(labels)
                 if (micro_step + 1) % accumulation:
                     continue
                 if config.optim.grad_clip:
@@ -317,16 +250,15 @@ class Trainer:
 
     def report_bad_videos(self, epoch: int, bad_videos: list[BadSample]) -> None:
         """Log this epoch's unreadable videos (all ranks); fail if more than ``data.max_bad_fraction`` of the data."""
-        bad = sorted({(b.path, b.reason) for part in distributed.gather_objects(bad_videos, self.info) for b in part})
+        gathered = distributed.gather_objects(bad_videos, self.info)
+        bad = sorted({(b.path, b.reason): b for part in gathered for b in part}.values(), key=lambda b: (b.path, b.reason))
         if not bad:
             return
         if self.info.is_main:
             self.log({"step": self.state.global_step, "epoch": epoch, "bad_videos": len(bad)})
-            listed = "\n".join(f"  {path}: {reason}" for path, reason in bad)
+            listed = "\n".join(f"  {b.path}: {b.reason}" for b in bad)
             tqdm.write(f"epoch {epoch}: skipped {len(bad)} unreadable video(s):\n{listed}")
-        if len(bad) > self.config.data.max_bad_fraction * len(self.train_set):
-            raise TooManyBadSamples(f"{len(bad)} of {len(self.train_set)} training videos are unreadable "
-                                    f"(more than data.max_bad_fraction={self.config.data.max_bad_fraction})")
+        fail_if_too_many(bad, len(self.train_set), self.config.data.max_bad_fraction, "training videos", "data.max_bad_fraction")
 
     def end_of_epoch(self, epoch: int, final: bool) -> dict:
         config = self.config

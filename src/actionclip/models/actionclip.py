@@ -81,7 +81,7 @@ class ActionCLIP(nn.Module):
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output), in fp32 whatever the
-        weights' dtype (see ``actionclip.precision``)."""
+        weights' dtype (see ``actionclip.models.precision``)."""
         return self.video(video).float()
 
     def encode_text(self, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -93,14 +93,18 @@ class ActionCLIP(nn.Module):
         """CLIP tokens ``[N, context_length]`` (77 for the standard text tower)."""
         return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
 
-    def forward(self, video: torch.Tensor, tokens: torch.Tensor, normalized_features: bool = False):
-        """Training logits: cosine similarities times the learned scale, ``[B, N]`` and ``[N, B]``.
+    def forward(self, video: torch.Tensor, tokens: torch.Tensor | None = None, *, text_features: torch.Tensor | None = None,
+                normalized_features: bool = False):
+        """Training logits: cosine similarities times the learned scale, ``[B, N]`` and ``[N, B]``, against the texts
+        of ``tokens`` ``[N, L]`` or their un-normalised ``text_features`` ``[N, D]`` (cached from a frozen text tower).
 
         ``normalized_features=True`` returns ``(video_features, text_features, scale)`` instead, for losses
         that contrast against features gathered from other processes.
         """
+        if (tokens is None) == (text_features is None):
+            raise ValueError("give exactly one of tokens and text_features")
         video_features = F.normalize(self.encode_video(video), dim=-1)
-        text_features = F.normalize(self.encode_text(tokens), dim=-1)
+        text_features = F.normalize(self.encode_text(tokens) if text_features is None else text_features, dim=-1)
         scale = self.logit_scale.float().exp()
         if normalized_features:
             return video_features, text_features, scale
@@ -167,7 +171,7 @@ class UnimodalClassifier(nn.Module):
         self.video.visual.requires_grad_(not config.freeze_vision)
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """``[B, T, 3, H, W]`` -> ``[B, D]`` in fp32 whatever the weights' dtype (see ``actionclip.precision``)."""
+        """``[B, T, 3, H, W]`` -> ``[B, D]`` in fp32 whatever the weights' dtype (see ``actionclip.models.precision``)."""
         return self.video(video).float()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

@@ -1,19 +1,26 @@
-"""CLIP backbones from open_clip: configs, weight files in every common format, architecture inference.
+"""CLIP backbones from open_clip: model configs, construction, and their pretrained weights.
 
 ``pretrained`` may be an open_clip tag (downloaded by open_clip when online) or a local file:
 an OpenAI TorchScript ``.pt``, an OpenAI or open_clip state dict (``.pt``/``.pth``/``.bin``, optionally
-wrapped in ``{"state_dict": ...}`` with ``module.`` prefixes) or a ``.safetensors`` file.
+wrapped in ``{"state_dict": ...}`` with ``module.`` prefixes) or a ``.safetensors`` file (read by ``weight_files``).
 """
 from __future__ import annotations
 
 import copy
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import open_clip
-import torch
 from torch import nn
+
+from actionclip.models.weight_files import (
+    CheckpointError,
+    infer_openai_config,
+    is_torchscript,
+    load_strict,
+    read_checkpoint,
+    unwrap_state_dict,
+)
 
 # Tiny OpenAI-style CLIPs (ViT, QuickGELU, the real 77-token BPE text tower) for smoke runs and demos on a CPU.
 _CUSTOM_CONFIGS: dict[str, dict[str, Any]] = {
@@ -24,13 +31,6 @@ _CUSTOM_CONFIGS: dict[str, dict[str, Any]] = {
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
     },
 }
-
-# Keys of OpenAI's TorchScript archives that are not parameters.
-_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-
-
-class CheckpointError(RuntimeError):
-    """A weight file that cannot be read, or does not fit the model it is loaded into."""
 
 
 def register_model_config(name: str, config: dict[str, Any]) -> None:
@@ -60,99 +60,6 @@ def build_clip(config: dict[str, Any]) -> nn.Module:
     return cls(**config)
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
-def read_checkpoint(path: str | Path) -> Any:
-    """Load a weight file safely: safetensors, TorchScript, or ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        if _is_torchscript(path):
-            scripted = torch.jit.load(str(path), map_location="cpu")
-            return {k: v for k, v in scripted.state_dict().items() if k not in _OPENAI_EXTRA_KEYS}
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # every reader raises its own type on truncated or foreign files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
-
-
-def unwrap_state_dict(checkpoint: Any, path: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
-    """The tensor dict inside a checkpoint: unwraps ``state_dict``/``model`` and strips ``module.``."""
-    if isinstance(checkpoint, dict) and "model_state_dict" in checkpoint:
-        raise CheckpointError(f"{path}: an official ActionCLIP checkpoint; load it with actionclip.from_official_checkpoint")
-    if isinstance(checkpoint, dict):
-        for key in ("state_dict", "model"):
-            if key in checkpoint and isinstance(checkpoint[key], dict):
-                checkpoint = checkpoint[key]
-                break
-    if not isinstance(checkpoint, dict) or not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise CheckpointError(f"{path}: does not contain a state dict of tensors")
-    return {
-        (k[len("module.") :] if k.startswith("module.") else k): v
-        for k, v in checkpoint.items()
-        if k not in _OPENAI_EXTRA_KEYS
-    }
-
-
-def infer_openai_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The config of an OpenAI-layout CLIP state dict, read off its shapes as OpenAI's ``build_model`` does
-    (heads = width // 64), so any ViT or ResNet size loads, tiny ones included. QuickGELU, as OpenAI trained."""
-    try:
-        if "visual.proj" in state_dict:
-            width = state_dict["visual.conv1.weight"].shape[0]
-            patch = state_dict["visual.conv1.weight"].shape[-1]
-            grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-            layers = len([k for k in state_dict if k.startswith("visual.") and k.endswith(".attn.in_proj_weight")])
-            vision_cfg = {"layers": layers, "width": width, "patch_size": patch, "image_size": patch * grid, "head_width": 64}
-        else:
-            counts = [len({k.split(".")[2] for k in state_dict if k.startswith(f"visual.layer{b}.")}) for b in (1, 2, 3, 4)]
-            width = state_dict["visual.layer1.0.conv1.weight"].shape[0]
-            grid = round((state_dict["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-            vision_cfg = {"layers": counts, "width": width, "image_size": grid * 32, "head_width": 64}
-        text_width = state_dict["ln_final.weight"].shape[0]
-        text_cfg = {
-            "context_length": state_dict["positional_embedding"].shape[0],
-            "vocab_size": state_dict["token_embedding.weight"].shape[0],
-            "width": text_width,
-            "heads": max(1, text_width // 64),
-            "layers": len({k.split(".")[2] for k in state_dict if k.startswith("transformer.resblocks.")}),
-        }
-        embed_dim = state_dict["text_projection"].shape[1]
-    except KeyError as missing:
-        raise CheckpointError(f"not an OpenAI-layout CLIP state dict: missing key {missing}") from None
-    return {"embed_dim": embed_dim, "vision_cfg": vision_cfg, "text_cfg": text_cfg, "quick_gelu": True}
-
-
-def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with an error that names every missing, unexpected or mis-shaped key."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit the model:"]
-        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        raise CheckpointError("\n".join(lines))
-    with torch.no_grad():
-        module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
-
-
 def create_clip(model_name: str | None, pretrained: str | None = None, quick_gelu: bool | None = None) -> tuple[nn.Module, dict]:
     """Build an open_clip CLIP and return it with the config that rebuilds it.
 
@@ -167,7 +74,7 @@ def create_clip(model_name: str | None, pretrained: str | None = None, quick_gel
 
     state_dict = None
     if pretrained is not None:
-        is_openai_archive = pretrained.endswith(".pt") and _is_torchscript(Path(pretrained))
+        is_openai_archive = pretrained.endswith(".pt") and is_torchscript(Path(pretrained))
         state_dict = unwrap_state_dict(read_checkpoint(pretrained), pretrained)
         if quick_gelu is None and is_openai_archive:
             quick_gelu = True

@@ -36,9 +36,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
-from actionclip.factory import create_model
-from actionclip.precision import DTYPES, prepare_for_inference, resolve_precision
-from actionclip.predict import PathLike, VideoClips, collate_clips, collect_videos, model_image_size
+from actionclip.apps.predict import PathLike, collect_videos, model_image_size, video_clips
+from actionclip.data.bad_samples import collate_skip_bad
+from actionclip.models.factory import create_model
+from actionclip.models.precision import DTYPES, prepare_for_inference, resolve_precision
 
 WARMUP_ITERATIONS = 2
 
@@ -164,17 +165,17 @@ def end_to_end_throughput(model: nn.Module, videos: PathLike | Sequence[PathLike
     if not paths:
         raise ValueError(f"{videos}: no videos to benchmark")
     wanted = (iterations + 1) * batch_size
-    dataset = VideoClips([paths[i % len(paths)] for i in range(wanted)], frames, model_image_size(model))
+    dataset = video_clips([paths[i % len(paths)] for i in range(wanted)], frames, model_image_size(model))
     device = model.logit_scale.device
-    batches = iter(DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_clips,
+    batches = iter(DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
                               pin_memory=device.type == "cuda"))
 
     def step() -> int:
-        _, clips, bad = next(batches)
-        if bad:
-            raise ValueError(f"{bad[0].path}: {bad[0].reason}")
-        model.encode_video(clips.to(device, non_blocking=True).flatten(0, 1))
-        return len(clips)
+        batch = next(batches)
+        if batch.bad:
+            raise ValueError(f"{batch.bad[0].path}: {batch.bad[0].reason}")
+        model.encode_video(batch.frames.to(device, non_blocking=True))
+        return len(batch.frames)
 
     return throughput(step, iterations, 1, device)
 
@@ -199,7 +200,7 @@ def benchmark(
 ) -> dict:
     """Parameters, GFLOPs per video and videos/s of a configuration on ``device`` (default: CUDA when available);
     with ``video`` (files or folders) also the end-to-end videos/s; ``precision`` casts the weights
-    (:mod:`actionclip.precision`). See the module docstring for what each counts."""
+    (:mod:`actionclip.models.precision`). See the module docstring for what each counts."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     shapes = build_random_model(model_name, visual_prompt, frames, arch, "meta")
     result = {

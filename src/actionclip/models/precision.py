@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.modified_resnet import Bottleneck, ModifiedResNet
 from open_clip.transformer import LayerNorm as OpenClipLayerNorm
-from open_clip.transformer import LayerNormFp32
+from open_clip.transformer import LayerNormFp32, VisionTransformer
 from open_clip.transformer import QuickGELU as OpenClipQuickGELU
-from open_clip.transformer import VisionTransformer
 from torch import nn
 
 from actionclip.models.temporal import QuickGELU

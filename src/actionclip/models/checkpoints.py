@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from actionclip.factory import build_model
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
-from actionclip.models.backbone import CheckpointError, infer_openai_config, load_strict, read_checkpoint
+from actionclip.models.factory import build_model
 from actionclip.models.temporal import canonical_prompt_name
+from actionclip.models.weight_files import CheckpointError, infer_openai_config, load_strict, read_checkpoint
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -12,6 +12,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from actionclip.data.build import DataConfig
 from actionclip.engine.optim import OptimConfig
 
 
@@ -38,27 +39,6 @@ class PromptConfig:
 
 
 @dataclass
-class DataConfig:
-    format: str = "list"  # see actionclip.data.build_dataset
-    root: str = "."
-    train: str | None = None
-    val: str | None = None
-    classes: str | None = None
-    split: int = 1
-    clean_class_names: bool = True
-    image_size: int = 224
-    batch_size: int = 16  # per process
-    workers: int = 4
-    randaugment: bool = False
-    train_transform: dict[str, Any] = field(default_factory=dict)  # TrainTransform settings, e.g. {grayscale_p: 0}
-    normalization: str = "clip"  # clip | imagenet (X-CLIP's recipe)
-    frame_template: str = "img_{:05d}.jpg"
-    frame_offset: int = 1
-    max_bad_fraction: float = 0.01  # training fails if more than this fraction of samples is unreadable
-    options: dict[str, Any] = field(default_factory=dict)  # format-specific settings (synthetic sizes, ...)
-
-
-@dataclass
 class TrainConfig:
     output: str = "runs/actionclip"
     seed: int = 1024
@@ -68,7 +48,10 @@ class TrainConfig:
     save_every_steps: int = 0  # 0: only at the end of each epoch
     keep_last: int = 2
     log_every: int = 10
-    gather_features: bool = False  # contrast against every rank's batch instead of the local one
+    # The training objective (engine/objectives.py): kl | ce | head; None: the model's own (kl for ActionCLIP, ce for
+    # X-CLIP, head for the unimodal classifier).
+    objective: str | None = None
+    gather_features: bool = False  # kl: contrast against every rank's batch instead of the local one
     # Cross-entropy losses only (unimodal, X-CLIP): label smoothing, and mixup/cutmix of whole clips (one
     # mixing coefficient and one cutmix box per batch, the same box in every frame), as X-CLIP's recipe.
     label_smoothing: float = 0.0
@@ -80,6 +63,13 @@ class TrainConfig:
 
 
 @dataclass
+class ClassSubsets:
+    size: int
+    count: int
+    seed: int = 0
+
+
+@dataclass
 class EvalConfig:
     views: str = "1x1"  # clips x crops
     batch_size: int = 16
@@ -87,7 +77,7 @@ class EvalConfig:
     # Zero-shot protocols, reported per part and as mean +- std: the official splits of UCF-101/HMDB-51 ...
     splits: list[int] | None = None
     # ... or disjoint random class subsets (K400 -> K600 new classes: size 160, count 3).
-    class_subsets: dict[str, int] | None = None  # {size, count, seed}
+    class_subsets: ClassSubsets | None = None
 
 
 @dataclass
@@ -103,23 +93,42 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _section(hint) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), if any."""
+    return next((t for t in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(t)), None)
+
+
+def _check_keys(values: dict, known, where: str) -> None:
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
 def _build(cls, values: dict[str, Any], where: str):
     if not isinstance(values, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(values, fields, where)
+    required = [name for name, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in values]
+    if required:
+        raise ValueError(f"{where}: missing key(s) {', '.join(required)}")
     hints = get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     kwargs = {}
     for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{where}.{name}")
+        hint, here = hints[name], f"{where}.{name}"
+        section = _section(hint)
+        if section is not None:
+            optional = section is not hint
+            kwargs[name] = None if optional and value is None else _build(section, value or {}, here)
         elif name == "betas":
             kwargs[name] = tuple(float(v) for v in value)
         else:
-            kwargs[name] = _coerce(value, hint, f"{where}.{name}")
+            if "keys" in fields[name].metadata:  # a mapping whose keys are known (TrainTransform settings)
+                if not isinstance(value, dict):
+                    raise ValueError(f"{here}: expected a mapping, got {type(value).__name__}")
+                _check_keys(value, fields[name].metadata["keys"], here)
+            kwargs[name] = _coerce(value, hint, here)
     return cls(**kwargs)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from actionclip.models.actionclip import ActionCLIPConfig
-from actionclip.models.backbone import CheckpointError, infer_openai_config, load_strict, read_checkpoint, unwrap_state_dict
+from actionclip.models.weight_files import CheckpointError, infer_openai_config, load_strict, read_checkpoint, unwrap_state_dict
 from actionclip.models.xclip import XCLIP
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

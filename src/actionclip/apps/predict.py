@@ -15,19 +15,22 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from actionclip.checkpoints import CONFIG_FILE, load_any
+from actionclip.apps.text_cache import cached_class_text_features
+from actionclip.data.annotations import Sample
+from actionclip.data.bad_samples import BadSample, IndexedSamples, collate_skip_bad
 from actionclip.data.build import parse_views
-from actionclip.data.datasets import BadSample, Sample, VideoDataset
+from actionclip.data.datasets import VideoDataset
 from actionclip.data.decode import is_video_file
 from actionclip.data.transforms import TestTransform, ThreeCropTransform
-from actionclip.factory import create_model
-from actionclip.models.backbone import CheckpointError
-from actionclip.precision import prepare_for_inference, resolve_precision
-from actionclip.text_cache import cached_class_text_features
-from actionclip.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint
+from actionclip.engine.evaluate import multiview_probabilities
+from actionclip.models.checkpoints import CONFIG_FILE, load_any
+from actionclip.models.factory import create_model
+from actionclip.models.precision import prepare_for_inference, resolve_precision
+from actionclip.models.weight_files import CheckpointError
+from actionclip.models.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint
 
 PathLike = str | os.PathLike
 
@@ -99,7 +102,7 @@ def load_model(
     its ``config.json``), an official ActionCLIP ``.pt`` (which does not record its ``visual_prompt``), or with
     ``arch="xclip"`` an original X-CLIP ``.pth``. ``model_name``: an open_clip name, ``pretrained`` an open_clip tag
     or weight file (None: random weights). ``arch`` None accepts what the checkpoint holds; otherwise it must match.
-    ``precision``: fp32, bf16, fp16 or auto (see :mod:`actionclip.precision`).
+    ``precision``: fp32, bf16, fp16 or auto (see :mod:`actionclip.models.precision`).
     """
     if (checkpoint is None) == (model_name is None):
         raise ValueError("give a checkpoint or a model name (with pretrained weights), one of the two")
@@ -132,46 +135,23 @@ def model_image_size(model: nn.Module) -> int:
     return int(size)
 
 
-class VideoClips(Dataset):
-    """Item ``i``: ``(i, frames [V, T, 3, S, S])`` (V = clips x crops) or ``(i, BadSample)`` for an unreadable video."""
-
-    def __init__(self, paths: Sequence[str], num_frames: int, size: int, views: str = "1x1",
-                 decode_short_side: int | None = None):
-        clips, crops = parse_views(views)
-        transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
-        # VideoDataset's test mode is exactly what ``actionclip eval`` scores; the labels are unused here.
-        self.dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
-                                    decode_short_side=decode_short_side)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        item = self.dataset[index]
-        if isinstance(item, BadSample):
-            if os.path.isdir(item.path):
-                item = BadSample(index, item.path, f"no video files in this folder, and not a frame folder: {item.reason}")
-            return index, item
-        frames = item[0]
-        return index, frames if frames.ndim == 5 else frames.unsqueeze(0)
+def video_clips(paths: Sequence[str], num_frames: int, size: int, views: str = "1x1",
+                decode_short_side: int | None = None) -> IndexedSamples:
+    """Item ``i``: ``(frames, 0, i)`` with ``frames`` ``[T, 3, S, S]`` or ``[V, T, 3, S, S]`` (V = clips x crops),
+    or a ``BadSample``. The clips are those ``actionclip eval`` scores (``VideoDataset``'s test mode); the label is
+    unused."""
+    clips, crops = parse_views(views)
+    transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
+    dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
+                           decode_short_side=decode_short_side)
+    return IndexedSamples(dataset)
 
 
-def collate_clips(items):
-    """``(indices of the readable videos, their frames [B, V, T, 3, S, S] or None, BadSamples)``."""
-    good = [(index, frames) for index, frames in items if not isinstance(frames, BadSample)]
-    bad = [frames for _, frames in items if isinstance(frames, BadSample)]
-    if not good:
-        return [], None, bad
-    return [index for index, _ in good], default_collate([frames for _, frames in good]), bad
-
-
-def multiview_probabilities(model: nn.Module, videos: torch.Tensor, text_features: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Probabilities ``[B, C]`` of ``[B, V, T, 3, S, S]`` videos, averaged over the V views; the model sees at most
-    ``chunk`` clips at a time, so 10x3 views do not need 30 times the memory of one."""
-    b, v = videos.shape[:2]
-    clips = videos.flatten(0, 1)
-    probabilities = torch.cat([model.video_probabilities(part, text_features) for part in clips.split(chunk)])
-    return probabilities.float().view(b, v, -1).mean(dim=1)
+def _error(bad: BadSample) -> dict:
+    reason = bad.reason
+    if os.path.isdir(bad.path):  # collect_videos kept a folder without videos: a frame folder, or a mistake
+        reason = f"no video files in this folder, and not a frame folder: {reason}"
+    return {"video": bad.path, "error": reason}
 
 
 def _ranked(path: str, probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
@@ -206,10 +186,10 @@ def iter_predictions(
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     paths = collect_videos(videos)
-    dataset = VideoClips(paths, num_frames or model.config.num_frames, model_image_size(model), views, decode_short_side)
+    dataset = video_clips(paths, num_frames or model.config.num_frames, model_image_size(model), views, decode_short_side)
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
-                        collate_fn=collate_clips, pin_memory=device.type == "cuda")
+                        collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     try:
@@ -218,11 +198,13 @@ def iter_predictions(
         else:
             text_features = cached_class_text_features(model, labels, templates, text_cache)
         with tqdm(total=len(dataset), desc="predict", unit="video", disable=not progress) as bar:
-            for indices, frames, bad in loader:
-                results = {b.index: {"video": b.path, "error": b.reason} for b in bad}
-                if frames is not None:
-                    probabilities = multiview_probabilities(model, frames.to(device, non_blocking=True), text_features, batch_size)
-                    for index, row in zip(indices, probabilities.cpu()):
+            for batch in loader:
+                results = {b.index: _error(b) for b in batch.bad}
+                if batch.frames is not None:
+                    frames = batch.frames.to(device, non_blocking=True)
+                    frames = frames if frames.ndim == 6 else frames[:, None]
+                    probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size)
+                    for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = _ranked(paths[index], row, labels, top_k)
                 for index in sorted(results):
                     yield results[index]
@@ -258,7 +240,7 @@ def predict(
     ``pretrained`` weights, or None with ``checkpoint`` (see :func:`load_model`). ``device`` None: CUDA when
     available for a model loaded here, the model's own device for a model object. ``precision`` (fp32, bf16,
     fp16, auto): None means auto for a model loaded here and leaves a model object as it is; given with a model
-    object, it prepares that object for inference in place (:func:`actionclip.precision.prepare_for_inference`:
+    object, it prepares that object for inference in place (:func:`actionclip.models.precision.prepare_for_inference`:
     no training or saving it afterwards). Other arguments as in
     :func:`iter_predictions`::
 
