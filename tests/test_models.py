@@ -86,7 +86,9 @@ def test_text_encoder_cut_to_longest_prompt_matches_full_context():
     tokens = model.tokenize(fill_templates(ACTIONCLIP_TEMPLATES[:4], LABELS))
     assert tokens.shape == (12, 77)
     with torch.no_grad():
-        assert torch.allclose(model.encode_text(tokens), clip.encode_text(tokens), atol=1e-5)
+        error = (model.encode_text(tokens) - clip.encode_text(tokens)).abs().max().item()
+    print(f"text embeddings cut to the longest prompt vs 77 tokens: max abs difference {error:.1e}")
+    assert error <= 1e-5
 
 
 def test_classify_is_the_official_test_arithmetic():

@@ -51,6 +51,7 @@ def test_reproduces_official_outputs(fixture, official_prompt, tmp_path):
         v = video_embeddings / video_embeddings.norm(dim=-1, keepdim=True)
         t = text_embeddings / text_embeddings.norm(dim=-1, keepdim=True)
         test_similarity = 100.0 * v @ t.T
+    errors = {}
     for name, ours in [
         ("video_embeddings", video_embeddings),
         ("text_embeddings", text_embeddings),
@@ -58,8 +59,9 @@ def test_reproduces_official_outputs(fixture, official_prompt, tmp_path):
         ("logits_per_text", logits_per_text),
         ("test_similarity", test_similarity),
     ]:
-        error = (ours - expected[name]).abs().max().item()
+        errors[name] = error = (ours - expected[name]).abs().max().item()
         assert error <= TOLERANCE, f"{official_prompt} {name}: max abs error {error:.2e}"
+    print(f"{official_prompt}: max abs error " + ", ".join(f"{name} {error:.1e}" for name, error in errors.items()))
     assert torch.allclose(model.logit_scale.exp(), expected["logit_scale"], atol=1e-6)
 
 

@@ -68,7 +68,9 @@ def test_matches_transformers_xclip(hf_model_dir):
     assert (F.normalize(video_features, dim=-1) - expected.video_embeds).abs().max() <= TOLERANCE
     assert (text_features - expected_text).abs().max() <= TOLERANCE
     assert logits.shape == (2, 3)
-    assert (logits - expected.logits_per_video).abs().max() <= TOLERANCE
+    error = (logits - expected.logits_per_video).abs().max().item()
+    print(f"logits_per_video against transformers' XCLIPModel: max abs error {error:.1e}")
+    assert error <= TOLERANCE
     # The video-specific prompts change the logits far beyond the tolerance, so the comparison above checks them.
     assert (logits - without_prompts).abs().max() > 100 * TOLERANCE
     assert model.config.arch == "xclip" and model.config.mit_heads == 2 and model.config.prompt_heads == 2
