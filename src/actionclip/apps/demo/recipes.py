@@ -127,9 +127,9 @@ def pretrain_tower(config: DemoConfig, context_length: int, tower: str, log) -> 
 
 class UnitFrameFeatures(nn.Module):
     """L2-normalises each frame feature before the temporal module. Not in ActionCLIP: the tiny CLIP's frame
-    features have norms near 27, which drown Transf's frame-position embeddings (initialised with std 0.02, a
-    norm near 0.16 here) and its residual branches, and without this Transf learnt no frame order at all
-    (motion 32%, as MeanP). Applied to every variant alike."""
+    features have norms in the tens (docs/demo.md), which drown Transf's frame-position embeddings (initialised with
+    std 0.02, a norm near 0.16 in 64 dimensions) and its residual branches, and without this Transf learnt no frame
+    order at all (motion as MeanP's). Applied to every variant alike."""
 
     def __init__(self, temporal: nn.Module):
         super().__init__()
