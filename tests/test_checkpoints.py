@@ -1,4 +1,6 @@
 import json
+import shutil
+from typing import Tuple
 
 import open_clip
 import pytest
@@ -8,6 +10,9 @@ from torch import nn
 
 import actionclip
 from actionclip import CheckpointError
+from actionclip.apps.cli import main
+from actionclip.models.checkpoints import load_any
+from actionclip.models.torchscript_archive import read_torchscript_state_dict
 from conftest import TINY, random_video
 
 
@@ -157,3 +162,72 @@ def test_random_init_of_one_tower_keeps_the_other(tmp_path):
 def test_unknown_tag_fails_clearly():
     with pytest.raises(ValueError, match="neither a file nor an open_clip tag"):
         actionclip.create_model("ViT-B-32", pretrained="no-such-tag")
+
+
+class _WritesOnLoad(nn.Module):
+    """A scripted module whose TorchScript ``__setstate__`` creates a file when its archive is loaded: what a
+    malicious ``.pt`` does to whatever calls ``torch.jit.load`` on it."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+        self.marker = torch.zeros(8, dtype=torch.uint8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> Tuple[str, bool]:
+        return (self.path, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: Tuple[str, bool]) -> None:
+        self.path = state[0]
+        self.training = state[1]
+        self.marker = torch.from_file(self.path, True, 8, dtype=torch.uint8)
+
+
+def test_no_loader_runs_the_code_in_a_torchscript_archive(tmp_path, capsys):
+    written, evil = tmp_path / "written", tmp_path / "evil.pt"
+    torch.jit.script(_WritesOnLoad(str(written))).save(str(evil))
+    hf = tmp_path / "hf_xclip"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "xclip"}))
+    shutil.copy(evil, hf / "pytorch_model.bin")
+    loaders = [
+        lambda: actionclip.create_model(None, pretrained=str(evil)),
+        lambda: actionclip.create_model("test-tiny", pretrained=str(evil)),
+        lambda: actionclip.from_official_checkpoint(evil, visual_prompt="Transf"),
+        lambda: load_any(evil),  # a training config's model.checkpoint
+        lambda: actionclip.from_hf_xclip(hf),
+    ]
+    for load in loaders:
+        with pytest.raises(CheckpointError, match="does not contain a state dict|not an official ActionCLIP checkpoint"):
+            load()
+    assert main(["predict", str(tmp_path / "clip.mp4"), "--labels", "a,b", "--checkpoint", str(evil)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {evil}")
+    assert not written.exists()
+    torch.jit.load(str(evil))  # the archive is malicious: torch's own loader runs its __setstate__
+    assert written.exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return print, ("this ran while loading",)
+
+
+def test_a_refused_pickle_is_named_without_advice_to_load_it_unsafely(tmp_path):
+    path = tmp_path / "payload.pt"
+    torch.save({"state_dict": _Payload()}, path)
+    with pytest.raises(CheckpointError, match=r"payload\.pt: refused, it holds more than weights: Unsupported global: "
+                                              r"GLOBAL (builtins\.)?print was not an allowed global") as error:
+        actionclip.create_model("test-tiny", pretrained=str(path))
+    assert "weights_only=False" not in str(error.value)
+
+
+def test_a_torchscript_archive_read_as_data_gives_torchs_own_state_dict(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(_tiny_clip().half()).save(str(path))  # OpenAI's archives hold fp16 weights
+    ours, theirs = read_torchscript_state_dict(path), torch.jit.load(str(path)).state_dict()
+    assert ours.keys() == theirs.keys() and len(ours) > 20
+    assert all(torch.equal(ours[k], theirs[k]) and ours[k].dtype == theirs[k].dtype for k in ours)

@@ -7,12 +7,16 @@ each model family's checkpoints (``checkpoints.py``, ``xclip_checkpoints.py``) a
 """
 from __future__ import annotations
 
+import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from actionclip.models.torchscript_archive import read_torchscript_state_dict
 
 # Keys of OpenAI's TorchScript archives that are not parameters.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -29,8 +33,16 @@ def is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
+def refusal(error: pickle.UnpicklingError) -> str:
+    """What the weights-only unpickler refused, without torch's advice to retry with ``weights_only=False``: that
+    would execute whatever the file holds."""
+    refused = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\n|$)", str(error))
+    return refused[1] if refused else str(error).split("\n")[0]
+
+
 def read_checkpoint(path: str | Path) -> Any:
-    """Load a weight file safely: safetensors, TorchScript, or ``torch.load(weights_only=True)``."""
+    """Load a weight file without executing anything in it: safetensors, a TorchScript archive's tensors
+    (``torchscript_archive``), or ``torch.load(weights_only=True)``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -40,9 +52,10 @@ def read_checkpoint(path: str | Path) -> Any:
 
             return load_file(str(path))
         if is_torchscript(path):
-            scripted = torch.jit.load(str(path), map_location="cpu")
-            return {k: v for k, v in scripted.state_dict().items() if k not in _OPENAI_EXTRA_KEYS}
+            return {k: v for k, v in read_torchscript_state_dict(path).items() if k not in _OPENAI_EXTRA_KEYS}
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: refused, it holds more than weights: {refusal(error)}") from error
     except Exception as error:  # every reader raises its own type on truncated or foreign files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from error
 

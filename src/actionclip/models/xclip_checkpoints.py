@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from actionclip.models.actionclip import ActionCLIPConfig
-from actionclip.models.weight_files import CheckpointError, infer_openai_config, load_strict, read_checkpoint, unwrap_state_dict
+from actionclip.models.weight_files import (CheckpointError, infer_openai_config, load_strict, read_checkpoint, refusal,
+                                           unwrap_state_dict)
 from actionclip.models.xclip import XCLIP
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -216,10 +217,7 @@ def read_videox_checkpoint(path: str | Path) -> Any:
         with torch.serialization.safe_globals([(_YacsNodeAsDict, "yacs.config.CfgNode")]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        # torch's message ends in advice to retry with weights_only=False; keep only what was refused.
-        refused = re.search(r"WeightsUnpickler error: (.*?)(?:\. |\n|$)", str(error))
-        reason = refused[1] if refused else str(error)
-        raise CheckpointError(f"{path}: refused by the weights-only unpickler: {reason}") from error
+        raise CheckpointError(f"{path}: refused by the weights-only unpickler: {refusal(error)}") from error
     except Exception as error:  # truncated files and foreign formats
         raise CheckpointError(f"{path}: not a readable X-CLIP checkpoint ({type(error).__name__}: {error})") from error
     if isinstance(checkpoint, dict) and "config" in checkpoint:
