@@ -93,14 +93,14 @@ def _need(value, what: str, fmt: str):
 
 
 def _synthetic(config: DataConfig, subset: str) -> tuple[list[Sample], list[str]]:
+    root = Path(config.root) / subset
+    if (root / "list.txt").is_file() and (root / "classes.csv").is_file():
+        return video_list_dataset(root / "list.txt", root / "classes.csv", root)
     options = config.options
     settings = {name: getattr(options, name) for name in ("shapes", "colours", "motions", "clips_per_class", "size", "num_frames", "fps")}
     if subset == "val" and options.val_clips_per_class is not None:
         settings["clips_per_class"] = options.val_clips_per_class
-    root = Path(config.root) / subset
-    if (root / "list.txt").is_file() and (root / "classes.csv").is_file():
-        return video_list_dataset(root / "list.txt", root / "classes.csv", root)
-    seed = options.seed + (subset == "val")
+    seed = options.seed + 1 if subset == "val" else options.seed
     written = make_synthetic_dataset(root, seed=seed, **{k: v for k, v in settings.items() if v is not None})
     return written.samples, written.classes
 
