@@ -202,7 +202,6 @@ def iter_predictions(
                 results = {b.index: _error(b) for b in batch.bad}
                 if batch.frames is not None:
                     frames = batch.frames.to(device, non_blocking=True)
-                    frames = frames if frames.ndim == 6 else frames[:, None]
                     probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size)
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = _ranked(paths[index], row, labels, top_k)

@@ -29,8 +29,11 @@ from actionclip.engine.metrics import (
 
 def multiview_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str = "softmax",
                             chunk: int | None = None) -> torch.Tensor:
-    """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views. With ``chunk``
-    the model sees at most that many clips at a time, so 10x3 views do not need 30 times the memory of one."""
+    """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views (``[B, T, 3, H, W]``:
+    one view). With ``chunk`` the model sees at most that many clips at a time, so 10x3 views do not need 30 times the
+    memory of one."""
+    if videos.ndim == 5:
+        videos = videos[:, None]
     b, v = videos.shape[:2]
     clips = videos.flatten(0, 1)
     parts = clips.split(chunk) if chunk else [clips]
@@ -72,8 +75,6 @@ def predict_dataset(
         if batch.frames is None:
             continue
         videos = batch.frames.to(info.device, non_blocking=True)
-        if videos.ndim == 5:
-            videos = videos[:, None]
         with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             probabilities.append(multiview_probabilities(model, videos, text_features, ensemble).cpu())
         targets.append(batch.labels)
