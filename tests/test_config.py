@@ -69,3 +69,29 @@ def test_train_and_eval_report_a_config_mistake_in_one_line(tmp_path, capsys):
         assert main(command) == 2
         error = capsys.readouterr().err
         assert error.startswith(f"error: {path}.data.options: unknown key(s) shot") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=[1, 2]", r"config\.optim\.lr: expected a number, got \[1, 2\]"),
+    ("optim.betas=0.9", r"config\.optim\.betas: expected two numbers"),
+    ("data.batch_size=2.5", r"config\.data\.batch_size: expected an integer, got 2\.5"),
+    ("data.batch_size=0", r"config: data\.batch_size must be >= 1, got 0"),
+    ("model.num_frames=0", r"config: model\.num_frames must be >= 1"),
+    ("eval.splits=abc", r"config\.eval\.splits: expected a list of an integer or null, got 'abc'"),
+    ("eval.splits=[1, x]", r"config\.eval\.splits\[1\]: expected an integer, got 'x'"),
+    ("prompts.templates={a: 1}", r"config\.prompts\.templates: expected a string or a list of a string"),
+    ("train.gather_features=maybe", r"config\.train\.gather_features: expected true or false, got 'maybe'"),
+    ("optim.warmup_epochs=60", r"optim\.warmup_epochs \(60\.0\) must be >= 0 and less than optim\.epochs \(50\)"),
+    ("eval.views=garbage", r"config: eval\.views must look like CLIPSxCROPS"),
+])
+def test_a_value_of_the_wrong_type_or_out_of_range_is_refused_by_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_eval_views_from_the_command_line_are_checked_like_the_config(tmp_path, capsys):
+    path = tmp_path / "exp.yaml"
+    path.write_text("data:\n  format: synthetic\n")
+    assert main(["eval", str(path), "--views", "garbage"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "eval.views must look like CLIPSxCROPS" in error and error.count("\n") == 1

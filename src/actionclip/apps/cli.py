@@ -22,6 +22,9 @@ def _config(args):
     overrides = list(args.overrides)
     if args.output:
         overrides.append(f"train.output={args.output}")
+    for option in ("views", "precision"):  # eval's options, checked like the config's values
+        if getattr(args, option, None):
+            overrides.append(f"eval.{option}={getattr(args, option)}")
     try:
         return load_config(args.config, overrides)
     except (OSError, ValueError) as error:
@@ -62,10 +65,6 @@ def _eval(args) -> int:
     config = _config(args)
     if config is None:
         return 2
-    if args.views:
-        config.eval.views = args.views
-    if args.precision:
-        config.eval.precision = args.precision
     summary = run_evaluation(config, args.checkpoint, args.output)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts")}))
     for item in summary["unreadable"]:

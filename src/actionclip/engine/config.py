@@ -5,6 +5,7 @@ Unknown keys are errors (with the file and the key), so a typo never silently fa
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from actionclip.data.build import DataConfig
+from actionclip.data.build import DataConfig, parse_views
 from actionclip.engine.optim import OptimConfig
 
 
@@ -122,7 +123,9 @@ def _build(cls, values: dict[str, Any], where: str):
             optional = section is not hint
             kwargs[name] = None if optional and value is None else _build(section, value or {}, here)
         elif name == "betas":
-            kwargs[name] = tuple(float(v) for v in value)
+            if not (isinstance(value, (list, tuple)) and len(value) == 2):
+                raise ValueError(f"{here}: expected two numbers, got {value!r}")
+            kwargs[name] = tuple(_coerce(v, float, here) for v in value)
         else:
             if "keys" in fields[name].metadata:  # a mapping whose keys are known (TrainTransform settings)
                 if not isinstance(value, dict):
@@ -133,19 +136,62 @@ def _build(cls, values: dict[str, Any], where: str):
 
 
 def _coerce(value: Any, hint, where: str) -> Any:
-    """YAML reads ``5e-6`` (no dot) as a string: turn strings into the declared number type."""
-    if not isinstance(value, str):
+    """``value`` as the declared type, or a ValueError naming the key. YAML reads ``5e-6`` (no dot) as a string,
+    so strings become the declared number type; every other mismatch (``lr: [1, 2]``) is refused here rather than
+    failing deep in the optimizer."""
+    if hint is Any:
         return value
-    options = typing.get_args(hint) or (hint,)
-    for number in (int, float):
-        if number in options:
-            try:
-                return number(value)
-            except ValueError:
-                if float in options and number is int:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option)
+        if origin is list and isinstance(value, list):
+            return [_coerce(item, typing.get_args(option)[0], f"{where}[{i}]") for i, item in enumerate(value)]
+        if origin is dict and isinstance(value, dict):
+            return value
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is str and isinstance(value, str):
+            return value
+        if option in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if option is float or float(value).is_integer():
+                return option(value)
+    if isinstance(value, str):
+        for number in (int, float):
+            if number in options:
+                try:
+                    return number(value)
+                except ValueError:
                     continue
-                raise ValueError(f"{where}: expected a number, got {value!r}") from None
-    return value
+    raise ValueError(f"{where}: expected {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return " or ".join(names.get(option, f"a list of {_describe(typing.get_args(option)[0])}" if typing.get_origin(option) is list
+                                 else str(option)) for option in options)
+
+
+def _check_values(config: Config, where: str) -> None:
+    """Values that are each well typed but do not make sense together."""
+    optim = config.optim
+    if not 0 <= optim.warmup_epochs < optim.epochs:
+        raise ValueError(f"{where}: optim.warmup_epochs ({optim.warmup_epochs}) must be >= 0 and less than optim.epochs "
+                         f"({optim.epochs}), or the learning rate never decays")
+    positive = {"model.num_frames": config.model.num_frames, "data.batch_size": config.data.batch_size,
+                "data.image_size": config.data.image_size, "eval.batch_size": config.eval.batch_size,
+                "optim.accumulation_steps": optim.accumulation_steps, "optim.epochs": optim.epochs}
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{where}: {key} must be >= 1, got {value}")
+    if config.data.workers < 0:
+        raise ValueError(f"{where}: data.workers must be >= 0, got {config.data.workers}")
+    try:
+        parse_views(config.eval.views)
+    except ValueError as error:
+        raise ValueError(f"{where}: eval.{error}") from None
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -174,7 +220,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             if not isinstance(node, dict):
                 raise ValueError(f"override {override!r}: {key} is not a section")
         node[keys[-1]] = value
-    return _build(Config, values, where)
+    config = _build(Config, values, where)
+    _check_values(config, where)
+    return config
 
 
 def _plain(value):
