@@ -239,8 +239,10 @@ def _pretrain(args) -> int:
     from actionclip.models.backbone import register_model_config
 
     if args.model_config:
-        with open(args.model_config) as handle:
-            register_model_config(args.model, json.load(handle))
+        try:
+            register_model_config(args.model, json.loads(Path(args.model_config).read_text(encoding="utf-8")))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{args.model_config}: not valid JSON ({error})") from None
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                             warmup=args.warmup, seed=args.seed)
     print(pretrain_from_files(args.data, args.model, args.output, config, workers=args.workers))
@@ -296,10 +298,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_code(error: Exception) -> int | None:
+    """The exit code for an error of the user's input or data rather than of the program (None: a bug, whose
+    traceback is kept). ValueError and OSError are what the library raises for values and files it cannot use."""
+    from actionclip.data.bad_samples import TooManyBadSamples
+    from actionclip.engine.run_dir import RunDirError
+    from actionclip.engine.signals import EXIT_INTERRUPTED, TrainingInterrupted
+    from actionclip.engine.train import TrainingDiverged
+    from actionclip.models.weight_files import CheckpointError
+
+    if isinstance(error, TrainingInterrupted):
+        return EXIT_INTERRUPTED
+    if isinstance(error, (TooManyBadSamples, TrainingDiverged)):
+        return 1
+    if isinstance(error, (ValueError, OSError, CheckpointError, RunDirError)):
+        return 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        code = _exit_code(error)
+        if code is None:
+            raise
+        from actionclip.engine.signals import EXIT_INTERRUPTED
+
+        print(error if code == EXIT_INTERRUPTED else f"error: {error}", file=sys.stderr)
+        return code

@@ -233,5 +233,10 @@ def _plain(value):
     return value
 
 
+def plain_dict(config: Config) -> dict[str, Any]:
+    """The config as YAML writes it (tuples as lists)."""
+    return _plain(config.to_dict())
+
+
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+    Path(path).write_text(yaml.safe_dump(plain_dict(config), sort_keys=False))
