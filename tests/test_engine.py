@@ -18,6 +18,7 @@ from actionclip.engine import distributed
 from actionclip.engine.evaluate import predict_dataset
 from actionclip.engine.run import run_evaluation, run_training
 from actionclip.engine.train import Trainer, TrainingDiverged
+
 from run_helpers import losses as _losses, overrides as _overrides, write_config as _write_config
 
 REPO = Path(__file__).resolve().parents[1]

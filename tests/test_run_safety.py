@@ -1,6 +1,5 @@
 """Nothing lost: one run per directory, resume only what can be resumed, corrupt checkpoints, signals, bad videos."""
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -10,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import losses, overrides, write_config
 
 from actionclip.apps.cli import main
 from actionclip.engine import run_dir
 from actionclip.engine.config import load_config
 from actionclip.engine.run import run_training
 from actionclip.engine.signals import EXIT_INTERRUPTED
-from run_helpers import losses, overrides, write_config
 
 
 @pytest.fixture(scope="module")
