@@ -227,3 +227,20 @@ def test_user_mistakes_in_train_demo_and_pretrain_are_one_line(data_root, tmp_pa
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and expected in error and error.count("\n") == 1, error
+
+
+def test_under_torchrun_every_rank_saves_together_on_sigterm_and_the_run_resumes(data_root, tmp_path):
+    config_file = write_config(tmp_path / "ddp.yaml", overrides(data_root, tmp_path / "ddp", **{"optim.epochs": 2, "data.batch_size": 4}))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+               "-m", "actionclip", "train", str(config_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_steps(tmp_path / "ddp", 2, launcher)
+    launcher.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
+    _, err = launcher.communicate(timeout=120)
+    saved = sorted((tmp_path / "ddp" / "checkpoints").glob("*.pt"))
+    assert err.count(f"stopped by SIGTERM; resumable checkpoint {saved[-1]}") == 2, err[-3000:]
+    assert torch.load(saved[-1], weights_only=True)["state"]["global_step"] == len(losses(tmp_path / "ddp"))
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(losses(tmp_path / "ddp")) == 2 * 32 // 8
