@@ -57,6 +57,7 @@ def _add_eval(sub) -> None:
 
 
 def _eval(args) -> int:
+    from actionclip.engine.eval_checks import EvaluationMismatch
     from actionclip.engine.run import run_evaluation
 
     config = _config(args)
@@ -66,8 +67,13 @@ def _eval(args) -> int:
         config.eval.views = args.views
     if args.precision:
         config.eval.precision = args.precision
-    summary = run_evaluation(config, args.checkpoint, args.output)
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts")}))
+    try:
+        summary = run_evaluation(config, args.checkpoint, args.output)
+    except EvaluationMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # The warnings were logged (stderr) when they arose.
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts", "warnings")}))
     for item in summary["unreadable"]:
         print(f"unreadable: {item['path']}: {item['reason']}", file=sys.stderr)
     return 1 if summary["unreadable"] else 0
