@@ -1,9 +1,14 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from actionclip.data import (VideoDataset, count_frames, make_synthetic_dataset, parse_video_list, read_class_names,
                              read_frames)
+from actionclip.data.build import DataConfig, DataOptions, dataset_samples
+from actionclip.data.synthetic import OPTIONS_FILE
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +78,39 @@ def test_rejects_bad_parameters(tmp_path):
         make_synthetic_dataset(tmp_path, motions=("spin",))
     with pytest.raises(ValueError, match="unknown colour"):
         make_synthetic_dataset(tmp_path, colours=("mauve",))
+
+
+def _synthetic_config(root, **options):
+    settings = {"shapes": ["circle"], "colours": ["red"], "motions": ["left"], "clips_per_class": 1, "size": 16,
+                "num_frames": 2, **options}
+    return DataConfig(format="synthetic", root=str(root), options=DataOptions(**settings))
+
+
+@pytest.mark.parametrize("option, value, follows", [
+    ("colours", ["blue"], lambda samples, classes: classes == ["blue circle moving left"]),
+    ("size", 32, lambda samples, classes: read_frames(samples[0].path, [0]).shape == (1, 32, 32, 3)),
+    ("num_frames", 4, lambda samples, classes: count_frames(samples[0].path) == 4),
+    ("clips_per_class", 2, lambda samples, classes: len(samples) == 2),
+])
+def test_generated_data_follows_changed_options_and_keeps_the_old(tmp_path, option, value, follows):
+    first, first_classes = dataset_samples(_synthetic_config(tmp_path), "train")
+    written = os.stat(first[0].path).st_mtime_ns
+    changed = dataset_samples(_synthetic_config(tmp_path, **{option: value}), "train")
+    assert follows(*changed)
+    again = dataset_samples(_synthetic_config(tmp_path), "train")
+    assert again == (first, first_classes) and os.stat(first[0].path).st_mtime_ns == written  # reused, not rewritten
+
+
+def test_another_seed_gives_other_videos(tmp_path):
+    first, _ = dataset_samples(_synthetic_config(tmp_path), "train")
+    other, _ = dataset_samples(_synthetic_config(tmp_path, seed=5), "train")
+    assert not np.array_equal(read_frames(first[0].path, [0]), read_frames(other[0].path, [0]))
+
+
+def test_an_interrupted_generation_is_done_again(tmp_path):
+    samples, _ = dataset_samples(_synthetic_config(tmp_path), "train")
+    folder = Path(samples[0].path).parents[1]
+    (folder / OPTIONS_FILE).unlink()  # as if killed before the generation finished
+    Path(samples[0].path).write_bytes(b"")
+    again, _ = dataset_samples(_synthetic_config(tmp_path), "train")
+    assert count_frames(again[0].path) == 2 and (folder / OPTIONS_FILE).is_file()

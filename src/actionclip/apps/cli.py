@@ -66,7 +66,8 @@ def _eval(args) -> int:
     if config is None:
         return 2
     summary = run_evaluation(config, args.checkpoint, args.output)
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts")}))
+    # The warnings were logged (stderr) when they arose.
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts", "warnings")}))
     for item in summary["unreadable"]:
         print(f"unreadable: {item['path']}: {item['reason']}", file=sys.stderr)
     return 1 if summary["unreadable"] else 0

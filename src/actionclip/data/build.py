@@ -8,7 +8,8 @@ Formats (``data.format``) and the settings they read:
 - ``ucf101`` / ``hmdb51``: official split files in ``options.split_dir``, split ``split`` (1-3);
 - ``charades``: ``Charades_v1_train.csv`` / ``_test.csv`` in ``train``/``val``, ``classes`` = the class list;
 - ``folder``: ``root/<class name>/<video>`` trees at ``train``/``val``;
-- ``synthetic``: generated shape videos under ``root/train`` and ``root/val`` (see ``DataOptions``).
+- ``synthetic``: generated shape videos under ``root/train-<key>`` and ``root/val-<key>``, the key a hash of
+  their settings (see ``DataOptions``).
 Every format also reads ``options.shots``, ``exclude_classes``, ``class_ids`` and ``class_texts``.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ from actionclip.data.annotations import (
 )
 from actionclip.data.datasets import VideoDataset
 from actionclip.data.subsets import k_shot, select_classes
-from actionclip.data.synthetic import make_synthetic_dataset
+from actionclip.data.synthetic import keyed_synthetic_dataset
 from actionclip.data.transforms import TestTransform, ThreeCropTransform, TrainTransform
 
 # The TrainTransform settings that ``data.train_transform`` may change (size, RandAugment and normalisation have
@@ -93,16 +94,12 @@ def _need(value, what: str, fmt: str):
 
 
 def _synthetic(config: DataConfig, subset: str) -> tuple[list[Sample], list[str]]:
-    root = Path(config.root) / subset
-    if (root / "list.txt").is_file() and (root / "classes.csv").is_file():
-        return video_list_dataset(root / "list.txt", root / "classes.csv", root)
     options = config.options
     settings = {name: getattr(options, name) for name in ("shapes", "colours", "motions", "clips_per_class", "size", "num_frames", "fps")}
     if subset == "val" and options.val_clips_per_class is not None:
         settings["clips_per_class"] = options.val_clips_per_class
     seed = options.seed + 1 if subset == "val" else options.seed
-    written = make_synthetic_dataset(root, seed=seed, **{k: v for k, v in settings.items() if v is not None})
-    return written.samples, written.classes
+    return keyed_synthetic_dataset(config.root, subset, seed=seed, **{k: v for k, v in settings.items() if v is not None})
 
 
 def dataset_samples(config: DataConfig, subset: str) -> tuple[list[Sample], list[str]]:

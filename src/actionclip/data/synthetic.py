@@ -8,6 +8,9 @@ frame features over time provably cannot tell these classes apart; that is the p
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import os
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,7 +21,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from .annotations import Sample
+from .annotations import Sample, video_list_dataset
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -35,6 +38,7 @@ MOTION_TEXT = {"left": "moving left", "right": "moving right", "up": "moving up"
                "grow": "growing", "shrink": "shrinking"}
 # Each reversed motion shares its frames with a drawn one: its clip is that clip played backwards.
 REVERSE_OF = {"left": "right", "up": "down", "shrink": "grow"}
+OPTIONS_FILE = "options.json"  # the settings a keyed dataset was generated with, written when it is complete
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25, codec: str | None = None,
@@ -165,3 +169,31 @@ def make_synthetic_dataset(root: str | os.PathLike, shapes: Sequence[str] = SHAP
     classes_file = root / "classes.csv"
     classes_file.write_text("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(classes)))
     return SyntheticDataset(root, list_file, classes_file, classes, samples)
+
+
+
+def _generation_settings(**options) -> dict:
+    """Every argument of :func:`make_synthetic_dataset` but ``root`` and ``progress``, ``options`` given or its default,
+    as JSON values: what the videos depend on."""
+    bound = inspect.signature(make_synthetic_dataset).bind(None, **options)
+    bound.apply_defaults()
+    return {name: list(value) if isinstance(value, (list, tuple)) else value
+            for name, value in bound.arguments.items() if name not in ("root", "progress")}
+
+
+def keyed_synthetic_dataset(parent: str | os.PathLike, name: str, **options) -> tuple[list[Sample], list[str]]:
+    """``(samples, classes)`` of the videos ``make_synthetic_dataset(**options)`` writes, kept under
+    ``parent/<name>-<key>``, the key a hash of every setting (defaults included).
+
+    A folder holding ``options.json`` with exactly these settings is read; else the videos are generated there and
+    ``options.json`` is written last, so an interrupted generation is redone. Other settings get another folder: a
+    changed option never reuses videos made without it, and nothing already generated is overwritten or deleted.
+    """
+    settings = _generation_settings(**options)
+    record = json.dumps(settings, indent=2, sort_keys=True) + "\n"
+    root = Path(parent) / f"{name}-{hashlib.sha256(record.encode()).hexdigest()[:12]}"
+    if not ((root / OPTIONS_FILE).is_file() and (root / OPTIONS_FILE).read_text() == record):
+        make_synthetic_dataset(root, **settings)
+        (root / OPTIONS_FILE).write_text(record)
+    # Read back from the list even when just written, so the first use sees the samples every later use sees.
+    return video_list_dataset(root / "list.txt", root / "classes.csv", root)

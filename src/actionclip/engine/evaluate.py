@@ -94,18 +94,17 @@ def predict_dataset(
 
 
 def summarize(result: EvalResult) -> dict:
-    """top1/top5/mean class accuracy for single-label targets, mAP for multi-hot targets, and the count of
-    videos that could not be read (listed in ``unreadable``)."""
+    """top1, top5 (with more than 5 classes) and mean class accuracy for single-label targets, mAP for multi-hot
+    targets, and the count of videos that could not be read (listed in ``unreadable``)."""
     probabilities, targets = result.probabilities, result.targets
     if targets.ndim == 2:
         summary = {"mAP": mean_average_precision(probabilities, targets)}
     else:
         matrix = confusion_matrix(probabilities.argmax(dim=1), targets, probabilities.shape[1])
-        summary = {
-            "top1": topk_accuracy(probabilities, targets, 1),
-            "top5": topk_accuracy(probabilities, targets, 5),
-            "mean_class_acc": mean_class_accuracy(matrix),
-        }
+        summary = {"top1": topk_accuracy(probabilities, targets, 1)}
+        if probabilities.shape[1] > 5:  # among 5 classes or fewer every class is in the top 5: 100% says nothing
+            summary["top5"] = topk_accuracy(probabilities, targets, 5)
+        summary["mean_class_acc"] = mean_class_accuracy(matrix)
     summary["num_videos"] = len(targets)
     summary["unreadable"] = [{"path": path, "reason": reason} for path, reason in result.unreadable]
     return summary

@@ -11,6 +11,7 @@ from actionclip.data.build import build_dataset, has_val
 from actionclip.data.subsets import class_subsets
 from actionclip.engine import distributed
 from actionclip.engine.config import Config, ModelConfig
+from actionclip.engine.eval_checks import check_classes, check_frames, check_image_size
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
 from actionclip.models import checkpoints
@@ -69,34 +70,26 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
 
     With ``eval.splits`` or ``eval.class_subsets`` each part is evaluated and reported, then the mean and
     standard deviation of every metric over the parts (the zero-shot protocols). Reports go to ``output``.
+    A model that cannot score the data (see ``eval_checks``) raises ``EvaluationMismatch`` before any video is decoded.
     """
     info = _start_process(config)
     try:
         if checkpoint is not None:
             config.model.checkpoint = checkpoint
         output = Path(output or Path(config.train.output) / "eval")
-        model = None
-        parts: dict[str, Config] = {}
-        if config.eval.splits:
-            for split in config.eval.splits:
-                part = copy.deepcopy(config)
-                part.data.split = split
-                parts[f"split{split}"] = part
-        elif config.eval.class_subsets:
-            settings = config.eval.class_subsets
-            num_classes = len(build_dataset(config.data, "val", config.model.num_frames).classes)
-            for number, ids in enumerate(class_subsets(num_classes, settings.size, settings.count, settings.seed), 1):
-                part = copy.deepcopy(config)
-                part.data.options.class_ids = ids
-                parts[f"subset{number}"] = part
-        else:
-            parts[""] = config
+        parts = {name: (part, build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views))
+                 for name, part in _evaluation_parts(config).items()}
+        num_classes = [len(val_set.classes) for _, val_set in parts.values()]
+        model = model_from_config(config.model, num_classes=num_classes[0])
+        source = config.model.checkpoint or f"model {config.model.name}"
+        for count in num_classes:
+            check_classes(model, source, count)
+        check_image_size(model, source, config.data.image_size)
+        warning = check_frames(model, source, config.model.num_frames)
+        model = model.to(info.device)
+        prepare_for_inference(model, resolve_precision(config.eval.precision, info.device))
         summaries = {}
-        for name, part in parts.items():
-            val_set = build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views)
-            if model is None:
-                model = model_from_config(part.model, num_classes=len(val_set.classes)).to(info.device)
-                prepare_for_inference(model, resolve_precision(part.eval.precision, info.device))
+        for name, (part, val_set) in parts.items():
             result = predict_dataset(
                 model, val_set, val_set.classes, templates=part.prompts.templates, ensemble=part.prompts.ensemble,
                 batch_size=part.eval.batch_size, workers=part.data.workers, info=info,
@@ -105,13 +98,34 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
             if info.is_main:
                 write_report(output / name if name else output, summaries[name], result, val_set.classes)
         summary = summaries[""] if "" in summaries else _mean_std(summaries)
-        summary.update(views=config.eval.views, checkpoint=config.model.checkpoint)
+        summary.update(views=config.eval.views, checkpoint=config.model.checkpoint, warnings=[warning] if warning else [])
         if info.is_main:
             output.mkdir(parents=True, exist_ok=True)
             (output / "eval.json").write_text(json.dumps(summary, indent=2))
         return summary
     finally:
         distributed.cleanup()
+
+
+def _evaluation_parts(config: Config) -> dict[str, Config]:
+    """The config of each part evaluated on its own: one per ``eval.splits`` split or ``eval.class_subsets`` subset,
+    else the config itself under the name ""."""
+    parts: dict[str, Config] = {}
+    if config.eval.splits:
+        for split in config.eval.splits:
+            part = copy.deepcopy(config)
+            part.data.split = split
+            parts[f"split{split}"] = part
+    elif config.eval.class_subsets:
+        settings = config.eval.class_subsets
+        num_classes = len(build_dataset(config.data, "val", config.model.num_frames).classes)
+        for number, ids in enumerate(class_subsets(num_classes, settings.size, settings.count, settings.seed), 1):
+            part = copy.deepcopy(config)
+            part.data.options.class_ids = ids
+            parts[f"subset{number}"] = part
+    else:
+        parts[""] = config
+    return parts
 
 
 def _mean_std(summaries: dict[str, dict]) -> dict:
