@@ -92,11 +92,11 @@ def test_another_image_size_is_refused(data_root, tmp_path, capsys, with_checkpo
 
 def test_other_errors_keep_their_traceback(data_root, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
-        raise ValueError("a bug")
+        raise RuntimeError("a bug")
 
     monkeypatch.setattr("actionclip.engine.run.run_evaluation", broken)
     save_config(_config(data_root, tmp_path / "out"), tmp_path / "config.yaml")
-    with pytest.raises(ValueError, match="a bug"):
+    with pytest.raises(RuntimeError, match="a bug"):
         main(["eval", str(tmp_path / "config.yaml")])
 
 
