@@ -289,3 +289,19 @@ def test_decode_short_side_scales_frames_while_decoding(checkpoint, capsys, tmp_
     scaled = expected_probabilities(model, video, LABELS, short_side=40)
     assert_ranked(result, scaled, LABELS, top_k=len(LABELS))
     assert not torch.allclose(scaled, expected_probabilities(model, video, LABELS), atol=1e-5)
+
+
+# ---------------------------------------------------------------- a user's mistake is one line
+
+
+def test_labels_file_with_a_byte_order_mark_or_not_utf8(checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 11)
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_bytes("arm wrestling\r\nplaying guitar\r\n".encode("utf-8-sig"))  # as Notepad saves it
+    code, out, _ = run_cli(capsys, video, "--labels-file", labels_file, "--checkpoint", directory, "--json")
+    assert code == 0 and sorted(json_lines(out)[0]["labels"]) == ["arm wrestling", "playing guitar"]
+    labels_file.write_bytes("arm wrestling\nfu\xdfball\n".encode("latin-1"))
+    code, out, err = run_cli(capsys, video, "--labels-file", labels_file, "--checkpoint", directory)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"error: {labels_file}: not UTF-8 text (byte 0xdf at offset 16); save it as UTF-8"]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from actionclip.apps.text_cache import cached_class_text_features
-from actionclip.data.annotations import Sample
+from actionclip.data.annotations import Sample, read_text
 from actionclip.data.bad_samples import BadSample, IndexedSamples, collate_skip_bad
 from actionclip.data.build import parse_views
 from actionclip.data.datasets import VideoDataset
@@ -41,8 +41,9 @@ def parse_labels(text: str) -> list[str]:
 
 
 def read_labels(path: PathLike) -> list[str]:
-    """One label per line; blank lines and lines starting with '#' are skipped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    """One label per line (UTF-8, with or without a byte-order mark); blank lines and lines starting with '#' are
+    skipped."""
+    lines = read_text(path).splitlines()
     labels = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not labels:
         raise ValueError(f"{path}: no labels found")

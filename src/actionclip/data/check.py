@@ -14,7 +14,7 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from .annotations import parse_official_list, parse_video_list
+from .annotations import parse_official_list, parse_video_list, read_text
 from .build import DataConfig, dataset_samples, has_train, has_val
 from .decode import FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, is_video_file
 
@@ -79,7 +79,7 @@ def targets_of(list_or_dir: str | os.PathLike, root: str | os.PathLike | None = 
     if not list_or_dir.is_file():
         raise FileNotFoundError(f"no such list file or directory: {list_or_dir}")
     root = list_or_dir.parent if root is None else root
-    first = next((line.split() for line in list_or_dir.read_text(encoding="utf-8").splitlines()
+    first = next((line.split() for line in read_text(list_or_dir).splitlines()
                   if line.strip() and not line.startswith("#")), [])
     official = len(first) >= 3 and first[-1].isdigit() and first[-2].isdigit()
     if official:
