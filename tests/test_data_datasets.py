@@ -68,6 +68,16 @@ def test_mmaction_and_vifi_lists(tmp_path):
         video_list_dataset(write(tmp_path / "big.txt", "a.mp4 5\n"), labels)
 
 
+def test_a_label_beyond_the_class_names_names_its_line(tmp_path):
+    classes = write(tmp_path / "classes.csv", "id,name\n0,brush_hair\n1,cartwheel\n")
+    listing = write(tmp_path / "big.txt", "a.mp4 1\n\nb.mp4 5\n")
+    with pytest.raises(AnnotationError, match=r"big.txt:3: label 5 but only 2 class names: 'b.mp4 5'"):
+        video_list_dataset(listing, classes)
+    official = write(tmp_path / "frames.txt", "a 10 0\nb 10 2\n")
+    with pytest.raises(AnnotationError, match=r"frames.txt:2: label 2 but only 2 class names: 'b 10 2'"):
+        video_list_dataset(official, classes, official=True)
+
+
 def test_byte_order_marks_and_other_encodings(tmp_path):
     def write_bom(path, text):
         path.write_bytes(text.encode("utf-8-sig"))  # as Windows editors save UTF-8

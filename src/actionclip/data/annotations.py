@@ -68,6 +68,13 @@ def _int(text: str, file, number: int, line: str, what: str, minimum: int = 0) -
     return value
 
 
+def _label(text: str, file, number: int, line: str, num_classes: int | None) -> int:
+    label = _int(text, file, number, line, "label")
+    if num_classes is not None and label >= num_classes:
+        raise AnnotationError(file, number, line, f"label {label} but only {num_classes} class names")
+    return label
+
+
 def _join(root: str | os.PathLike | None, path: str) -> str:
     return os.path.join(root, path) if root is not None else path
 
@@ -101,26 +108,30 @@ def read_class_names(file: str | os.PathLike) -> list[str]:
     return [name for _, name, _, _ in entries]
 
 
-def parse_official_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
-    """The official ActionCLIP list: ``<frame folder> <num_frames> <label>`` per line."""
+def parse_official_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None,
+                        num_classes: int | None = None) -> list[Sample]:
+    """The official ActionCLIP list: ``<frame folder> <num_frames> <label>`` per line; a label must be below
+    ``num_classes`` when given."""
     samples = []
     for n, line in _lines(list_file):
         parts = line.rsplit(maxsplit=2)
         if len(parts) != 3:
             raise AnnotationError(list_file, n, line, "expected '<frame folder> <num_frames> <label>'")
         frames = _int(parts[1], list_file, n, line, "num_frames", minimum=1)
-        samples.append(Sample(_join(root, parts[0]), _int(parts[2], list_file, n, line, "label"), frames))
+        samples.append(Sample(_join(root, parts[0]), _label(parts[2], list_file, n, line, num_classes), frames))
     return samples
 
 
-def parse_video_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
-    """mmaction2 video lists and ViFi-CLIP split files: ``<video path> <label>`` per line."""
+def parse_video_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None,
+                     num_classes: int | None = None) -> list[Sample]:
+    """mmaction2 video lists and ViFi-CLIP split files: ``<video path> <label>`` per line; a label must be below
+    ``num_classes`` when given."""
     samples = []
     for n, line in _lines(list_file):
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
             raise AnnotationError(list_file, n, line, "expected '<video path> <label>'")
-        samples.append(Sample(_join(root, parts[0]), _int(parts[1], list_file, n, line, "label")))
+        samples.append(Sample(_join(root, parts[0]), _label(parts[1], list_file, n, line, num_classes)))
     return samples
 
 
@@ -133,9 +144,8 @@ def check_labels(samples: list[Sample], class_names: list[str], source) -> None:
 def video_list_dataset(list_file, class_file, root=None, official: bool = False) -> tuple[list[Sample], list[str]]:
     """A list file (``official=True``: ``<frame folder> <num_frames> <label>``, else ``<video> <label>``)
     with its class-name file, e.g. ViFi-CLIP's ``hmdb_split1_train.txt`` + ``hmdb_51_labels.csv``."""
-    samples = (parse_official_list if official else parse_video_list)(list_file, root)
     class_names = read_class_names(class_file)
-    check_labels(samples, class_names, list_file)
+    samples = (parse_official_list if official else parse_video_list)(list_file, root, len(class_names))
     return samples, class_names
 
 
