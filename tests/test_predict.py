@@ -1,16 +1,22 @@
+import errno
 import json
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import XCLIPConfig, XCLIPModel
 
 import actionclip
 from actionclip.apps.cli import main
 from actionclip import data
 from actionclip.apps.predict import collect_videos, format_result, iter_predictions
+from actionclip.apps.text_cache import TextCacheWarning, cached_class_text_features
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
 ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"
@@ -289,6 +295,75 @@ def test_decode_short_side_scales_frames_while_decoding(checkpoint, capsys, tmp_
     scaled = expected_probabilities(model, video, LABELS, short_side=40)
     assert_ranked(result, scaled, LABELS, top_k=len(LABELS))
     assert not torch.allclose(scaled, expected_probabilities(model, video, LABELS), atol=1e-5)
+
+
+# ---------------------------------------------------------------- the text-feature cache is only an optimisation
+
+
+def cache_warnings(recorded) -> list[str]:
+    return [str(w.message) for w in recorded if issubclass(w.category, TextCacheWarning)]
+
+
+def tampered_files(model, labels, path):
+    """Cache files that load but must not be used for ``labels``, each written by a callable."""
+    good = load_file(str(path))["features"]
+    metadata = safe_open(str(path), "pt").metadata()
+    other = model.class_text_features(labels[::-1])
+    return {
+        "wrong shape": lambda: save_file({"features": good[:, :1].contiguous()}, str(path), metadata),
+        "other labels": lambda: save_file({"features": other}, str(path), {**metadata, "labels": json.dumps(labels[::-1])}),
+        "swapped rows": lambda: save_file({"features": good[:, [1, 0, 2, 3]].contiguous()}, str(path), metadata),
+        "no metadata": lambda: save_file({"features": good}, str(path)),
+    }
+
+
+def test_untrustworthy_cache_files_are_recomputed_with_one_warning(checkpoint, tmp_path):
+    model, _ = checkpoint
+    expected = model.class_text_features(LABELS)
+    cached_class_text_features(model, LABELS, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.safetensors")
+    calls = []
+    handle = model.text.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for name, tamper in tampered_files(model, LABELS, path).items():
+            tamper()
+            with warnings.catch_warnings(record=True) as recorded:
+                warnings.simplefilter("always")
+                features = cached_class_text_features(model, LABELS, cache_dir=tmp_path)
+                assert torch.equal(features, expected), name
+                (message,) = cache_warnings(recorded)
+                assert message.startswith(f"text feature cache: {path}: ") and "the text encoder ran instead" in message
+                calls.clear()  # the file was rewritten: the next call reads it, silently
+                assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=tmp_path), expected), name
+                assert calls == [] and len(cache_warnings(recorded)) == 1, name
+    finally:
+        handle.remove()
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_predicts(checkpoint, tmp_path, monkeypatch, capsys):
+    model, directory = checkpoint
+    expected = model.class_text_features(LABELS)
+    (tmp_path / "a file").write_text("")
+    for cache_dir, failure in ((tmp_path / "a file" / "cache", None),  # as read-only for root too: no folder here
+                               (tmp_path / "full", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))):
+        with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always")
+            if failure:
+                def fail(*args, error=failure):
+                    raise error
+                patch.setattr(Path, "write_bytes", fail)
+            assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=cache_dir), expected)
+        (message,) = cache_warnings(recorded)
+        assert message.startswith(f"text feature cache: cannot write {cache_dir}")
+        if failure:
+            assert "No space left on device" in message and list(cache_dir.iterdir()) == []  # no partial file left
+    video = synthetic_video(tmp_path / "clip.mp4", 10)
+    code, out, err = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json",
+                             "--text-cache", tmp_path / "a file" / "cache")
+    assert code == 0 and "scores" in json_lines(out)[0]
+    (line,) = err.splitlines()
+    assert line.startswith(f"warning: text feature cache: cannot write {tmp_path / 'a file' / 'cache'}{os.sep}")
+    assert line.endswith("; the text encoder ran instead")
 
 
 # ---------------------------------------------------------------- a user's mistake is one line

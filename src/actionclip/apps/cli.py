@@ -92,6 +92,13 @@ def _plot(args) -> int:
     return 0
 
 
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: one ``warning: ...`` line, no source location."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def _add_predict(sub) -> None:
     from actionclip.apps.text_cache import default_cache_dir
 
@@ -126,6 +133,8 @@ def _add_predict(sub) -> None:
 
 
 def _predict(args) -> int:
+    import warnings
+
     import torch
     from tqdm import tqdm
 
@@ -142,19 +151,21 @@ def _predict(args) -> int:
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
                            num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
         failed = total = 0
-        for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
-                                       top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
-                                       workers=args.workers, progress=sys.stderr.isatty(),
-                                       text_cache=None if args.no_text_cache else args.text_cache,
-                                       decode_short_side=args.decode_short_side):
-            total += 1
-            failed += "error" in result
-            if args.json:
-                tqdm.write(json.dumps(result), file=sys.stdout)
-            elif "error" in result:
-                tqdm.write(format_result(result), file=sys.stderr)
-            else:
-                tqdm.write(format_result(result) + "\n", file=sys.stdout)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
+                                           top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
+                                           workers=args.workers, progress=sys.stderr.isatty(),
+                                           text_cache=None if args.no_text_cache else args.text_cache,
+                                           decode_short_side=args.decode_short_side):
+                total += 1
+                failed += "error" in result
+                if args.json:
+                    tqdm.write(json.dumps(result), file=sys.stdout)
+                elif "error" in result:
+                    tqdm.write(format_result(result), file=sys.stderr)
+                else:
+                    tqdm.write(format_result(result) + "\n", file=sys.stdout)
     except (CheckpointError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
