@@ -380,3 +380,28 @@ def test_labels_file_with_a_byte_order_mark_or_not_utf8(checkpoint, tmp_path, ca
     code, out, err = run_cli(capsys, video, "--labels-file", labels_file, "--checkpoint", directory)
     assert (code, out) == (2, "")
     assert err.splitlines() == [f"error: {labels_file}: not UTF-8 text (byte 0xdf at offset 16); save it as UTF-8"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "0"], "--frames must be >= 1, got 0"),
+    (["--decode-short-side", "-5"], "--decode-short-side must be >= 1, got -5"),
+    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--workers", "-1"], "--workers must be >= 0, got -1"),
+    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+    (["--device", "meta"], "--device meta: not available here"),
+])
+def test_bad_numbers_and_devices_are_one_line(args, message, checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 12)
+    code, out, err = run_cli(capsys, video, "--labels", "a,b", "--checkpoint", directory, *args)
+    assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"])
+
+
+def test_python_api_refuses_zero_frames(checkpoint, tmp_path):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 13)
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
+        actionclip.predict(video, LABELS, checkpoint=directory, num_frames=0, device="cpu")
+    with pytest.raises(ValueError, match="decode_short_side must be >= 1, got -5"):
+        actionclip.predict(video, LABELS, model, decode_short_side=-5)

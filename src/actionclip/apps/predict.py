@@ -155,6 +155,13 @@ def _error(bad: BadSample) -> dict:
     return {"video": bad.path, "error": reason}
 
 
+def _check_numbers(num_frames: int | None, top_k: int, decode_short_side: int | None) -> None:
+    # 0 would otherwise pass for "not given" (num_frames or ...), and a negative size fails every video's decoding.
+    for name, value in (("num_frames", num_frames), ("top_k", top_k), ("decode_short_side", decode_short_side)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def _ranked(path: str, probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
     scores, order = probabilities.topk(min(top_k, len(labels)))
     return {"video": path, "labels": [labels[i] for i in order.tolist()], "scores": scores.tolist()}
@@ -184,10 +191,10 @@ def iter_predictions(
     ``decode_short_side``: frames with a longer short side are scaled down to it while decoding (None: never).
     """
     labels = _check_labels(labels)
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    _check_numbers(num_frames, top_k, decode_short_side)
     paths = collect_videos(videos)
-    dataset = video_clips(paths, num_frames or model.config.num_frames, model_image_size(model), views, decode_short_side)
+    num_frames = model.config.num_frames if num_frames is None else num_frames
+    dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side)
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
                         collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
@@ -247,6 +254,7 @@ def predict(
         actionclip.predict("clip.mp4", ["arm wrestling", "swimming"], checkpoint="runs/k400")
         # [{"video": "clip.mp4", "labels": ["arm wrestling", "swimming"], "scores": [0.93, 0.07]}]
     """
+    _check_numbers(num_frames, top_k, decode_short_side)  # before a model is loaded
     if isinstance(model, nn.Module):
         if checkpoint is not None:
             raise ValueError("give a model object or a checkpoint, not both")
@@ -256,7 +264,8 @@ def predict(
             prepare_for_inference(model, resolve_precision(precision, model.logit_scale.device))
     else:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, num_frames=num_frames or 8,
+        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt,
+                           num_frames=8 if num_frames is None else num_frames,
                            arch=arch, device=device, precision=precision or "auto")
     return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
                                  templates=templates, batch_size=batch_size, workers=workers, progress=progress,
