@@ -405,3 +405,13 @@ def test_python_api_refuses_zero_frames(checkpoint, tmp_path):
         actionclip.predict(video, LABELS, checkpoint=directory, num_frames=0, device="cpu")
     with pytest.raises(ValueError, match="decode_short_side must be >= 1, got -5"):
         actionclip.predict(video, LABELS, model, decode_short_side=-5)
+
+
+def test_a_broken_symbolic_link_in_a_folder_is_reported(checkpoint, tmp_path):
+    model, _ = checkpoint
+    synthetic_video(tmp_path / "videos" / "a.mp4", 15)
+    (tmp_path / "videos" / "b.mp4").symlink_to(tmp_path / "deleted.mp4")
+    good, broken = actionclip.predict(tmp_path / "videos", LABELS, model, workers=0)
+    assert "scores" in good
+    assert broken == {"video": str(tmp_path / "videos" / "b.mp4"),
+                      "error": f"broken symbolic link (to {tmp_path / 'deleted.mp4'})"}

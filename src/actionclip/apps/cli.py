@@ -306,6 +306,9 @@ def _data_check(args) -> int:
             targets = config_targets(load_config(path).data)
         else:
             targets = targets_of(path, args.root)
+        if not targets:  # an empty folder or list checks nothing: a wrong path, not a clean dataset
+            by_extension = " (by extension: .mp4, .avi, .mkv, ...)" if path.is_dir() else ""
+            raise ValueError(f"{path}: no videos found{by_extension}")
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from actionclip.data.annotations import Sample, read_text
 from actionclip.data.bad_samples import BadSample, IndexedSamples, collate_skip_bad
 from actionclip.data.build import parse_views
 from actionclip.data.datasets import VideoDataset
-from actionclip.data.decode import is_video_file
+from actionclip.data.decode import find_videos
 from actionclip.data.transforms import TestTransform, ThreeCropTransform
 from actionclip.engine.evaluate import multiview_probabilities
 from actionclip.models.checkpoints import CONFIG_FILE, load_any
@@ -64,16 +64,15 @@ def collect_videos(inputs: PathLike | Sequence[PathLike]) -> list[str]:
     """Input paths with every folder replaced by the video files below it (recursive, sorted).
 
     Files are kept whatever their extension (the user named them) and missing ones are kept too, so that each
-    gets its own error. A folder without video files is kept as is: it is read as a folder of frames
-    (``img_00001.jpg``, ... as in the official ActionCLIP data), or reported.
+    gets its own error, as do broken symbolic links in folders. A folder without video files is kept as is: it is
+    read as a folder of frames (``img_00001.jpg``, ... as in the official ActionCLIP data), or reported.
     """
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(str(p) for p in item.rglob("*") if p.is_file() and is_video_file(p))
-            paths.extend(found or [str(item)])
+            paths.extend(find_videos(item) or [str(item)])
         else:
             paths.append(str(item))
     return paths

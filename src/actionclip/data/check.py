@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from .annotations import parse_official_list, parse_video_list, read_text
 from .build import DataConfig, dataset_samples, has_train, has_val
-from .decode import FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, is_video_file
+from .decode import FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, find_videos
 
 
 @dataclass
@@ -75,7 +75,7 @@ def targets_of(list_or_dir: str | os.PathLike, root: str | os.PathLike | None = 
     """
     list_or_dir = Path(list_or_dir)
     if list_or_dir.is_dir():
-        return [(str(p), None) for p in sorted(list_or_dir.rglob("*")) if p.is_file() and is_video_file(p)]
+        return [(path, None) for path in find_videos(list_or_dir)]
     if not list_or_dir.is_file():
         raise FileNotFoundError(f"no such list file or directory: {list_or_dir}")
     root = list_or_dir.parent if root is None else root

@@ -133,6 +133,8 @@ class VideoFile:
         self.path = str(path)
         self.short_side = short_side
         if not os.path.exists(self.path):
+            if os.path.islink(self.path):
+                raise VideoReadError(self.path, f"broken symbolic link (to {os.readlink(self.path)})")
             raise VideoReadError(self.path, "file not found")
         if os.path.isdir(self.path):
             raise VideoReadError(self.path, "is a directory, not a video file")
@@ -309,3 +311,10 @@ def count_frames(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset
 
 def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def find_videos(folder: str | os.PathLike) -> list[str]:
+    """Every file below ``folder`` (recursive, sorted) with a video extension; broken symbolic links are kept, so
+    that they are reported rather than silently left out."""
+    return sorted(str(p) for p in Path(folder).rglob("*")
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and is_video_file(p))
