@@ -4,6 +4,7 @@ import os
 import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import open_clip
 import pytest
@@ -295,6 +296,40 @@ def test_decode_short_side_scales_frames_while_decoding(checkpoint, capsys, tmp_
     scaled = expected_probabilities(model, video, LABELS, short_side=40)
     assert_ranked(result, scaled, LABELS, top_k=len(LABELS))
     assert not torch.allclose(scaled, expected_probabilities(model, video, LABELS), atol=1e-5)
+
+
+def truncated_mp4(path: Path, seconds: int = 4, fps: int = 25, keep: float = 0.3) -> Path:
+    """An mp4 with its index first (``faststart``, as streamed web videos are) cut short: its header still states
+    ``seconds`` seconds, of which only about ``keep`` are there."""
+    frames = np.random.default_rng(0).integers(0, 256, (seconds * fps, 48, 64, 3), dtype=np.uint8)
+    whole = path.with_suffix(".whole.mp4")
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    data = whole.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    whole.unlink()
+    return path
+
+
+def test_a_truncated_video_is_scored_with_one_warning_saying_how_much_was_read(checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    truncated = truncated_mp4(tmp_path / "cut.mp4")
+    intact = synthetic_video(tmp_path / "whole.mp4", 14)
+    readable = data.VideoFile(truncated).num_frames
+    assert 0 < readable < 50
+    code, out, err = run_cli(capsys, truncated, intact, "--labels", ",".join(LABELS), "--checkpoint", directory,
+                             "--json", "--workers", "2", "--batch-size", "2")
+    cut, whole = json_lines(out)
+    warning = f"only {readable / 25:.1f} s of 4.0 s could be decoded"
+    assert code == 0 and err.splitlines() == [f"warning: {truncated}: {warning}"]
+    assert cut["warning"] == warning and "warning" not in whole
+    assert_ranked(cut, expected_probabilities(model, truncated, LABELS), LABELS, top_k=4)
+    code, out, err = run_cli(capsys, truncated, "--labels", ",".join(LABELS), "--checkpoint", directory)
+    assert code == 0 and out.startswith(str(truncated)) and err.splitlines() == [f"warning: {truncated}: {warning}"]
 
 
 # ---------------------------------------------------------------- the text-feature cache is only an optimisation

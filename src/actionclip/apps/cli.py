@@ -186,6 +186,8 @@ def _predict(args) -> int:
                                            decode_short_side=args.decode_short_side):
                 total += 1
                 failed += "error" in result
+                if "warning" in result:
+                    tqdm.write(f"warning: {result['video']}: {result['warning']}", file=sys.stderr)
                 if args.json:
                     tqdm.write(json.dumps(result), file=sys.stdout)
                 elif "error" in result:

@@ -1,10 +1,12 @@
 """Classify videos with any label list: ``actionclip predict`` and ``actionclip.predict``.
 
 Every video gives one result dict, in input order: ``{"video": path, "labels": [...], "scores": [...]}`` with the
-top-k labels best first and their probabilities, or ``{"video": path, "error": reason}`` for a video that cannot be
-read. Videos are decoded, sampled and transformed in DataLoader workers while the model runs; the label texts are
-encoded once per call, not per video. Frames follow the test protocol of ``actionclip eval``: centre sampling of T
-segments, the model's input size, one centre crop (1x1 views) or clips x three crops averaged (e.g. 10x3).
+top-k labels best first and their probabilities (plus ``"warning": "only 1.2 s of 10.0 s could be decoded"`` for a
+video much shorter than its header states: a truncated file, scored on what could be read), or
+``{"video": path, "error": reason}`` for a video that cannot be read. Videos are decoded, sampled and transformed in
+DataLoader workers while the model runs; the label texts are encoded once per call, not per video. Frames follow the
+test protocol of ``actionclip eval``: centre sampling of T segments, the model's input size, one centre crop (1x1
+views) or clips x three crops averaged (e.g. 10x3).
 """
 from __future__ import annotations
 
@@ -139,11 +141,11 @@ def video_clips(paths: Sequence[str], num_frames: int, size: int, views: str = "
                 decode_short_side: int | None = None) -> IndexedSamples:
     """Item ``i``: ``(frames, 0, i)`` with ``frames`` ``[T, 3, S, S]`` or ``[V, T, 3, S, S]`` (V = clips x crops),
     or a ``BadSample``. The clips are those ``actionclip eval`` scores (``VideoDataset``'s test mode); the label is
-    unused."""
+    unused. A truncated video's item is a ``PartlyRead``."""
     clips, crops = parse_views(views)
     transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
     dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
-                           decode_short_side=decode_short_side)
+                           decode_short_side=decode_short_side, mark_partly_read=True)
     return IndexedSamples(dataset)
 
 
@@ -212,6 +214,8 @@ def iter_predictions(
                     probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size)
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = _ranked(paths[index], row, labels, top_k)
+                    for note in batch.partly_read:
+                        results[note.index]["warning"] = note.reason
                 for index in sorted(results):
                     yield results[index]
                 bar.update(len(results))

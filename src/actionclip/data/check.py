@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from .annotations import parse_official_list, parse_video_list, read_text
 from .build import DataConfig, dataset_samples, has_train, has_val
-from .decode import FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, find_videos
+from .decode import (FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, find_videos,
+                     is_truncated)
 
 
 @dataclass
@@ -52,8 +53,7 @@ def check_video(path: str, min_frames: int = 1, expected_frames: int | None = No
         return CheckResult(path, 0, "no decodable frames")
     if packets is not None and count < packets:
         return CheckResult(path, count, f"corrupt: {count} frames decode from {packets} video packets")
-    if header is not None and count < header - max(2, 0.05 * header):
-        # Streamable containers (mkv, avi) cut short lose their tail packets silently; the header remembers.
+    if is_truncated(count, header):
         return CheckResult(path, count, f"truncated: {count} frames decode, the header says {header}")
     if expected_frames is not None and count < expected_frames:
         return CheckResult(path, count, f"only {count} frames decode, the list says {expected_frames}")
