@@ -83,3 +83,15 @@ def test_cli_text_and_unreadable_video(tmp_path, capsys):
     code = main(["benchmark", "--model", "test-tiny", "--iterations", "1", "--device", "cpu", "--video", str(corrupt), "--workers", "0"])
     _, err = capsys.readouterr()
     assert code == 2 and err.startswith(f"error: {corrupt}: cannot open as a video")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+    (["--frames", "0"], "--frames must be >= 1, got 0"),
+    (["--iterations", "0"], "--iterations must be >= 1, got 0"),
+    (["--batch-size", "-2"], "--batch-size must be >= 1, got -2"),
+])
+def test_cli_bad_device_and_numbers_are_one_line(args, message, capsys):
+    code = main(["benchmark", "--model", "test-tiny", *args])
+    out, err = capsys.readouterr()
+    assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"])

@@ -112,3 +112,27 @@ def test_check_a_config_covers_train_and_val(tmp_path):
     from actionclip.apps.cli import main
 
     assert main(["data", "check", str(config), "--workers", "0"]) == 1
+
+
+def test_cli_nothing_to_check_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a video")
+    assert main(["check", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {tmp_path / 'empty'}: no videos found (by extension: .mp4, .avi, .mkv, ...)"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# nothing listed yet\n")
+    assert main(["check", str(listing)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {listing}: no videos found"]
+
+
+def test_cli_broken_symbolic_links_are_bad_files(tmp_path, capsys):
+    links = tmp_path / "links"
+    links.mkdir()
+    write_video(tmp_path / "good.mp4", frames(4))
+    (links / "good.mp4").symlink_to(tmp_path / "good.mp4")
+    (links / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    assert main(["check", str(links), "--workers", "0"]) == 1
+    bad, summary = capsys.readouterr().out.splitlines()
+    assert bad == f"BAD  {links / 'gone.mp4'}: broken symbolic link (to {tmp_path / 'deleted.mp4'})"
+    assert summary.startswith("checked 2 videos") and summary.endswith("1 ok, 1 bad")

@@ -68,6 +68,33 @@ def test_mmaction_and_vifi_lists(tmp_path):
         video_list_dataset(write(tmp_path / "big.txt", "a.mp4 5\n"), labels)
 
 
+def test_a_label_beyond_the_class_names_names_its_line(tmp_path):
+    classes = write(tmp_path / "classes.csv", "id,name\n0,brush_hair\n1,cartwheel\n")
+    listing = write(tmp_path / "big.txt", "a.mp4 1\n\nb.mp4 5\n")
+    with pytest.raises(AnnotationError, match=r"big.txt:3: label 5 but only 2 class names: 'b.mp4 5'"):
+        video_list_dataset(listing, classes)
+    official = write(tmp_path / "frames.txt", "a 10 0\nb 10 2\n")
+    with pytest.raises(AnnotationError, match=r"frames.txt:2: label 2 but only 2 class names: 'b 10 2'"):
+        video_list_dataset(official, classes, official=True)
+
+
+def test_byte_order_marks_and_other_encodings(tmp_path):
+    def write_bom(path, text):
+        path.write_bytes(text.encode("utf-8-sig"))  # as Windows editors save UTF-8
+        return path
+
+    assert read_class_names(write_bom(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\r\n2 YoYo\r\n")) == [
+        "ApplyEyeMakeup", "YoYo"]
+    assert read_class_names(write_bom(tmp_path / "k400.txt", "abseiling\n")) == ["abseiling"]
+    assert parse_video_list(write_bom(tmp_path / "list.txt", "a.mp4 0\n")) == [Sample("a.mp4", 0)]
+    csv_file = write_bom(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\nabseiling,x,1,2,train\n")
+    assert kinetics_csv(csv_file, tmp_path)[1] == ["abseiling"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("caf\xe9.mp4 0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.txt: not UTF-8 text \(byte 0xe9 at offset 3\); save it as UTF-8"):
+        parse_video_list(latin)
+
+
 def test_kinetics_csv(tmp_path, caplog):
     csv_file = write(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\n"
                      "abseiling,--07WQ2iBlw,1,11,train\n"

@@ -144,6 +144,13 @@ def test_truncated_mkv_decodes_what_is_there(videos):
     assert VideoFile(videos["truncated_mkv"]).header_frames == 60
 
 
+def test_a_truncated_video_says_how_much_could_be_read(videos):
+    truncated = VideoFile(videos["truncated_mkv"])  # 60 frames at 30 fps, cut in half
+    assert truncated.shortfall == f"only {truncated.num_frames / 30:.1f} s of 2.0 s could be decoded"
+    assert truncated.num_frames < 40
+    assert VideoFile(videos["mkv"]).shortfall is None and VideoFile(videos["vfr"]).shortfall is None
+
+
 @pytest.mark.parametrize("name, reason", [
     ("truncated_mp4", "cannot open as a video"),  # moov atom at the end is lost
     ("empty", "empty file"),

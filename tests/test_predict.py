@@ -1,16 +1,23 @@
+import errno
 import json
+import os
+import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import open_clip
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from transformers import XCLIPConfig, XCLIPModel
 
 import actionclip
 from actionclip.apps.cli import main
 from actionclip import data
 from actionclip.apps.predict import collect_videos, format_result, iter_predictions
+from actionclip.apps.text_cache import TextCacheWarning, cached_class_text_features
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
 ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"
@@ -289,3 +296,157 @@ def test_decode_short_side_scales_frames_while_decoding(checkpoint, capsys, tmp_
     scaled = expected_probabilities(model, video, LABELS, short_side=40)
     assert_ranked(result, scaled, LABELS, top_k=len(LABELS))
     assert not torch.allclose(scaled, expected_probabilities(model, video, LABELS), atol=1e-5)
+
+
+def truncated_mp4(path: Path, seconds: int = 4, fps: int = 25, keep: float = 0.3) -> Path:
+    """An mp4 with its index first (``faststart``, as streamed web videos are) cut short: its header still states
+    ``seconds`` seconds, of which only about ``keep`` are there."""
+    frames = np.random.default_rng(0).integers(0, 256, (seconds * fps, 48, 64, 3), dtype=np.uint8)
+    whole = path.with_suffix(".whole.mp4")
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    data = whole.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    whole.unlink()
+    return path
+
+
+def test_a_truncated_video_is_scored_with_one_warning_saying_how_much_was_read(checkpoint, tmp_path, capsys):
+    model, directory = checkpoint
+    truncated = truncated_mp4(tmp_path / "cut.mp4")
+    intact = synthetic_video(tmp_path / "whole.mp4", 14)
+    readable = data.VideoFile(truncated).num_frames
+    assert 0 < readable < 50
+    code, out, err = run_cli(capsys, truncated, intact, "--labels", ",".join(LABELS), "--checkpoint", directory,
+                             "--json", "--workers", "2", "--batch-size", "2")
+    cut, whole = json_lines(out)
+    warning = f"only {readable / 25:.1f} s of 4.0 s could be decoded"
+    assert code == 0 and err.splitlines() == [f"warning: {truncated}: {warning}"]
+    assert cut["warning"] == warning and "warning" not in whole
+    assert_ranked(cut, expected_probabilities(model, truncated, LABELS), LABELS, top_k=4)
+    code, out, err = run_cli(capsys, truncated, "--labels", ",".join(LABELS), "--checkpoint", directory)
+    assert code == 0 and out.startswith(str(truncated)) and err.splitlines() == [f"warning: {truncated}: {warning}"]
+
+
+# ---------------------------------------------------------------- the text-feature cache is only an optimisation
+
+
+def cache_warnings(recorded) -> list[str]:
+    return [str(w.message) for w in recorded if issubclass(w.category, TextCacheWarning)]
+
+
+def tampered_files(model, labels, path):
+    """Cache files that load but must not be used for ``labels``, each written by a callable."""
+    good = load_file(str(path))["features"]
+    metadata = safe_open(str(path), "pt").metadata()
+    other = model.class_text_features(labels[::-1])
+    return {
+        "wrong shape": lambda: save_file({"features": good[:, :1].contiguous()}, str(path), metadata),
+        "other labels": lambda: save_file({"features": other}, str(path), {**metadata, "labels": json.dumps(labels[::-1])}),
+        "swapped rows": lambda: save_file({"features": good[:, [1, 0, 2, 3]].contiguous()}, str(path), metadata),
+        "no metadata": lambda: save_file({"features": good}, str(path)),
+    }
+
+
+def test_untrustworthy_cache_files_are_recomputed_with_one_warning(checkpoint, tmp_path):
+    model, _ = checkpoint
+    expected = model.class_text_features(LABELS)
+    cached_class_text_features(model, LABELS, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.safetensors")
+    calls = []
+    handle = model.text.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for name, tamper in tampered_files(model, LABELS, path).items():
+            tamper()
+            with warnings.catch_warnings(record=True) as recorded:
+                warnings.simplefilter("always")
+                features = cached_class_text_features(model, LABELS, cache_dir=tmp_path)
+                assert torch.equal(features, expected), name
+                (message,) = cache_warnings(recorded)
+                assert message.startswith(f"text feature cache: {path}: ") and "the text encoder ran instead" in message
+                calls.clear()  # the file was rewritten: the next call reads it, silently
+                assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=tmp_path), expected), name
+                assert calls == [] and len(cache_warnings(recorded)) == 1, name
+    finally:
+        handle.remove()
+
+
+def test_a_cache_that_cannot_be_written_warns_once_and_predicts(checkpoint, tmp_path, monkeypatch, capsys):
+    model, directory = checkpoint
+    expected = model.class_text_features(LABELS)
+    (tmp_path / "a file").write_text("")
+    for cache_dir, failure in ((tmp_path / "a file" / "cache", None),  # as read-only for root too: no folder here
+                               (tmp_path / "full", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))):
+        with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as recorded:
+            warnings.simplefilter("always")
+            if failure:
+                def fail(*args, error=failure):
+                    raise error
+                patch.setattr(Path, "write_bytes", fail)
+            assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=cache_dir), expected)
+        (message,) = cache_warnings(recorded)
+        assert message.startswith(f"text feature cache: cannot write {cache_dir}")
+        if failure:
+            assert "No space left on device" in message and list(cache_dir.iterdir()) == []  # no partial file left
+    video = synthetic_video(tmp_path / "clip.mp4", 10)
+    code, out, err = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json",
+                             "--text-cache", tmp_path / "a file" / "cache")
+    assert code == 0 and "scores" in json_lines(out)[0]
+    (line,) = err.splitlines()
+    assert line.startswith(f"warning: text feature cache: cannot write {tmp_path / 'a file' / 'cache'}{os.sep}")
+    assert line.endswith("; the text encoder ran instead")
+
+
+# ---------------------------------------------------------------- a user's mistake is one line
+
+
+def test_labels_file_with_a_byte_order_mark_or_not_utf8(checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 11)
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_bytes("arm wrestling\r\nplaying guitar\r\n".encode("utf-8-sig"))  # as Notepad saves it
+    code, out, _ = run_cli(capsys, video, "--labels-file", labels_file, "--checkpoint", directory, "--json")
+    assert code == 0 and sorted(json_lines(out)[0]["labels"]) == ["arm wrestling", "playing guitar"]
+    labels_file.write_bytes("arm wrestling\nfu\xdfball\n".encode("latin-1"))
+    code, out, err = run_cli(capsys, video, "--labels-file", labels_file, "--checkpoint", directory)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"error: {labels_file}: not UTF-8 text (byte 0xdf at offset 16); save it as UTF-8"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--frames", "0"], "--frames must be >= 1, got 0"),
+    (["--decode-short-side", "-5"], "--decode-short-side must be >= 1, got -5"),
+    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--workers", "-1"], "--workers must be >= 0, got -1"),
+    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+    (["--device", "meta"], "--device meta: not available here"),
+])
+def test_bad_numbers_and_devices_are_one_line(args, message, checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 12)
+    code, out, err = run_cli(capsys, video, "--labels", "a,b", "--checkpoint", directory, *args)
+    assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"])
+
+
+def test_python_api_refuses_zero_frames(checkpoint, tmp_path):
+    model, directory = checkpoint
+    video = synthetic_video(tmp_path / "clip.mp4", 13)
+    with pytest.raises(ValueError, match="num_frames must be >= 1, got 0"):
+        actionclip.predict(video, LABELS, checkpoint=directory, num_frames=0, device="cpu")
+    with pytest.raises(ValueError, match="decode_short_side must be >= 1, got -5"):
+        actionclip.predict(video, LABELS, model, decode_short_side=-5)
+
+
+def test_a_broken_symbolic_link_in_a_folder_is_reported(checkpoint, tmp_path):
+    model, _ = checkpoint
+    synthetic_video(tmp_path / "videos" / "a.mp4", 15)
+    (tmp_path / "videos" / "b.mp4").symlink_to(tmp_path / "deleted.mp4")
+    good, broken = actionclip.predict(tmp_path / "videos", LABELS, model, workers=0)
+    assert "scores" in good
+    assert broken == {"video": str(tmp_path / "videos" / "b.mp4"),
+                      "error": f"broken symbolic link (to {tmp_path / 'deleted.mp4'})"}

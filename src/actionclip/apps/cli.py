@@ -92,6 +92,41 @@ def _plot(args) -> int:
     return 0
 
 
+def _device(name: str | None):
+    """The torch device ``--device`` names (None: CUDA when available), or ValueError naming it."""
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
+        raise ValueError(f"--device {name}: not available here")
+    return device
+
+
+def _check_minimums(args, minimums: dict[str, int]) -> None:
+    """ValueError naming the first option given a value below its minimum (before anything slow starts)."""
+    for option, minimum in minimums.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None and value < minimum:
+            raise ValueError(f"{option} must be >= {minimum}, got {value}")
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: one ``warning: ...`` line, no source location."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def _add_predict(sub) -> None:
     from actionclip.apps.text_cache import default_cache_dir
 
@@ -126,35 +161,39 @@ def _add_predict(sub) -> None:
 
 
 def _predict(args) -> int:
-    import torch
+    import warnings
+
     from tqdm import tqdm
 
     from actionclip.apps.predict import format_result, iter_predictions, load_model, parse_labels, read_labels
     from actionclip.models.weight_files import CheckpointError
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available here")
+        _check_minimums(args, {"--frames": 1, "--top-k": 1, "--batch-size": 1, "--workers": 0, "--decode-short-side": 1})
+        device = _device(args.device)
         labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels)
         if args.model and not args.pretrained:
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
                            num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
         failed = total = 0
-        for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
-                                       top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
-                                       workers=args.workers, progress=sys.stderr.isatty(),
-                                       text_cache=None if args.no_text_cache else args.text_cache,
-                                       decode_short_side=args.decode_short_side):
-            total += 1
-            failed += "error" in result
-            if args.json:
-                tqdm.write(json.dumps(result), file=sys.stdout)
-            elif "error" in result:
-                tqdm.write(format_result(result), file=sys.stderr)
-            else:
-                tqdm.write(format_result(result) + "\n", file=sys.stdout)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            for result in iter_predictions(model, args.videos, labels, num_frames=args.frames, views=args.views,
+                                           top_k=args.top_k, templates=args.templates, batch_size=args.batch_size,
+                                           workers=args.workers, progress=sys.stderr.isatty(),
+                                           text_cache=None if args.no_text_cache else args.text_cache,
+                                           decode_short_side=args.decode_short_side):
+                total += 1
+                failed += "error" in result
+                if "warning" in result:
+                    tqdm.write(f"warning: {result['video']}: {result['warning']}", file=sys.stderr)
+                if args.json:
+                    tqdm.write(json.dumps(result), file=sys.stdout)
+                elif "error" in result:
+                    tqdm.write(format_result(result), file=sys.stderr)
+                else:
+                    tqdm.write(format_result(result) + "\n", file=sys.stdout)
     except (CheckpointError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -180,14 +219,11 @@ def _add_benchmark(sub) -> None:
 
 
 def _benchmark(args) -> int:
-    import torch
-
     from actionclip.apps.benchmark import benchmark, format_benchmark
 
     try:
-        if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available here")
-        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, args.device,
+        _check_minimums(args, {"--frames": 1, "--batch-size": 1, "--iterations": 1, "--workers": 0})
+        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, _device(args.device),
                            args.iterations, args.video, args.workers, args.precision)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -274,6 +310,9 @@ def _data_check(args) -> int:
             targets = config_targets(load_config(path).data)
         else:
             targets = targets_of(path, args.root)
+        if not targets:  # an empty folder or list checks nothing: a wrong path, not a clean dataset
+            by_extension = " (by extension: .mp4, .avi, .mkv, ...)" if path.is_dir() else ""
+            raise ValueError(f"{path}: no videos found{by_extension}")
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

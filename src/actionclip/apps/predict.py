@@ -1,10 +1,12 @@
 """Classify videos with any label list: ``actionclip predict`` and ``actionclip.predict``.
 
 Every video gives one result dict, in input order: ``{"video": path, "labels": [...], "scores": [...]}`` with the
-top-k labels best first and their probabilities, or ``{"video": path, "error": reason}`` for a video that cannot be
-read. Videos are decoded, sampled and transformed in DataLoader workers while the model runs; the label texts are
-encoded once per call, not per video. Frames follow the test protocol of ``actionclip eval``: centre sampling of T
-segments, the model's input size, one centre crop (1x1 views) or clips x three crops averaged (e.g. 10x3).
+top-k labels best first and their probabilities (plus ``"warning": "only 1.2 s of 10.0 s could be decoded"`` for a
+video much shorter than its header states: a truncated file, scored on what could be read), or
+``{"video": path, "error": reason}`` for a video that cannot be read. Videos are decoded, sampled and transformed in
+DataLoader workers while the model runs; the label texts are encoded once per call, not per video. Frames follow the
+test protocol of ``actionclip eval``: centre sampling of T segments, the model's input size, one centre crop (1x1
+views) or clips x three crops averaged (e.g. 10x3).
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from actionclip.apps.text_cache import cached_class_text_features
-from actionclip.data.annotations import Sample
+from actionclip.data.annotations import Sample, read_text
 from actionclip.data.bad_samples import BadSample, IndexedSamples, collate_skip_bad
 from actionclip.data.build import parse_views
 from actionclip.data.datasets import VideoDataset
-from actionclip.data.decode import is_video_file
+from actionclip.data.decode import find_videos
 from actionclip.data.transforms import TestTransform, ThreeCropTransform
 from actionclip.engine.evaluate import multiview_probabilities
 from actionclip.models.checkpoints import CONFIG_FILE, load_any
@@ -41,8 +43,9 @@ def parse_labels(text: str) -> list[str]:
 
 
 def read_labels(path: PathLike) -> list[str]:
-    """One label per line; blank lines and lines starting with '#' are skipped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    """One label per line (UTF-8, with or without a byte-order mark); blank lines and lines starting with '#' are
+    skipped."""
+    lines = read_text(path).splitlines()
     labels = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not labels:
         raise ValueError(f"{path}: no labels found")
@@ -63,16 +66,15 @@ def collect_videos(inputs: PathLike | Sequence[PathLike]) -> list[str]:
     """Input paths with every folder replaced by the video files below it (recursive, sorted).
 
     Files are kept whatever their extension (the user named them) and missing ones are kept too, so that each
-    gets its own error. A folder without video files is kept as is: it is read as a folder of frames
-    (``img_00001.jpg``, ... as in the official ActionCLIP data), or reported.
+    gets its own error, as do broken symbolic links in folders. A folder without video files is kept as is: it is
+    read as a folder of frames (``img_00001.jpg``, ... as in the official ActionCLIP data), or reported.
     """
     inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            found = sorted(str(p) for p in item.rglob("*") if p.is_file() and is_video_file(p))
-            paths.extend(found or [str(item)])
+            paths.extend(find_videos(item) or [str(item)])
         else:
             paths.append(str(item))
     return paths
@@ -139,11 +141,11 @@ def video_clips(paths: Sequence[str], num_frames: int, size: int, views: str = "
                 decode_short_side: int | None = None) -> IndexedSamples:
     """Item ``i``: ``(frames, 0, i)`` with ``frames`` ``[T, 3, S, S]`` or ``[V, T, 3, S, S]`` (V = clips x crops),
     or a ``BadSample``. The clips are those ``actionclip eval`` scores (``VideoDataset``'s test mode); the label is
-    unused."""
+    unused. A truncated video's item is a ``PartlyRead``."""
     clips, crops = parse_views(views)
     transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
     dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
-                           decode_short_side=decode_short_side)
+                           decode_short_side=decode_short_side, mark_partly_read=True)
     return IndexedSamples(dataset)
 
 
@@ -152,6 +154,13 @@ def _error(bad: BadSample) -> dict:
     if os.path.isdir(bad.path):  # collect_videos kept a folder without videos: a frame folder, or a mistake
         reason = f"no video files in this folder, and not a frame folder: {reason}"
     return {"video": bad.path, "error": reason}
+
+
+def _check_numbers(num_frames: int | None, top_k: int, decode_short_side: int | None) -> None:
+    # 0 would otherwise pass for "not given" (num_frames or ...), and a negative size fails every video's decoding.
+    for name, value in (("num_frames", num_frames), ("top_k", top_k), ("decode_short_side", decode_short_side)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _ranked(path: str, probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
@@ -183,10 +192,10 @@ def iter_predictions(
     ``decode_short_side``: frames with a longer short side are scaled down to it while decoding (None: never).
     """
     labels = _check_labels(labels)
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    _check_numbers(num_frames, top_k, decode_short_side)
     paths = collect_videos(videos)
-    dataset = video_clips(paths, num_frames or model.config.num_frames, model_image_size(model), views, decode_short_side)
+    num_frames = model.config.num_frames if num_frames is None else num_frames
+    dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side)
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
                         collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
@@ -205,6 +214,8 @@ def iter_predictions(
                     probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size)
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = _ranked(paths[index], row, labels, top_k)
+                    for note in batch.partly_read:
+                        results[note.index]["warning"] = note.reason
                 for index in sorted(results):
                     yield results[index]
                 bar.update(len(results))
@@ -246,6 +257,7 @@ def predict(
         actionclip.predict("clip.mp4", ["arm wrestling", "swimming"], checkpoint="runs/k400")
         # [{"video": "clip.mp4", "labels": ["arm wrestling", "swimming"], "scores": [0.93, 0.07]}]
     """
+    _check_numbers(num_frames, top_k, decode_short_side)  # before a model is loaded
     if isinstance(model, nn.Module):
         if checkpoint is not None:
             raise ValueError("give a model object or a checkpoint, not both")
@@ -255,7 +267,8 @@ def predict(
             prepare_for_inference(model, resolve_precision(precision, model.logit_scale.device))
     else:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, num_frames=num_frames or 8,
+        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt,
+                           num_frames=8 if num_frames is None else num_frames,
                            arch=arch, device=device, precision=precision or "auto")
     return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
                                  templates=templates, batch_size=batch_size, workers=workers, progress=progress,

@@ -8,6 +8,7 @@ Kinetics CSVs, the UCF-101 and HMDB-51 split files, Charades (multi-label) and `
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
@@ -36,15 +37,25 @@ class AnnotationError(ValueError):
         self.file, self.line_number, self.line, self.reason = str(file), line_number, line, reason
 
 
+def read_text(file: str | os.PathLike, newline: str | None = None) -> str:
+    """The text of a UTF-8 file without the byte-order mark that Windows editors put first (it would become part of
+    the first label or column name); ``ValueError`` naming the file if it is not UTF-8."""
+    try:
+        with open(file, encoding="utf-8-sig", newline=newline) as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                         "save it as UTF-8") from None
+
+
 def _lines(file: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Non-blank, non-comment lines with their 1-based line numbers."""
     if not os.path.isfile(file):
         raise FileNotFoundError(f"annotation file not found: {file}")
-    with open(file, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                yield number, line
+    for number, line in enumerate(read_text(file).split("\n"), start=1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            yield number, line
 
 
 def _int(text: str, file, number: int, line: str, what: str, minimum: int = 0) -> int:
@@ -55,6 +66,13 @@ def _int(text: str, file, number: int, line: str, what: str, minimum: int = 0) -
     if value < minimum:
         raise AnnotationError(file, number, line, f"{what} must be >= {minimum}, got {value}")
     return value
+
+
+def _label(text: str, file, number: int, line: str, num_classes: int | None) -> int:
+    label = _int(text, file, number, line, "label")
+    if num_classes is not None and label >= num_classes:
+        raise AnnotationError(file, number, line, f"label {label} but only {num_classes} class names")
+    return label
 
 
 def _join(root: str | os.PathLike | None, path: str) -> str:
@@ -90,26 +108,30 @@ def read_class_names(file: str | os.PathLike) -> list[str]:
     return [name for _, name, _, _ in entries]
 
 
-def parse_official_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
-    """The official ActionCLIP list: ``<frame folder> <num_frames> <label>`` per line."""
+def parse_official_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None,
+                        num_classes: int | None = None) -> list[Sample]:
+    """The official ActionCLIP list: ``<frame folder> <num_frames> <label>`` per line; a label must be below
+    ``num_classes`` when given."""
     samples = []
     for n, line in _lines(list_file):
         parts = line.rsplit(maxsplit=2)
         if len(parts) != 3:
             raise AnnotationError(list_file, n, line, "expected '<frame folder> <num_frames> <label>'")
         frames = _int(parts[1], list_file, n, line, "num_frames", minimum=1)
-        samples.append(Sample(_join(root, parts[0]), _int(parts[2], list_file, n, line, "label"), frames))
+        samples.append(Sample(_join(root, parts[0]), _label(parts[2], list_file, n, line, num_classes), frames))
     return samples
 
 
-def parse_video_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> list[Sample]:
-    """mmaction2 video lists and ViFi-CLIP split files: ``<video path> <label>`` per line."""
+def parse_video_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None,
+                     num_classes: int | None = None) -> list[Sample]:
+    """mmaction2 video lists and ViFi-CLIP split files: ``<video path> <label>`` per line; a label must be below
+    ``num_classes`` when given."""
     samples = []
     for n, line in _lines(list_file):
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2:
             raise AnnotationError(list_file, n, line, "expected '<video path> <label>'")
-        samples.append(Sample(_join(root, parts[0]), _int(parts[1], list_file, n, line, "label")))
+        samples.append(Sample(_join(root, parts[0]), _label(parts[1], list_file, n, line, num_classes)))
     return samples
 
 
@@ -122,9 +144,8 @@ def check_labels(samples: list[Sample], class_names: list[str], source) -> None:
 def video_list_dataset(list_file, class_file, root=None, official: bool = False) -> tuple[list[Sample], list[str]]:
     """A list file (``official=True``: ``<frame folder> <num_frames> <label>``, else ``<video> <label>``)
     with its class-name file, e.g. ViFi-CLIP's ``hmdb_split1_train.txt`` + ``hmdb_51_labels.csv``."""
-    samples = (parse_official_list if official else parse_video_list)(list_file, root)
     class_names = read_class_names(class_file)
-    check_labels(samples, class_names, list_file)
+    samples = (parse_official_list if official else parse_video_list)(list_file, root, len(class_names))
     return samples, class_names
 
 
@@ -147,8 +168,7 @@ def kinetics_csv(csv_file: str | os.PathLike, root: str | os.PathLike, class_nam
     disk (taken down from YouTube) are skipped with a warning, or raise with ``missing="error"``."""
     if missing not in ("skip", "error"):
         raise ValueError(f"missing must be 'skip' or 'error', got {missing!r}")
-    with open(csv_file, encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(read_text(csv_file, newline=""))))
     if not rows:
         raise AnnotationError(csv_file, 1, "", "empty file")
     header = [h.strip() for h in rows[0]]
@@ -243,7 +263,7 @@ def charades_csv(csv_file: str | os.PathLike, root: str | os.PathLike, class_fil
     classes of the ``actions`` column (``c092 11.90 21.20;c147 0.00 12.60``); class names from
     ``Charades_v1_classes.txt``. Videos are ``root/<id><extension>``."""
     class_names = read_class_names(class_file)
-    with open(csv_file, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(csv_file, newline="")) as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"id", "actions"} <= set(reader.fieldnames):
             raise AnnotationError(csv_file, 1, ",".join(reader.fieldnames or []), "header must contain id and actions")

@@ -55,6 +55,14 @@ class Replaced(NamedTuple):
     bad: list[BadSample]
 
 
+class PartlyRead(NamedTuple):
+    """An item of a video only part of which could be read (``VideoDataset(mark_partly_read=True)``): the item, sampled
+    from the part that could, and a ``BadSample`` whose reason says how much that is."""
+
+    item: tuple
+    note: BadSample
+
+
 class Batch(NamedTuple):
     """A collated batch without its bad samples; ``frames`` and ``labels`` are ``None`` if all were bad."""
 
@@ -63,24 +71,29 @@ class Batch(NamedTuple):
     bad: list[BadSample]  # dropped, or in training replaced
     indices: torch.Tensor | None = None  # the dataset index of each video in ``frames`` (the wrappers)
     seeds: torch.Tensor | None = None  # the sample seed of each (SeededSamples)
+    partly_read: Sequence[BadSample] = ()  # videos in ``frames`` of which only a part could be read
 
 
 def collate_skip_bad(items: list) -> Batch:
-    """``collate_fn``: items are ``(frames, label, *extra)`` tuples, ``BadSample`` or ``Replaced``."""
-    good, bad = [], []
+    """``collate_fn``: items are ``(frames, label, *extra)`` tuples, ``BadSample``, ``Replaced`` or ``PartlyRead``."""
+    good, bad, partly_read = [], [], []
     for item in items:
         if isinstance(item, Replaced):
             bad.extend(item.bad)
+            item = item.item
+        if isinstance(item, PartlyRead):
+            partly_read.append(item.note)
             item = item.item
         (bad if isinstance(item, BadSample) else good).append(item)
     if not good:
         return Batch(None, None, bad)
     frames, labels, *extra = default_collate(good)
-    return Batch(frames, labels, bad, *extra)
+    return Batch(frames, labels, bad, *extra, partly_read=partly_read)
 
 
 class IndexedSamples(Dataset):
-    """Item ``i``: ``dataset[indices[i]]`` with that index appended, ``(frames, label, index)``, or its ``BadSample``."""
+    """Item ``i``: ``dataset[indices[i]]`` with that index appended, ``(frames, label, index)`` (in its ``PartlyRead``
+    if it is one), or its ``BadSample``."""
 
     def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None):
         self.dataset = dataset
@@ -92,6 +105,8 @@ class IndexedSamples(Dataset):
     def __getitem__(self, position: int):
         index = self.indices[position]
         item = self.dataset[index]
+        if isinstance(item, PartlyRead):
+            return PartlyRead((*item.item, index), item.note)
         return item if isinstance(item, BadSample) else (*item, index)
 
 

@@ -14,9 +14,10 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
-from .annotations import parse_official_list, parse_video_list
+from .annotations import parse_official_list, parse_video_list, read_text
 from .build import DataConfig, dataset_samples, has_train, has_val
-from .decode import FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, is_video_file
+from .decode import (FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, find_videos,
+                     is_truncated)
 
 
 @dataclass
@@ -52,8 +53,7 @@ def check_video(path: str, min_frames: int = 1, expected_frames: int | None = No
         return CheckResult(path, 0, "no decodable frames")
     if packets is not None and count < packets:
         return CheckResult(path, count, f"corrupt: {count} frames decode from {packets} video packets")
-    if header is not None and count < header - max(2, 0.05 * header):
-        # Streamable containers (mkv, avi) cut short lose their tail packets silently; the header remembers.
+    if is_truncated(count, header):
         return CheckResult(path, count, f"truncated: {count} frames decode, the header says {header}")
     if expected_frames is not None and count < expected_frames:
         return CheckResult(path, count, f"only {count} frames decode, the list says {expected_frames}")
@@ -75,11 +75,11 @@ def targets_of(list_or_dir: str | os.PathLike, root: str | os.PathLike | None = 
     """
     list_or_dir = Path(list_or_dir)
     if list_or_dir.is_dir():
-        return [(str(p), None) for p in sorted(list_or_dir.rglob("*")) if p.is_file() and is_video_file(p)]
+        return [(path, None) for path in find_videos(list_or_dir)]
     if not list_or_dir.is_file():
         raise FileNotFoundError(f"no such list file or directory: {list_or_dir}")
     root = list_or_dir.parent if root is None else root
-    first = next((line.split() for line in list_or_dir.read_text(encoding="utf-8").splitlines()
+    first = next((line.split() for line in read_text(list_or_dir).splitlines()
                   if line.strip() and not line.startswith("#")), [])
     official = len(first) >= 3 and first[-1].isdigit() and first[-2].isdigit()
     if official:

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from ..prompts import clean_class_name
 from .annotations import Sample, check_labels
-from .bad_samples import BadSample
+from .bad_samples import BadSample, PartlyRead
 from .decode import FRAME_OFFSET, FRAME_TEMPLATE, VideoReadError, open_video
 from .sampling import sample_clips, sample_indices
 from .transforms import TestTransform, TrainTransform
@@ -29,13 +29,15 @@ class VideoDataset(Dataset):
     ``classes`` are the prompt texts: ``class_texts`` if given, else the cleaned ``class_names``.
     With ``seed`` set, item ``i`` of epoch ``e`` (``set_epoch``) is the same clip whatever the workers.
     ``decode_short_side``: video frames larger than that are scaled down while decoding (``VideoFile``).
+    ``mark_partly_read``: the item of a video much shorter than its header states (a truncated file) comes in a
+    ``PartlyRead`` saying how much could be read; its clips are sampled from that part either way.
     """
 
     def __init__(self, samples: Sequence[Sample], class_names: Sequence[str], num_frames: int = 8,
                  mode: str = "train", transform: Callable | None = None, num_clips: int = 1,
                  seed: int | None = None, skip_bad: bool = True, class_texts: Sequence[str] | None = None,
                  frame_template: str = FRAME_TEMPLATE, frame_offset: int = FRAME_OFFSET,
-                 decode_short_side: int | None = None):
+                 decode_short_side: int | None = None, mark_partly_read: bool = False):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if num_clips > 1 and mode == "train":
@@ -55,6 +57,7 @@ class VideoDataset(Dataset):
         self.frame_template = frame_template
         self.frame_offset = frame_offset
         self.decode_short_side = decode_short_side
+        self.mark_partly_read = mark_partly_read
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -75,7 +78,8 @@ class VideoDataset(Dataset):
             return [sample_indices(count, self.num_frames, "train", rng)]
         return sample_clips(count, self.num_frames, self.num_clips)
 
-    def _read(self, sample: Sample, rng: np.random.Generator) -> list[np.ndarray]:
+    def _read(self, sample: Sample, rng: np.random.Generator) -> tuple[list[np.ndarray], str | None]:
+        """The clips' frames, and the video's ``shortfall`` (how much could be read, if much less than it states)."""
         video = open_video(sample.path, self.frame_template, self.frame_offset, self.decode_short_side)
         count = sample.num_frames or video.num_frames
         clips = self._indices(count, rng)
@@ -87,7 +91,7 @@ class VideoDataset(Dataset):
             # Fewer frames decode than the header or list promised: sample again within them.
             clips = self._indices(exc.num_frames, rng)
             frames = video.read([i for clip in clips for i in clip])
-        return [frames[k * self.num_frames:(k + 1) * self.num_frames] for k in range(len(clips))]
+        return [frames[k * self.num_frames:(k + 1) * self.num_frames] for k in range(len(clips))], video.shortfall
 
     # The training engine passes ``(index, sample_seed)`` so that augmentation follows the sample, not the epoch.
     accepts_seed = True
@@ -100,7 +104,7 @@ class VideoDataset(Dataset):
         else:
             rng = np.random.default_rng(None if self.seed is None else [self.seed, self.epoch, index])
         try:
-            clips = self._read(sample, rng)
+            clips, shortfall = self._read(sample, rng)
         except VideoReadError as exc:
             if not self.skip_bad:
                 raise
@@ -110,4 +114,7 @@ class VideoDataset(Dataset):
             frames = views[0]
         else:
             frames = torch.cat([v if v.ndim == 5 else v.unsqueeze(0) for v in views])
-        return frames, self._target(sample.label)
+        item = frames, self._target(sample.label)
+        if self.mark_partly_read and shortfall:
+            return PartlyRead(item, BadSample(index, sample.path, shortfall))
+        return item

@@ -46,6 +46,13 @@ SEEK_COST = 12
 _UNTRUSTED_FORMATS = {"avi"}
 
 
+def is_truncated(decoded_frames: int, header_frames: int | None) -> bool:
+    """Fewer frames than the header states, by more than rounding of the stated duration and encoder delay explain.
+    Streamable containers (mkv, avi) and mp4 files with the index first lose their tail silently when cut short;
+    the header remembers."""
+    return header_frames is not None and decoded_frames < header_frames - max(2, 0.05 * header_frames)
+
+
 class VideoReadError(RuntimeError):
     """A video or frame folder could not be read. ``num_frames`` is the true frame count when known
     (set when a requested index lies past the last decodable frame)."""
@@ -133,6 +140,8 @@ class VideoFile:
         self.path = str(path)
         self.short_side = short_side
         if not os.path.exists(self.path):
+            if os.path.islink(self.path):
+                raise VideoReadError(self.path, f"broken symbolic link (to {os.readlink(self.path)})")
             raise VideoReadError(self.path, "file not found")
         if os.path.isdir(self.path):
             raise VideoReadError(self.path, "is a directory, not a video file")
@@ -144,8 +153,9 @@ class VideoFile:
             trusted = container.format.name not in _UNTRUSTED_FORMATS
             # What the header claims, kept only to spot truncated files (it is not used to find frames).
             self.header_frames: int | None = stream.frames or None
-            if self.header_frames is None and container.duration and stream.average_rate:
-                self.header_frames = round(container.duration / 1e6 * float(stream.average_rate))
+            self.frame_rate = float(stream.average_rate) if stream.average_rate else None
+            if self.header_frames is None and container.duration and self.frame_rate:
+                self.header_frames = round(container.duration / 1e6 * self.frame_rate)
             timestamps, keys = [], []
             try:
                 for packet in container.demux(stream):
@@ -171,6 +181,17 @@ class VideoFile:
         """Frame count from the packets (every packet of a video stream carries one frame); replaced by
         the decoder's count once a read runs into the end of the decodable frames."""
         return self._known_count if self._known_count is not None else self._packet_count
+
+    @property
+    def shortfall(self) -> str | None:
+        """How much of what the header states can be read, e.g. "only 1.2 s of 10.0 s could be decoded", when that
+        is much less (a truncated file); else None."""
+        if not is_truncated(self.num_frames, self.header_frames):
+            return None
+        if self.frame_rate:
+            return (f"only {self.num_frames / self.frame_rate:.1f} s of {self.header_frames / self.frame_rate:.1f} s "
+                    "could be decoded")
+        return f"only {self.num_frames} of {self.header_frames} frames could be decoded"
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``[len(indices), H, W, 3]``."""
@@ -247,6 +268,8 @@ class VideoFile:
 class FrameFolder:
     """A folder of pre-extracted frames named by ``template`` (``img_00001.jpg`` = frame 0 by default)."""
 
+    shortfall = None  # no header to compare with: a list's frame count is checked where the list is read
+
     def __init__(self, path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET):
         self.path = str(path)
         self.template = template
@@ -309,3 +332,10 @@ def count_frames(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset
 
 def is_video_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def find_videos(folder: str | os.PathLike) -> list[str]:
+    """Every file below ``folder`` (recursive, sorted) with a video extension; broken symbolic links are kept, so
+    that they are reported rather than silently left out."""
+    return sorted(str(p) for p in Path(folder).rglob("*")
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and is_video_file(p))
