@@ -41,6 +41,22 @@ def test_unimodal_round_trip(tmp_path):
         assert torch.equal(model(video), loaded(video))
 
 
+def _edit_config(directory, edit):
+    path = directory / "config.json"
+    content = json.loads(path.read_text())
+    edit(content["config"])
+    path.write_text(json.dumps(content))
+
+
+def test_a_unimodal_checkpoint_builds_no_text_tower_whatever_its_text_config(tmp_path):
+    model = actionclip.create_model("test-tiny", visual_prompt="MeanP", arch="unimodal", num_classes=3, seed=0).eval()
+    actionclip.save(model, tmp_path)
+    _edit_config(tmp_path, lambda config: config["clip"]["text_cfg"].update(width=10**9, layers=10**6))
+    video = random_video(batch=1)
+    with torch.no_grad():
+        assert torch.equal(actionclip.load(tmp_path)(video), model(video))
+
+
 def test_loading_into_wrong_arch_names_the_keys(tmp_path):
     actionclip.save(actionclip.create_model("test-tiny", visual_prompt="MeanP", seed=0), tmp_path)
     config_path = tmp_path / "config.json"
