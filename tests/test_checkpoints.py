@@ -1,4 +1,5 @@
 import json
+import re
 import shutil
 from typing import Tuple
 
@@ -11,6 +12,7 @@ from torch import nn
 import actionclip
 from actionclip import CheckpointError
 from actionclip.apps.cli import main
+from actionclip.models import checkpoints
 from actionclip.models.checkpoints import load_any
 from actionclip.models.torchscript_archive import read_torchscript_state_dict
 from conftest import TINY, random_video
@@ -40,19 +42,95 @@ def test_unimodal_round_trip(tmp_path):
         assert torch.equal(model(video), loaded(video))
 
 
-def test_loading_into_wrong_arch_names_the_keys(tmp_path):
+def _edit_config(directory, edit):
+    path = directory / "config.json"
+    content = json.loads(path.read_text())
+    edit(content["config"])
+    path.write_text(json.dumps(content))
+
+
+def test_a_unimodal_checkpoint_builds_no_text_tower_whatever_its_text_config(tmp_path):
+    model = actionclip.create_model("test-tiny", visual_prompt="MeanP", arch="unimodal", num_classes=3, seed=0).eval()
+    actionclip.save(model, tmp_path)
+    _edit_config(tmp_path, lambda config: config["clip"]["text_cfg"].update(width=10**9, layers=10**6))
+    video = random_video(batch=1)
+    with torch.no_grad():
+        assert torch.equal(actionclip.load(tmp_path)(video), model(video))
+
+
+def _never_built(*args, **kwargs):
+    raise AssertionError("a model was built from a config that does not fit its weights")
+
+
+def test_loading_into_wrong_arch_names_the_keys(tmp_path, monkeypatch):
     actionclip.save(actionclip.create_model("test-tiny", visual_prompt="MeanP", seed=0), tmp_path)
-    config_path = tmp_path / "config.json"
-    content = json.loads(config_path.read_text())
-    content["config"]["visual_prompt"] = "Transf"
-    config_path.write_text(json.dumps(content))
-    with pytest.raises(CheckpointError, match=r"missing keys: video\.temporal\.frame_position_embeddings\.weight"):
+    _edit_config(tmp_path, lambda config: config.update(visual_prompt="Conv1D"))
+    monkeypatch.setattr(checkpoints, "build_model", _never_built)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path))}/model\.safetensors does not fit the model {re.escape(str(tmp_path))}/config\.json "
+                                              r"describes: missing keys: video\.temporal\.shift\.weight$"):
         actionclip.load(tmp_path)
-    content["config"]["visual_prompt"] = "MeanP"
-    content["config"]["clip"]["text_cfg"]["width"] = 128
-    config_path.write_text(json.dumps(content))
-    with pytest.raises(CheckpointError, match=r"shape mismatches: text\.positional_embedding: file \(77, 64\) vs model \(77, 128\).*\(17 in all\)"):
+
+
+@pytest.fixture(scope="module")
+def transf_checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("transf")
+    actionclip.save(actionclip.create_model("test-tiny", num_frames=4, seed=0), directory)
+    return directory
+
+
+# Hand edits of a saved Transf checkpoint's config.json (ViT width 64, 1 vision and 1 text block, 6 temporal blocks)
+# and the one line that names each.
+CONFIG_MISTAKES = {
+    "temporal_layers": (lambda c: c.update(temporal_layers=10**6), "config.json: temporal_layers is 1000000 but {weights} has 6 Transf temporal blocks"),
+    "vision width": (lambda c: c["clip"]["vision_cfg"].update(width=10**9),
+                     "config.json: vision_cfg.width is 1000000000 but {weights} has 64 (video.visual.conv1.weight: [64, 3, 16, 16])"),
+    "vision key": (lambda c: c["clip"]["vision_cfg"].update(depth=12), "config.json: unknown key vision_cfg.depth (not a setting of any model here)"),
+    "top key": (lambda c: c.update(dropout=0.1), "config.json: unknown key dropout (not a setting of any model here)"),
+    "text layers": (lambda c: c["clip"]["text_cfg"].update(layers=3), "config.json: text_cfg.layers is 3 but {weights} has 1 text blocks"),
+    "text width": (lambda c: c["clip"]["text_cfg"].update(width=128), "config.json: text_cfg.width is 128 but {weights} has 64 (text.ln_final.weight: [64])"),
+    "vocab": (lambda c: c["clip"]["text_cfg"].update(vocab_size=10**9),
+              "config.json: text_cfg.vocab_size is 1000000000 but {weights} has 49408 (text.token_embedding.weight: [49408, 64])"),
+    "embed_dim": (lambda c: c["clip"].update(embed_dim=2**40), "config.json: embed_dim is 1099511627776 but {weights} has 64 (text.text_projection: [64, 64])"),
+    "image_size": (lambda c: c["clip"]["vision_cfg"].update(image_size=10**6),
+                   "config.json: vision_cfg.image_size is 1000000 but {weights} has 32 (video.visual.positional_embedding: [5, 64])"),
+    "max_frames": (lambda c: c.update(max_frames=10**9),
+                   "config.json: max_frames is 1000000000 but {weights} has 77 (video.temporal.frame_position_embeddings.weight: [77, 64])"),
+    "heads": (lambda c: c.update(temporal_heads=7), "config.json: temporal_heads is 7, which does not divide embed_dim 64"),
+    "type": (lambda c: c.update(num_frames="8"), "config.json: num_frames is '8', expected a positive integer"),
+    "frames": (lambda c: c.update(num_frames=100), "config.json: describes no model that can be built (num_frames=100 exceeds Transf's max_frames=77)"),
+    "mlp_ratio": (lambda c: c["clip"]["vision_cfg"].update(mlp_ratio=10**6),
+                  ("model.safetensors does not fit the model {config} describes: shape mismatches: video.visual.transformer.resblocks.0.mlp."
+                   "c_fc.weight: file (256, 64) vs model (64000000, 64), video.visual.transformer.resblocks.0.mlp.c_fc.bias: file (256,) vs "
+                   "model (64000000,), video.visual.transformer.resblocks.0.mlp.c_proj.weight: file (64, 256) vs model (64, 64000000)")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mistake", CONFIG_MISTAKES)
+def test_a_config_that_does_not_fit_its_weights_is_refused_in_one_line_before_building(transf_checkpoint, tmp_path, monkeypatch, mistake):
+    edit, message = CONFIG_MISTAKES[mistake]
+    directory = shutil.copytree(transf_checkpoint, tmp_path / "model")
+    _edit_config(directory, edit)
+    monkeypatch.setattr(checkpoints, "build_model", _never_built)  # the only model built is on the meta device
+    with pytest.raises(CheckpointError) as error:
+        actionclip.load(directory)
+    assert str(error.value) == f"{directory}/" + message.format(weights=directory / "model.safetensors", config=directory / "config.json")
+
+
+def test_a_frame_count_that_no_weight_pins_down_is_bounded(tmp_path):
+    actionclip.save(actionclip.create_model("test-tiny", visual_prompt="MeanP", seed=0), tmp_path)
+    _edit_config(tmp_path, lambda config: config.update(num_frames=10**9))
+    with pytest.raises(CheckpointError) as error:
         actionclip.load(tmp_path)
+    assert str(error.value) == f"{tmp_path}/config.json: num_frames is 1000000000, more than 1024 frames per clip"
+
+
+def test_predict_names_a_config_mistake_in_one_line(transf_checkpoint, tmp_path, capsys, monkeypatch):
+    directory = shutil.copytree(transf_checkpoint, tmp_path / "model")
+    _edit_config(directory, lambda config: config.update(temporal_layers=10**6))
+    monkeypatch.setattr(checkpoints, "build_model", _never_built)
+    assert main(["predict", str(tmp_path / "clip.mp4"), "--labels", "a,b", "--checkpoint", str(directory), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (f"error: {directory}/config.json: temporal_layers is 1000000 but {directory}/model.safetensors "
+                                       "has 6 Transf temporal blocks\n")
 
 
 def test_truncated_or_foreign_files_give_clear_errors(tmp_path):
@@ -141,7 +219,8 @@ def test_a_file_of_the_wrong_architecture_names_the_mismatch(tmp_path):
     other = dict(TINY, vision_cfg=dict(TINY["vision_cfg"], layers=2))
     path = tmp_path / "two_layers.pt"
     torch.save(open_clip.CLIP(**other).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"unexpected keys: visual\.transformer\.resblocks\.1\."):
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))} does not fit the model: unexpected keys: visual\.transformer\.resblocks\.1\.\S+"
+                                              r"(, visual\.transformer\.resblocks\.1\.\S+)*, \.\.\. \(12 in all\)$"):
         actionclip.create_model("test-tiny", pretrained=str(path))
 
 

@@ -10,6 +10,7 @@ from transformers import XCLIPConfig, XCLIPModel
 
 import actionclip
 from actionclip import CheckpointError
+from actionclip.models import checkpoints, xclip_checkpoints
 from actionclip.models.backbone import build_clip
 from conftest import TINY, random_video
 
@@ -201,7 +202,7 @@ def test_hf_import_errors_name_the_problem(hf_model_dir, tmp_path):
         actionclip.from_hf_xclip(tmp_path)
     (tmp_path / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
     for change, message in (
-        ({"prompt_layers": 2}, r"missing keys: prompts_generator\.decoder\.1\."),
+        ({"prompt_layers": 2}, r"config\.json: prompt_layers is 2 but \S+model\.safetensors has 1 prompt generator blocks$"),
         ({"text_config": {**config["text_config"], "intermediate_size": 128}}, r"shape mismatches: text\.transformer\.resblocks\.0\.mlp\.c_fc\.weight: file \(256, 64\) vs model \(128, 64\)"),
         ({"projection_dim": 32}, r"mit_hidden_size 64 / mit_intermediate_size 256 \(the MIT runs at projection_dim 32"),
         ({"model_type": "clip"}, "model_type is 'clip', not 'xclip'"),
@@ -214,6 +215,50 @@ def test_hf_import_errors_name_the_problem(hf_model_dir, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="model.safetensors: not a readable checkpoint"):
         actionclip.from_hf_xclip(tmp_path)
+
+
+def _never_built(*args, **kwargs):
+    raise AssertionError("a model was built from a config that does not fit its weights")
+
+
+def test_hf_config_numbers_are_checked_against_the_weights_before_building(hf_model_dir, tmp_path, monkeypatch):
+    _, directory = hf_model_dir
+    config = json.loads((directory / "config.json").read_text())
+    (tmp_path / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
+    monkeypatch.setattr(xclip_checkpoints, "XCLIP", _never_built)
+    vision, text, weights = config["vision_config"], config["text_config"], tmp_path / "model.safetensors"
+    for change, message in (
+        ({"vision_config": {**vision, "num_hidden_layers": 10**6}}, f"vision_config.num_hidden_layers is 1000000 but {weights} has 2 vision blocks"),
+        ({"vision_config": {**vision, "hidden_size": 10**9}},
+         f"vision_config.hidden_size is 1000000000 but {weights} has 64 (video.visual.conv1.weight: [64, 3, 16, 16])"),
+        ({"vision_config": {**vision, "num_frames": 10**6}}, f"vision_config.num_frames is 1000000 but {weights} has 8 (video.mit.positional_embedding: [1, 8, 64])"),
+        ({"vision_config": {**vision, "mit_num_hidden_layers": 10**6}}, f"vision_config.mit_num_hidden_layers is 1000000 but {weights} has 1 MIT blocks"),
+        ({"text_config": {**text, "vocab_size": 10**9}},
+         f"text_config.vocab_size is 1000000000 but {weights} has 49408 (text.token_embedding.weight: [49408, 64])"),
+        ({"text_config": {**text, "num_hidden_layers": "2"}}, "text_config.num_hidden_layers is '2', expected a non-negative integer"),
+        ({"text_config": {**text, "num_attention_heads": 3}}, "unsupported X-CLIP settings: text_config.num_attention_heads 3 (does not divide hidden_size 64)"),
+    ):
+        (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(CheckpointError) as error:
+            actionclip.from_hf_xclip(tmp_path)
+        assert str(error.value) == f"{tmp_path / 'config.json'}: {message}"
+
+
+def test_our_xclip_checkpoint_config_is_checked_against_its_weights(tmp_path, monkeypatch):
+    actionclip.save(actionclip.create_model("test-tiny", arch="xclip", num_frames=4, prompt_layers=1, seed=0), tmp_path)
+    content = json.loads((tmp_path / "config.json").read_text())
+    monkeypatch.setattr(checkpoints, "build_model", _never_built)
+    weights = tmp_path / "model.safetensors"
+    for key, value, message in (
+        ("mit_layers", 10**6, f"mit_layers is 1000000 but {weights} has 1 MIT blocks"),
+        ("prompt_layers", 10**6, f"prompt_layers is 1000000 but {weights} has 1 prompt generator blocks"),
+        ("num_frames", 10**6, f"num_frames is 1000000 but {weights} has 4 (video.mit.positional_embedding: [1, 4, 64])"),
+        ("mit_heads", 7, "mit_heads is 7, which does not divide embed_dim 64"),
+    ):
+        (tmp_path / "config.json").write_text(json.dumps({**content, "config": {**content["config"], key: value}}))
+        with pytest.raises(CheckpointError) as error:
+            actionclip.load(tmp_path)
+        assert str(error.value) == f"{tmp_path / 'config.json'}: {message}"
 
 
 # --- The original VideoX layout -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actionclip.models.backbone import build_clip
+from actionclip.models.backbone import build_clip, build_vision_tower
 from actionclip.models.temporal import canonical_prompt_name, default_temporal_heads
 from actionclip.models.text import TextEncoder, make_tokenizer
 from actionclip.models.video import VideoEncoder
@@ -164,9 +164,8 @@ class UnimodalClassifier(nn.Module):
         super().__init__()
         if not config.num_classes:
             raise ValueError("the unimodal classifier needs num_classes")
-        clip = build_clip(config.clip) if clip is None else clip
         self.config = config
-        self.video = _video_encoder(config, clip.visual)
+        self.video = _video_encoder(config, build_vision_tower(config.clip) if clip is None else clip.visual)
         self.head = nn.Linear(config.clip["embed_dim"], config.num_classes)
         self.video.visual.requires_grad_(not config.freeze_vision)
 

@@ -60,6 +60,12 @@ def build_clip(config: dict[str, Any]) -> nn.Module:
     return cls(**config)
 
 
+def build_vision_tower(config: dict[str, Any]) -> nn.Module:
+    """The image tower of ``build_clip(config)`` alone (the same module, the same random init): a model that has no
+    text tower must not allocate one, however large its config's ``text_cfg``."""
+    return open_clip.model._build_vision_tower(config["embed_dim"], config["vision_cfg"], config.get("quick_gelu", False))
+
+
 def create_clip(model_name: str | None, pretrained: str | None = None, quick_gelu: bool | None = None) -> tuple[nn.Module, dict]:
     """Build an open_clip CLIP and return it with the config that rebuilds it.
 

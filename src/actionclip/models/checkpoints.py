@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
+from actionclip.models.checkpoint_config import check_against_weights, check_config_dict, weight_shapes
 from actionclip.models.factory import build_model
 from actionclip.models.temporal import canonical_prompt_name
 from actionclip.models.weight_files import CheckpointError, infer_openai_config, load_strict, read_checkpoint
@@ -42,17 +43,24 @@ def read_config(directory: str | Path) -> ActionCLIPConfig:
         raise CheckpointError(f"{directory}: not an actionclip checkpoint directory (no {CONFIG_FILE})")
     try:
         content = json.loads(path.read_text())
-        if content.get("format") != FORMAT:
-            raise ValueError(f"format is {content.get('format')!r}, expected {FORMAT!r}")
+    except ValueError as error:
+        raise CheckpointError(f"{path}: invalid config ({error})") from error
+    found = content.get("format") if isinstance(content, dict) else None
+    if found != FORMAT:
+        raise CheckpointError(f"{path}: invalid config (format is {found!r}, expected {FORMAT!r})")
+    check_config_dict(content.get("config"), path)
+    try:
         return ActionCLIPConfig(**content["config"])
-    except (ValueError, KeyError, TypeError) as error:
+    except ValueError as error:  # an unknown visual prompt
         raise CheckpointError(f"{path}: invalid config ({error})") from error
 
 
 def load(directory: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the exact model saved by :func:`save`, in eval mode."""
+    """Rebuild the exact model saved by :func:`save`, in eval mode. The config is checked against the weights'
+    shapes before anything is allocated."""
     config = read_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
+    check_against_weights(config, weight_shapes(weights), Path(directory) / CONFIG_FILE, weights)
     try:
         state = load_file(str(weights))
     except Exception as error:  # safetensors raises its own types on missing or truncated files

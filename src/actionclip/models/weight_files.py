@@ -107,22 +107,24 @@ def infer_openai_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"embed_dim": embed_dim, "vision_cfg": vision_cfg, "text_cfg": text_cfg, "quick_gelu": True}
 
 
+def key_mismatches(own: dict[str, tuple[int, ...]], theirs: dict[str, tuple[int, ...]]) -> str:
+    """Every missing, unexpected or mis-shaped key of ``theirs`` (a file's shapes) against ``own`` (a model's), on one
+    line; empty when they agree."""
+    missing = sorted(set(own) - set(theirs))
+    unexpected = sorted(set(theirs) - set(own))
+    mismatched = [f"{k}: file {tuple(theirs[k])} vs model {tuple(own[k])}" for k in own if k in theirs and tuple(theirs[k]) != tuple(own[k])]
+    parts = []
+    for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        if keys:
+            parts.append(f"{title}: " + ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else ""))
+    return "; ".join(parts)
+
+
 def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict(strict=True)`` with an error that names every missing, unexpected or mis-shaped key."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit the model:"]
-        for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        raise CheckpointError("\n".join(lines))
+    mismatches = key_mismatches({k: v.shape for k, v in own.items()}, {k: v.shape for k, v in state_dict.items()})
+    if mismatches:
+        raise CheckpointError(f"{source} does not fit the model: {mismatches}")
     with torch.no_grad():
         module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})

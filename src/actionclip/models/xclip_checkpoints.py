@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from actionclip.models.actionclip import ActionCLIPConfig
+from actionclip.models.checkpoint_config import check_against_weights
 from actionclip.models.weight_files import (CheckpointError, infer_openai_config, load_strict, read_checkpoint, refusal,
                                            unwrap_state_dict)
 from actionclip.models.xclip import XCLIP
@@ -33,6 +34,24 @@ _HF_VISION_DEFAULTS = {
     "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12, "mit_hidden_size": 512,
     "mit_intermediate_size": 2048, "mit_num_hidden_layers": 1, "mit_num_attention_heads": 8, "num_channels": 3, "image_size": 224,
     "patch_size": 32, "num_frames": 8, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
+}  # fmt: skip
+
+# transformers' spelling of the settings that check_against_weights names in its messages.
+_HF_NAMES = {
+    "embed_dim": "projection_dim", "num_frames": "vision_config.num_frames", "mit_layers": "vision_config.mit_num_hidden_layers",
+    "mit_heads": "vision_config.mit_num_attention_heads", "prompt_heads": "prompt_num_attention_heads",
+    "vision_cfg.layers": "vision_config.num_hidden_layers", "vision_cfg.width": "vision_config.hidden_size",
+    "vision_cfg.patch_size": "vision_config.patch_size", "vision_cfg.image_size": "vision_config.image_size",
+    "text_cfg.layers": "text_config.num_hidden_layers", "text_cfg.width": "text_config.hidden_size",
+    "text_cfg.heads": "text_config.num_attention_heads", "text_cfg.context_length": "text_config.max_position_embeddings",
+    "text_cfg.vocab_size": "text_config.vocab_size",
+}  # fmt: skip
+# The integer settings read here; the counts of layers may be zero, the rest must be positive.
+_HF_INTEGERS = {
+    "": ("projection_dim", "prompt_layers", "prompt_num_attention_heads"),
+    "text_config": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings"),
+    "vision_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "mit_hidden_size", "mit_intermediate_size",
+                      "mit_num_hidden_layers", "mit_num_attention_heads", "num_channels", "image_size", "patch_size", "num_frames"),
 }  # fmt: skip
 
 # Prefixes of transformers' keys -> ours; first match wins.
@@ -111,7 +130,16 @@ def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Act
     # Old configs also carry text_config_dict / vision_config_dict, which take precedence, as in transformers.
     text = {**_HF_TEXT_DEFAULTS, **(hf.get("text_config") or {}), **(hf.get("text_config_dict") or {})}
     vision = {**_HF_VISION_DEFAULTS, **(hf.get("vision_config") or {}), **(hf.get("vision_config_dict") or {})}
+    for name, section in (("", top), ("text_config", text), ("vision_config", vision)):
+        for key in _HF_INTEGERS[name]:
+            value, least = section[key], 0 if key.endswith("layers") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                expected = "a non-negative integer" if least == 0 else "a positive integer"
+                raise CheckpointError(f"{source}: {name + '.' if name else ''}{key} is {value!r}, expected {expected}")
     problems = []
+    for name, sub in (("text_config", text), ("vision_config", vision)):
+        if sub["hidden_size"] % sub["num_attention_heads"]:
+            problems.append(f"{name}.num_attention_heads {sub['num_attention_heads']} (does not divide hidden_size {sub['hidden_size']})")
     if text["hidden_act"] != vision["hidden_act"] or vision["hidden_act"] not in ("quick_gelu", "gelu"):
         problems.append(f"hidden_act text {text['hidden_act']!r} / vision {vision['hidden_act']!r} (both 'quick_gelu' or both 'gelu')")
     if top["prompt_hidden_act"] != "quick_gelu":
@@ -186,9 +214,10 @@ def from_hf_xclip(path_or_dir: str | Path) -> XCLIP:
         raise CheckpointError(f"{config_path}: not a readable JSON file ({error})") from error
     config = xclip_config_from_hf(hf, str(config_path))
     config.pretrained = str(weights_path)
-    state = unwrap_state_dict(read_checkpoint(weights_path), weights_path)
+    state = convert_hf_state_dict(unwrap_state_dict(read_checkpoint(weights_path), weights_path), str(weights_path))
+    check_against_weights(config, {k: tuple(v.shape) for k, v in state.items()}, config_path, weights_path, _HF_NAMES)
     model = XCLIP(config)
-    load_strict(model, convert_hf_state_dict(state, str(weights_path)), str(weights_path))
+    load_strict(model, state, str(weights_path))
     return model.eval()
 
 
