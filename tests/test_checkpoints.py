@@ -32,6 +32,17 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, prompt):
     assert sorted((tmp_path / "ckpt").iterdir()) == [tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors"]
 
 
+
+def test_saving_onto_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = actionclip.create_model("test-tiny", visual_prompt="MeanP", num_frames=4, seed=0)
+    actionclip.save(model, tmp_path / "last")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()}
+    real_open = open
+    monkeypatch.setattr(checkpoints, "open", lambda path, mode="r": real_open("/dev/full", mode), raising=False)
+    with pytest.raises(OSError, match=r"no space left on device while writing .*last/model\.safetensors"):
+        actionclip.save(model, tmp_path / "last")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()} == before  # no partial file, nothing replaced
+
 def test_unimodal_round_trip(tmp_path):
     model = actionclip.create_model("test-tiny", visual_prompt="MeanP", arch="unimodal", num_classes=4, seed=0).eval()
     actionclip.save(model, tmp_path)

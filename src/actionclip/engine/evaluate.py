@@ -25,6 +25,7 @@ from actionclip.engine.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
+from actionclip.engine.signals import ignore_stop_signals
 
 
 def multiview_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str = "softmax",
@@ -68,7 +69,9 @@ def predict_dataset(
     model.eval()
     text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
     mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
-    loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad)
+    # Workers leave stop signals to the main process, which may be a training run finishing its epoch before it saves.
+    loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
+                        worker_init_fn=ignore_stop_signals)
     probabilities, targets, scored, bad = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
         bad.extend(batch.bad)

@@ -2,12 +2,15 @@
 ActionCLIP checkpoints (``model_state_dict`` + ``fusion_model_state_dict``)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 from pathlib import Path
 
+import safetensors.torch
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
 from actionclip.models.checkpoint_config import check_against_weights, check_config_dict, weight_shapes
@@ -21,20 +24,34 @@ FORMAT = "actionclip"
 
 
 def save(model: torch.nn.Module, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each via a temp file + rename)."""
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each via a unique temp file + rename)."""
     if getattr(model, "prepared_for_inference", False):
         raise ValueError("this model was prepared for inference (QuickGELU folded into its MLP weights, which are no "
                          "longer the model's own); save it before prepare_for_inference, or load it again")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights_tmp = directory / (WEIGHTS_FILE + ".tmp")
-    save_file(state, str(weights_tmp), metadata={"format": FORMAT})
-    config_tmp = directory / (CONFIG_FILE + ".tmp")
-    config_tmp.write_text(json.dumps({"format": FORMAT, "version": 1, "config": model.config.to_dict()}, indent=2))
-    os.replace(weights_tmp, directory / WEIGHTS_FILE)
-    os.replace(config_tmp, directory / CONFIG_FILE)
+    _write_atomically(directory / WEIGHTS_FILE, safetensors.torch.save(state, metadata={"format": FORMAT}))
+    config = {"format": FORMAT, "version": 1, "config": model.config.to_dict()}
+    _write_atomically(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
     return directory
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write under a name of this write's own, then rename: readers and other writers never see a partial file,
+    and a failed write leaves nothing behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} (the partial file was removed)") from None
+        raise
+    os.replace(tmp, path)
 
 
 def read_config(directory: str | Path) -> ActionCLIPConfig:
