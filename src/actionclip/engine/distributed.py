@@ -35,7 +35,12 @@ def init(device: str | None = None) -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"train.device {device!r} is not a device: cpu, cuda, cuda:1, ...") from None
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device {device!r}: CUDA is not available here")
     if torch_device.type == "cuda":
         torch_device = torch.device("cuda", local_rank)
         torch.cuda.set_device(torch_device)
