@@ -30,7 +30,7 @@ def _fake_run(run, k, top1):
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_plot_commands_write_pngs(tmp_path):
+def test_plot_commands_write_pngs(tmp_path, capsys):
     for k, top1 in [(2, 40.0), (4, 55.0), (8, 70.0)]:
         _fake_run(tmp_path / f"k{k}", k, top1)
     assert shots_of(tmp_path / "k4") == 4
@@ -38,5 +38,7 @@ def test_plot_commands_write_pngs(tmp_path):
     assert Image.open(tmp_path / "k2" / "training.png").size[0] > 500
     assert main(["plot", "--few-shot", *(str(tmp_path / f"k{k}") for k in (2, 4, 8)), "--output", str(tmp_path / "fs.png")]) == 0
     assert Image.open(tmp_path / "fs.png").size[0] > 300
-    with pytest.raises(FileNotFoundError, match="no metrics.jsonl"):
-        main(["plot", str(tmp_path)])
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path)]) == 2  # a folder that is not a run: one line
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "no metrics.jsonl" in error and error.count("\n") == 1
