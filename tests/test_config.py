@@ -97,8 +97,8 @@ def test_eval_views_from_the_command_line_are_checked_like_the_config(tmp_path, 
     assert error.startswith("error: ") and "eval.views must look like CLIPSxCROPS" in error and error.count("\n") == 1
 
 
-@pytest.mark.parametrize("device, message", [("tpu", "train.device 'tpu' is not a device: cpu, cuda, cuda:1, ..."),
-                                             ("cuda:0", "train.device 'cuda:0': CUDA is not available here")])
+@pytest.mark.parametrize("device, message", [("tpu", "train.device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+                                             ("cuda:0", "train.device cuda:0: CUDA is not available here")])
 def test_a_device_that_is_not_one_or_not_here_is_one_line(tmp_path, capsys, device, message):
     if device.startswith("cuda") and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")

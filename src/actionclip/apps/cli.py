@@ -92,26 +92,6 @@ def _plot(args) -> int:
     return 0
 
 
-def _device(name: str | None):
-    """The torch device ``--device`` names (None: CUDA when available), or ValueError naming it."""
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: not a device name (cpu, cuda, cuda:1, mps, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
-    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
-        raise ValueError(f"--device {name}: not available here")
-    return device
-
-
 def _check_minimums(args, minimums: dict[str, int]) -> None:
     """ValueError naming the first option given a value below its minimum (before anything slow starts)."""
     for option, minimum in minimums.items():
@@ -166,11 +146,12 @@ def _predict(args) -> int:
     from tqdm import tqdm
 
     from actionclip.apps.predict import format_result, iter_predictions, load_model, parse_labels, read_labels
+    from actionclip.engine.distributed import parse_device
     from actionclip.models.weight_files import CheckpointError
 
     try:
         _check_minimums(args, {"--frames": 1, "--top-k": 1, "--batch-size": 1, "--workers": 0, "--decode-short-side": 1})
-        device = _device(args.device)
+        device = parse_device(args.device, "--device")
         labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels)
         if args.model and not args.pretrained:
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
@@ -220,10 +201,11 @@ def _add_benchmark(sub) -> None:
 
 def _benchmark(args) -> int:
     from actionclip.apps.benchmark import benchmark, format_benchmark
+    from actionclip.engine.distributed import parse_device
 
     try:
         _check_minimums(args, {"--frames": 1, "--batch-size": 1, "--iterations": 1, "--workers": 0})
-        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, _device(args.device),
+        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, parse_device(args.device, "--device"),
                            args.iterations, args.video, args.workers, args.precision)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -33,20 +33,32 @@ def init(device: str | None = None) -> DistInfo:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"train.device {device!r} is not a device: cpu, cuda, cuda:1, ...") from None
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device {device!r}: CUDA is not available here")
+    torch_device = parse_device(device, "train.device")
     if torch_device.type == "cuda":
         torch_device = torch.device("cuda", local_rank)
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, torch_device)
+
+
+def parse_device(name: str | None, option: str) -> torch.device:
+    """The device ``name`` names (None: CUDA when available), or a ValueError naming ``option`` when it is not a device
+    or not on this machine."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{option} {name}: not a device name (cpu, cuda, cuda:1, mps, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{option} {name}: CUDA is not available here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    backend = getattr(torch, device.type, None)  # torch.cuda, torch.mps, torch.xpu, ...
+    if device.type != "cpu" and not (hasattr(backend, "is_available") and backend.is_available()):
+        raise ValueError(f"{option} {name}: not available here")
+    return device
 
 
 def cleanup() -> None:
