@@ -197,7 +197,8 @@ def test_dataset_items_and_classes(synthetic):
     ds = VideoDataset(samples, names, num_frames=8, mode="train", seed=0)
     assert len(ds) == 16 and ds.classes == synthetic.classes and ds.classes[1] == "red circle moving right"
     frames, label = ds[3]
-    assert frames.shape == (8, 3, 224, 224) and frames.dtype == torch.float32 and label == 1
+    assert frames.shape == (8, 3, 224, 224) and frames.dtype == torch.uint8 and label == 1  # normalised on the device
+    assert ds.normalization == "clip"
     assert torch.equal(ds[3][0], frames)  # same seed, epoch and index: same clip
     ds.set_epoch(1)
     assert not torch.equal(ds[3][0], frames)

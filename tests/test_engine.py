@@ -14,6 +14,7 @@ import torch
 import actionclip
 from actionclip.engine.config import load_config
 from actionclip.data.build import build_dataset
+from actionclip.data.transforms import normalize
 from actionclip.engine import distributed
 from actionclip.engine.evaluate import predict_dataset
 from actionclip.engine.run import run_evaluation, run_training
@@ -96,7 +97,7 @@ def test_multiview_is_thirty_forward_passes_averaged(data_root, tmp_path):
     result = predict_dataset(model, subset, dataset.classes, batch_size=1)
     assert sum(calls) == 30 * 4  # 30 views x 4 frames through the image encoder
     with torch.no_grad():
-        per_view = model.classify(video, dataset.classes)
+        per_view = model.classify(normalize(video), dataset.classes)  # the dataset's frames are uint8
     assert torch.allclose(result.probabilities[0], per_view.mean(0), atol=1e-5)
 
 

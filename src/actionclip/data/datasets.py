@@ -22,6 +22,8 @@ from .transforms import TestTransform, TrainTransform
 class VideoDataset(Dataset):
     """Clips of ``num_frames`` frames from ``samples``; items are ``(frames, label)``.
 
+    ``frames`` are uint8: the consumer moves them to its device and normalises them there with the dataset's
+    ``normalization`` statistics (``frames_to_device``).
     ``mode="train"``: random TSN sampling and ``TrainTransform``; ``frames`` is ``[T, 3, S, S]``.
     ``mode="test"``: centre sampling and ``TestTransform``; with ``num_clips > 1`` or a transform that
     returns several crops (``ThreeCropTransform``), ``frames`` is ``[views, T, 3, S, S]``, the views
@@ -59,6 +61,11 @@ class VideoDataset(Dataset):
         self.decode_short_side = decode_short_side
         self.mark_partly_read = mark_partly_read
         self.epoch = 0
+
+    @property
+    def normalization(self) -> str:
+        """The statistics the frames are normalised with once on the device: the transform's (CLIP's by default)."""
+        return getattr(self.transform, "normalization", "clip")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

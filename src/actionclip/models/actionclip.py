@@ -95,6 +95,7 @@ class ActionCLIP(nn.Module):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output), in fp32 whatever the
         weights' dtype (see ``actionclip.models.precision``)."""
+        _check_normalised(video)
         return self.video(video).float()
 
     def encode_text(self, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -187,6 +188,7 @@ class UnimodalClassifier(nn.Module):
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> ``[B, D]`` in fp32 whatever the weights' dtype (see ``actionclip.models.precision``)."""
+        _check_normalised(video)
         return self.video(video).float()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
