@@ -203,3 +203,32 @@ def test_xclip_recipe_trains_with_the_engine_and_beats_chance(data_root, tmp_pat
     assert summary["top1"] >= 1.5 * 25.0  # 4 classes
     model = actionclip.load(tmp_path / "xclip" / "last")
     assert isinstance(model, actionclip.XCLIP)
+
+
+def test_evaluation_runs_under_autocast_in_the_eval_precision(data_root, tmp_path, monkeypatch):
+    import actionclip.engine.run as run_module
+
+    config = load_config(None, _overrides(data_root, tmp_path / "amp", **{"eval.precision": "bf16"}))
+    build_dataset(config.data, "train", 4)
+    seen = []
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["autocast_dtype"])
+        return predict_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "predict_dataset", recording)
+    summary = run_evaluation(config)
+    assert seen == [torch.bfloat16] and summary["num_videos"] == 12
+    run_evaluation(load_config(None, _overrides(data_root, tmp_path / "fp32", **{"eval.precision": "fp32"})))
+    assert seen == [torch.bfloat16, None]
+
+
+def test_evaluation_on_cuda_allows_tf32_matmuls(monkeypatch):
+    from actionclip.engine.run import allow_tf32
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    allow_tf32(torch.device("cpu"))
+    assert not torch.backends.cuda.matmul.allow_tf32
+    allow_tf32(torch.device("cuda"))  # sets the flags only: no GPU needed
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
