@@ -67,8 +67,7 @@ def run_training(config: Config, resume: bool = False) -> dict:
 
 def allow_tf32(device: torch.device) -> None:
     """TF32 matmuls and convolutions on a CUDA device: the fp32 parts of an evaluation (all of it with
-    ``eval.precision: fp32``) run on the tensor cores, at 10 mantissa bits that top-1 over softmaxed scores
-    never notices."""
+    ``eval.precision: fp32``) run on the tensor cores, with 10 mantissa bits in the products instead of 23."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
