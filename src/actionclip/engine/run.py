@@ -16,7 +16,7 @@ from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
 from actionclip.models import checkpoints
 from actionclip.models.factory import create_model
-from actionclip.models.precision import DTYPES, prepare_for_inference, resolve_precision
+from actionclip.models.precision import prepare_for_inference, resolve_precision
 
 
 def model_from_config(config: ModelConfig, num_classes: int | None = None) -> torch.nn.Module:
@@ -78,8 +78,9 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
 
     With ``eval.splits`` or ``eval.class_subsets`` each part is evaluated and reported, then the mean and
     standard deviation of every metric over the parts (the zero-shot protocols). Reports go to ``output``.
-    ``eval.precision`` bf16 or fp16 (``auto``: bf16 on GPUs) casts the frame encoder's weights and runs the rest
-    under autocast in that dtype; similarities stay fp32 either way. On CUDA fp32 matmuls use TF32.
+    ``eval.precision`` bf16 or fp16 (``auto``: bf16 on GPUs) casts the frame encoder's weights, not autocast: the
+    once-per-video modules (temporal module, a classifier head) and the similarities stay fp32, which autocast would
+    round (``actionclip.models.precision``). On CUDA the fp32 matmuls use TF32.
     A model that cannot score the data (see ``eval_checks``) raises ``EvaluationMismatch`` before any video is decoded.
     """
     info = _start_process(config)
@@ -97,15 +98,13 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         check_image_size(model, source, config.data.image_size)
         warning = check_frames(model, source, config.model.num_frames)
         model = model.to(info.device)
-        precision = resolve_precision(config.eval.precision, info.device)
-        prepare_for_inference(model, precision)
+        prepare_for_inference(model, resolve_precision(config.eval.precision, info.device))
         allow_tf32(info.device)
         summaries = {}
         for name, (part, val_set) in parts.items():
             result = predict_dataset(
                 model, val_set, val_set.classes, templates=part.prompts.templates, ensemble=part.prompts.ensemble,
                 batch_size=part.eval.batch_size, workers=part.data.workers, info=info,
-                autocast_dtype=DTYPES[precision] if precision != "fp32" else None,
             )
             summaries[name] = summarize(result)
             if info.is_main:
