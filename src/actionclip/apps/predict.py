@@ -26,7 +26,7 @@ from actionclip.data.bad_samples import BadSample, IndexedSamples, collate_skip_
 from actionclip.data.build import parse_views
 from actionclip.data.datasets import VideoDataset
 from actionclip.data.decode import find_videos
-from actionclip.data.transforms import TestTransform, ThreeCropTransform, frames_to_device
+from actionclip.data.transforms import TestTransform, ThreeCropTransform
 from actionclip.engine.evaluate import multiview_probabilities
 from actionclip.models.checkpoints import CONFIG_FILE, load_any
 from actionclip.models.factory import create_model
@@ -210,8 +210,9 @@ def iter_predictions(
             for batch in loader:
                 results = {b.index: _error(b) for b in batch.bad}
                 if batch.frames is not None:
-                    frames = frames_to_device(batch.frames, device, dataset.dataset.normalization)
-                    probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size)
+                    frames = batch.frames.to(device, non_blocking=True)  # uint8: normalised chunk by chunk
+                    probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size,
+                                                            normalization=dataset.dataset.normalization)
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = _ranked(paths[index], row, labels, top_k)
                     for note in batch.partly_read:

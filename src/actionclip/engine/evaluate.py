@@ -37,16 +37,18 @@ FRAMES_PER_FORWARD = 512
 
 
 def multiview_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str = "softmax",
-                            chunk: int | None = None) -> torch.Tensor:
+                            chunk: int | None = None, normalization: str = "clip") -> torch.Tensor:
     """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views (``[B, T, 3, H, W]``:
     one view). With ``chunk`` the model sees at most that many clips at a time, so 10x3 views do not need 30 times the
-    memory of one."""
+    memory of one. uint8 videos are normalised (``normalization``) a chunk at a time, where they are, so that the
+    float frames of a whole batch never exist at once; float videos are taken as normalised."""
     if videos.ndim == 5:
         videos = videos[:, None]
     b, v = videos.shape[:2]
     clips = videos.flatten(0, 1)
     parts = clips.split(chunk) if chunk else [clips]
-    probabilities = torch.cat([model.video_probabilities(part, text_features, ensemble) for part in parts])
+    probabilities = torch.cat([model.video_probabilities(frames_to_device(part, part.device, normalization), text_features, ensemble)
+                               for part in parts])
     return probabilities.float().view(b, v, -1).mean(dim=1)
 
 
@@ -96,10 +98,10 @@ def predict_dataset(
         bad.extend(batch.bad)
         if batch.frames is None:
             continue
-        videos = frames_to_device(batch.frames, info.device, normalization)
+        videos = batch.frames.to(info.device, non_blocking=True)  # uint8: normalised chunk by chunk
         chunk = max(1, frames_per_forward // videos.shape[-4])
         with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            probabilities.append(multiview_probabilities(model, videos, text_features, ensemble, chunk).cpu())
+            probabilities.append(multiview_probabilities(model, videos, text_features, ensemble, chunk, normalization).cpu())
         targets.append(batch.labels)
         scored.append(batch.indices)
     model.train(was_training)
