@@ -7,7 +7,7 @@ of the list. Arrays are a handful of objects whose pages are only read, so they 
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
