@@ -197,12 +197,35 @@ def test_dataset_items_and_classes(synthetic):
     ds = VideoDataset(samples, names, num_frames=8, mode="train", seed=0)
     assert len(ds) == 16 and ds.classes == synthetic.classes and ds.classes[1] == "red circle moving right"
     frames, label = ds[3]
-    assert frames.shape == (8, 3, 224, 224) and frames.dtype == torch.float32 and label == 1
+    assert frames.shape == (8, 3, 224, 224) and frames.dtype == torch.uint8 and label == 1  # normalised on the device
+    assert ds.normalization == "clip"
     assert torch.equal(ds[3][0], frames)  # same seed, epoch and index: same clip
     ds.set_epoch(1)
     assert not torch.equal(ds[3][0], frames)
     override = VideoDataset(samples, names, class_texts=[f"class {i}" for i in range(8)])
     assert override.classes[7] == "class 7"
+
+
+def test_samples_are_kept_in_arrays_and_read_back_as_samples(tmp_path):
+    given = [Sample(str(tmp_path / "a b.mp4"), 2), Sample("vidéo/\udcff.mp4", 0, 40), Sample("c", (0, 2)), Sample("d", (1,))]
+    ds = VideoDataset(given, ["x", "y", "z"])
+    # A few numpy arrays, not one Python object per sample that every forked DataLoader worker would copy.
+    assert not isinstance(ds.samples, list)
+    assert {type(v) for v in vars(ds.samples).values()} == {np.ndarray}
+    assert len(ds.samples) == 4 and list(ds.samples) == given and ds.samples[-1] == given[-1]
+    assert ds.samples[1].num_frames == 40 and ds.samples[0].num_frames is None
+    with pytest.raises(IndexError):
+        ds.samples[4]
+    assert list(VideoDataset(ds.samples, ["x", "y", "z"]).samples) == given
+    with pytest.raises(ValueError, match="label 2 but only 2 class names"):
+        VideoDataset(given, ["x", "y"])
+
+
+def test_indexed_samples_keep_their_indices_in_an_array(synthetic):
+    ds = VideoDataset(synthetic.samples, synthetic.classes, num_frames=4, mode="test")
+    mine = IndexedSamples(ds, range(1, 16, 4))
+    assert isinstance(mine.indices, np.ndarray) and len(mine) == 4
+    assert mine[1][2] == 5 and type(mine[1][2]) is int
 
 
 def test_dataset_test_mode_and_multi_view(synthetic):

@@ -5,7 +5,8 @@ import torchvision.transforms.v2.functional as F
 
 from actionclip.data import CLIP_MEAN, CLIP_STD, ThreeCropTransform, TrainTransform, normalize
 from actionclip.data import TestTransform as EvalTransform  # a Test* name would be collected by pytest
-from actionclip.data.transforms import adjust_hue, fixed_crop_offsets, multi_scale_crop_box
+from actionclip.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, adjust_hue, fixed_crop_offsets, frames_to_device,
+                                        multi_scale_crop_box, to_tchw)
 
 MEAN = torch.tensor(CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(CLIP_STD).view(3, 1, 1)
@@ -15,8 +16,9 @@ def clip(T=4, H=256, W=340, seed=0):
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (T, H, W, 3), dtype=np.uint8))
 
 
-def denorm(x):
-    return (x * STD + MEAN) * 255
+def levels(x):
+    """The transforms' uint8 output as float pixel levels."""
+    return x.float()
 
 
 def test_normalize_uses_clip_mean_and_std():
@@ -51,10 +53,10 @@ def test_train_transform_shape_range_and_determinism():
     x = clip()
     tf = TrainTransform()
     out = tf(x, np.random.default_rng(3))
-    assert out.shape == (4, 3, 224, 224) and out.dtype == torch.float32
+    assert out.shape == (4, 3, 224, 224) and out.dtype == torch.uint8
     assert torch.equal(out, tf(x, np.random.default_rng(3)))
     assert not torch.equal(out, tf(x, np.random.default_rng(4)))
-    pixels = denorm(out)
+    pixels = levels(out)
     assert pixels.min() > -0.5 and pixels.max() < 255.5
 
 
@@ -71,19 +73,19 @@ def test_train_flip_and_grayscale_probabilities():
     x = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
     x[:, :, :32, 0] = 255  # red left half
     tf = TrainTransform(size=64, scales=(1.0,), jitter_p=0.0, grayscale_p=0.0)
-    flips = sum(denorm(tf(x, s))[0, 0, 32, 5] < 128 for s in range(400))
+    flips = sum(levels(tf(x, s))[0, 0, 32, 5] < 128 for s in range(400))
     assert 160 < flips < 240
     gray = TrainTransform(size=64, scales=(1.0,), jitter_p=0.0, grayscale_p=0.2, flip=False)
-    grays = sum(bool(torch.allclose(*denorm(gray(x, s))[0, :2, 32, 5].split(1), atol=1)) for s in range(400))
+    grays = sum(bool(torch.allclose(*levels(gray(x, s))[0, :2, 32, 5].split(1), atol=1)) for s in range(400))
     assert 50 < grays < 110
     no_flip = TrainTransform(size=64, scales=(1.0,), jitter_p=0.0, grayscale_p=0.0, flip=False)
-    assert all(denorm(no_flip(x, s))[0, 0, 32, 5] > 250 for s in range(20))
+    assert all(levels(no_flip(x, s))[0, 0, 32, 5] > 250 for s in range(20))
 
 
 def test_colour_jitter_changes_colours_per_clip():
     x = torch.full((2, 32, 32, 3), 100, dtype=torch.uint8)
     tf = TrainTransform(size=32, scales=(1.0,), jitter_p=1.0, grayscale_p=0.0, flip=False)
-    means = {round(float(denorm(tf(x, s)).mean()), 1) for s in range(20)}
+    means = {round(float(levels(tf(x, s)).mean()), 1) for s in range(20)}
     assert len(means) > 10
 
 
@@ -93,7 +95,7 @@ def test_test_transform_resize_and_centre_crop():
     out = EvalTransform()(x)
     assert out.shape == (2, 3, 224, 224)
     # 240x480 -> 256x512, centre crop columns 144..367: the white edge sits at column 256 - 144 = 112.
-    pixels = denorm(out)
+    pixels = levels(out)
     assert pixels[0, :, 100, 100].max() < 1 and pixels[0, :, 100, 124].min() > 254
     assert torch.equal(out, EvalTransform()(x, rng=5))
 
@@ -103,7 +105,7 @@ def test_three_crop_covers_the_long_side():
     x[..., :224, 0] = 255  # left half red
     out = ThreeCropTransform()(x)
     assert out.shape == (3, 3, 3, 224, 224)
-    red = denorm(out)[:, 0, 0].mean(dim=(-1, -2))
+    red = levels(out)[:, 0, 0].mean(dim=(-1, -2))
     assert red[0] > 254 and red[2] < 1 and 120 < red[1] < 135  # left crop red, right crop black, centre half
     tall = ThreeCropTransform(size=32)(torch.zeros(1, 96, 48, 3, dtype=torch.uint8))
     assert tall.shape == (3, 1, 3, 32, 32)
@@ -123,3 +125,38 @@ def test_adjust_hue_matches_torchvision(factor):
     assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
     if factor:
         assert (adjust_hue(x[2:], factor).int() - x[2:].int()).abs().float().mean() > 5
+
+
+def _float_path(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """What the transforms returned before frames stayed uint8: the same pixels normalised on the CPU in float32."""
+    return (x.float() / 255.0 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+@pytest.mark.parametrize("statistics", ["clip", "imagenet"])
+def test_uint8_frames_normalised_on_the_device_match_the_float_path(statistics):
+    mean, std = (CLIP_MEAN, CLIP_STD) if statistics == "clip" else (IMAGENET_MEAN, IMAGENET_STD)
+    x = clip(T=3, H=64, W=96)
+    resized = F.resize(to_tchw(x), [36], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+    cases = [
+        (EvalTransform(size=32, normalization=statistics)(x), _float_path(F.center_crop(resized, [32, 32]), mean, std)),
+        (ThreeCropTransform(size=32, scale_size=36, normalization=statistics)(x),
+         torch.stack([_float_path(resized[..., 2:34, left:left + 32], mean, std) for left in (0, 11, 22)])),
+    ]
+    train = TrainTransform(size=32, normalization=statistics)
+    cases.append((train(x, 7), _float_path(train(x, 7), mean, std)))
+    for uint8_frames, float_frames in cases:
+        assert uint8_frames.dtype == torch.uint8  # a quarter of float32's bytes through the DataLoader
+        on_device = frames_to_device(uint8_frames, "cpu", statistics)
+        assert on_device.dtype == torch.float32
+        torch.testing.assert_close(on_device, float_frames, rtol=0, atol=1e-6)
+    normalised = torch.randn(2, 3, 8, 8)
+    assert frames_to_device(normalised, "cpu") is normalised  # float frames are normalised already
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_frames_normalised_on_cuda_match_the_cpu():
+    frames = EvalTransform(size=32)(clip(T=2, H=40, W=48))
+    on_gpu = frames_to_device(frames, "cuda", "clip")
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), normalize(frames), rtol=0, atol=1e-6)

@@ -14,6 +14,7 @@ import torch
 import actionclip
 from actionclip.engine.config import load_config
 from actionclip.data.build import build_dataset
+from actionclip.data.transforms import normalize
 from actionclip.engine import distributed
 from actionclip.engine.evaluate import predict_dataset
 from actionclip.engine.run import run_evaluation, run_training
@@ -96,7 +97,7 @@ def test_multiview_is_thirty_forward_passes_averaged(data_root, tmp_path):
     result = predict_dataset(model, subset, dataset.classes, batch_size=1)
     assert sum(calls) == 30 * 4  # 30 views x 4 frames through the image encoder
     with torch.no_grad():
-        per_view = model.classify(video, dataset.classes)
+        per_view = model.classify(normalize(video), dataset.classes)  # the dataset's frames are uint8
     assert torch.allclose(result.probabilities[0], per_view.mean(0), atol=1e-5)
 
 
@@ -202,3 +203,20 @@ def test_xclip_recipe_trains_with_the_engine_and_beats_chance(data_root, tmp_pat
     assert summary["top1"] >= 1.5 * 25.0  # 4 classes
     model = actionclip.load(tmp_path / "xclip" / "last")
     assert isinstance(model, actionclip.XCLIP)
+
+
+def test_kinetics_configs_evaluate_in_low_precision_on_gpus():
+    # ~19M frame forwards for K400 10x3: fp32 weights on a GPU would be the slow path.
+    for path in sorted((REPO / "configs" / "k400").glob("*.yaml")):
+        assert load_config(str(path), []).eval.precision == "auto", path
+
+
+def test_evaluation_on_cuda_allows_tf32_matmuls(monkeypatch):
+    from actionclip.engine.run import allow_tf32
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    allow_tf32(torch.device("cpu"))
+    assert not torch.backends.cuda.matmul.allow_tf32
+    allow_tf32(torch.device("cuda"))  # sets the flags only: no GPU needed
+    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 import actionclip
 from actionclip.losses import kl_contrastive_loss
+from actionclip.models.actionclip import ensemble_probabilities
 from actionclip.models.temporal import Conv1D
 from actionclip.models.video import temporal_shift
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
@@ -141,3 +142,24 @@ def test_transf_heads_follow_text_width_like_the_official_code():
     assert block.attn.num_heads == 1 and len(model.video.temporal.transformer.resblocks) == 6
     assert block.ln_1.eps == 1e-12
     assert model.video.temporal.frame_position_embeddings.weight.shape == (77, 64)
+
+
+def test_similarities_stay_fp32_under_bf16_autocast():
+    # At scale 100, bf16 rounds logits near 25 to steps of 0.125: near-tie top-1s among 400 classes would flip.
+    generator = torch.Generator().manual_seed(0)
+    video = F.normalize(torch.randn(4, 64, generator=generator), dim=-1)
+    text = F.normalize(torch.randn(2, 400, 64, generator=generator), dim=-1)
+    for ensemble in ("softmax", "embedding"):
+        expected = ensemble_probabilities(video, text, ensemble)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            probabilities = ensemble_probabilities(video, text, ensemble)
+        assert probabilities.dtype == torch.float32
+        torch.testing.assert_close(probabilities, expected, rtol=0, atol=1e-6)
+    model = actionclip.create_model("test-tiny", visual_prompt="Transf", seed=0).eval()
+    cached = model.encode_text(model.tokenize(LABELS)).detach()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        per_video, per_text = model(random_video(batch=2), text_features=cached)
+        v, t, scale = model(random_video(batch=2), text_features=cached, normalized_features=True)
+    assert per_video.dtype == per_text.dtype == torch.float32
+    torch.testing.assert_close(per_video, scale * v @ t.T, rtol=0, atol=1e-5)
+    torch.testing.assert_close(per_text, per_video.T, rtol=0, atol=1e-5)

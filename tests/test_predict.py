@@ -48,7 +48,7 @@ def expected_probabilities(model, path, labels, views="1x1", templates=None, sho
         clips = [data.TestTransform(size)(video.read(data.sample_indices(video.num_frames, frames, "test")))]
     else:
         clips = [view for clip in data.sample_clips(video.num_frames, frames, 10) for view in data.ThreeCropTransform(size)(video.read(clip))]
-    return model.classify(torch.stack(clips), labels, templates).mean(dim=0)
+    return model.classify(data.normalize(torch.stack(clips)), labels, templates).mean(dim=0)
 
 
 def run_cli(capsys, *args):

@@ -388,3 +388,17 @@ def test_videox_loader_refuses_other_pickled_objects(tmp_path):
         actionclip.from_videox_checkpoint(tmp_path / "truncated.pth")
     with pytest.raises(CheckpointError, match=r"clip\.pth: not an X-CLIP checkpoint \(no 'mit.positional_embedding'"):
         actionclip.from_videox_checkpoint(tmp_path / "clip.pth")
+
+
+def test_xclip_similarities_stay_fp32_under_bf16_autocast(monkeypatch):
+    model = actionclip.create_model("test-tiny", arch="xclip", num_frames=3, seed=0).eval()
+    # Without the prompt generator the logits are the similarities alone, so autocast must leave them unchanged.
+    monkeypatch.setattr(model.prompts_generator, "forward", lambda text, visual: torch.zeros_like(text))
+    with torch.no_grad():
+        video_features, visual_tokens = model.video(random_video(batch=2, frames=3))
+        text_features = model.encode_text(model.tokenize(LABELS))
+        expected = model._logits(video_features, visual_tokens, text_features)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model._logits(video_features, visual_tokens, text_features)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)

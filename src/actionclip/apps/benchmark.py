@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_c
 
 from actionclip.apps.predict import PathLike, collect_videos, model_image_size, video_clips
 from actionclip.data.bad_samples import collate_skip_bad
+from actionclip.data.transforms import frames_to_device
 from actionclip.models.factory import create_model
 from actionclip.models.precision import DTYPES, prepare_for_inference, resolve_precision
 
@@ -174,7 +175,7 @@ def end_to_end_throughput(model: nn.Module, videos: PathLike | Sequence[PathLike
         batch = next(batches)
         if batch.bad:
             raise ValueError(f"{batch.bad[0].path}: {batch.bad[0].reason}")
-        model.encode_video(batch.frames.to(device, non_blocking=True))
+        model.encode_video(frames_to_device(batch.frames, device, dataset.dataset.normalization))
         return len(batch.frames)
 
     return throughput(step, iterations, 1, device)

@@ -210,8 +210,9 @@ def iter_predictions(
             for batch in loader:
                 results = {b.index: _error(b) for b in batch.bad}
                 if batch.frames is not None:
-                    frames = batch.frames.to(device, non_blocking=True)
-                    probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size)
+                    frames = batch.frames.to(device, non_blocking=True)  # uint8: normalised chunk by chunk
+                    probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size,
+                                                            normalization=dataset.dataset.normalization)
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = _ranked(paths[index], row, labels, top_k)
                     for note in batch.partly_read:

@@ -10,14 +10,15 @@ from .decode import (FRAME_OFFSET, FRAME_TEMPLATE, VIDEO_EXTENSIONS, FrameFolder
 from .sampling import sample_clips, sample_indices
 from .subsets import base_novel_split, class_subsets, k_shot, select_classes
 from .synthetic import SyntheticDataset, make_synthetic_dataset, write_video
-from .transforms import CLIP_MEAN, CLIP_STD, TestTransform, ThreeCropTransform, TrainTransform, normalize
+from .transforms import (CLIP_MEAN, CLIP_STD, TestTransform, ThreeCropTransform, TrainTransform, frames_to_device,
+                         normalize)
 
 __all__ = [
     "AnnotationError", "BadSample", "BadSampleGuard", "Batch", "CLIP_MEAN", "CLIP_STD", "CheckResult",
     "FRAME_OFFSET", "FRAME_TEMPLATE", "FrameFolder", "IndexedSamples", "Sample", "SeededSamples", "SyntheticDataset",
     "TestTransform", "ThreeCropTransform", "TooManyBadSamples", "TrainTransform", "VIDEO_EXTENSIONS", "VideoDataset",
     "VideoFile", "VideoReadError", "base_novel_split", "charades_csv", "check_video", "check_videos", "class_subsets",
-    "collate_skip_bad", "count_frames", "fail_if_too_many", "folder_dataset", "hmdb51_split", "k_shot",
+    "collate_skip_bad", "count_frames", "fail_if_too_many", "folder_dataset", "frames_to_device", "hmdb51_split", "k_shot",
     "kinetics_csv", "make_synthetic_dataset", "normalize", "open_video", "parse_official_list", "parse_video_list",
     "read_class_names", "read_frames", "sample_clips", "sample_indices", "select_classes", "ucf101_split",
     "video_list_dataset", "write_video",

@@ -97,13 +97,14 @@ class IndexedSamples(Dataset):
 
     def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None):
         self.dataset = dataset
-        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+        # An array, not a list of ints: forked DataLoader workers would each copy the pages of 240k int objects.
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int):
-        index = self.indices[position]
+        index = int(self.indices[position])
         item = self.dataset[index]
         if isinstance(item, PartlyRead):
             return PartlyRead((*item.item, index), item.note)

@@ -168,10 +168,14 @@ def build_dataset(config: DataConfig, subset: str, num_frames: int, seed: int = 
     if subset == "train":
         randaugment = (2, 9) if config.randaugment else None
         transform, num_clips = TrainTransform(size=config.image_size, randaugment=randaugment, normalization=config.normalization, **config.train_transform), 1
+        decode_short_side = None  # the multi-scale crops are taken from the full frame
     else:
         num_clips, crops = parse_views(views)
         test_transform = ThreeCropTransform if crops == 3 else TestTransform
         transform = test_transform(size=config.image_size, normalization=config.normalization)
+        # Scaled down while decoding, to the side the transform resizes to anyway: 10 clips of 32 frames at 1080p
+        # would otherwise be 6 GB of RGB per video.
+        decode_short_side = transform.short_side
     return VideoDataset(
         samples,
         class_names,
@@ -183,4 +187,5 @@ def build_dataset(config: DataConfig, subset: str, num_frames: int, seed: int = 
         class_texts=class_texts,
         frame_template=config.frame_template,
         frame_offset=config.frame_offset,
+        decode_short_side=decode_short_side,
     )

@@ -15,6 +15,7 @@ from ..prompts import clean_class_name
 from .annotations import Sample, check_labels
 from .bad_samples import BadSample, PartlyRead
 from .decode import FRAME_OFFSET, FRAME_TEMPLATE, VideoReadError, open_video
+from .sample_table import SampleTable
 from .sampling import sample_clips, sample_indices
 from .transforms import TestTransform, TrainTransform
 
@@ -22,6 +23,8 @@ from .transforms import TestTransform, TrainTransform
 class VideoDataset(Dataset):
     """Clips of ``num_frames`` frames from ``samples``; items are ``(frames, label)``.
 
+    ``frames`` are uint8: the consumer moves them to its device and normalises them there with the dataset's
+    ``normalization`` statistics (``frames_to_device``). ``samples`` are kept as a ``SampleTable``.
     ``mode="train"``: random TSN sampling and ``TrainTransform``; ``frames`` is ``[T, 3, S, S]``.
     ``mode="test"``: centre sampling and ``TestTransform``; with ``num_clips > 1`` or a transform that
     returns several crops (``ThreeCropTransform``), ``frames`` is ``[views, T, 3, S, S]``, the views
@@ -44,10 +47,11 @@ class VideoDataset(Dataset):
             raise ValueError("num_clips > 1 is for multi-view testing (mode='test')")
         if class_texts is not None and len(class_texts) != len(class_names):
             raise ValueError(f"{len(class_texts)} class texts for {len(class_names)} classes")
-        self.samples = list(samples)
+        samples = list(samples)
         self.class_names = list(class_names)
         self.classes = list(class_texts) if class_texts is not None else [clean_class_name(c) for c in class_names]
-        check_labels(self.samples, self.class_names, "samples")
+        check_labels(samples, self.class_names, "samples")
+        self.samples = SampleTable(samples)
         self.num_frames = num_frames
         self.mode = mode
         self.transform = transform or (TrainTransform() if mode == "train" else TestTransform())
@@ -59,6 +63,11 @@ class VideoDataset(Dataset):
         self.decode_short_side = decode_short_side
         self.mark_partly_read = mark_partly_read
         self.epoch = 0
+
+    @property
+    def normalization(self) -> str:
+        """The statistics the frames are normalised with once on the device: the transform's (CLIP's by default)."""
+        return getattr(self.transform, "normalization", "clip")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -1,4 +1,8 @@
-"""Clip transforms: uint8 frames ``[T, H, W, 3]`` in, CLIP-normalised float ``[T, 3, S, S]`` out.
+"""Clip transforms: uint8 frames ``[T, H, W, 3]`` in, uint8 ``[T, 3, S, S]`` out.
+
+Normalisation (:func:`normalize`, via :func:`frames_to_device`) happens after the clip reaches the device: uint8
+frames are a quarter of the bytes float32 ones are through the DataLoader's shared memory, the pinned copy and
+the host-to-device transfer.
 
 They follow the official ``utils/Augmentation.py`` chain, but work on the whole clip as one tensor and
 draw every random choice once per clip: the crop, the flip and the grayscale coin flip are per clip in
@@ -39,9 +43,17 @@ def to_tchw(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def normalize(frames: torch.Tensor, statistics: str = "clip") -> torch.Tensor:
-    """uint8 ``[..., 3, H, W]`` -> float32 scaled to [0, 1] and normalised with CLIP's (or ImageNet's) mean and std."""
-    mean, std = NORMALIZATIONS[statistics]
-    return (frames.float() / 255.0 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    """uint8 ``[..., 3, H, W]`` -> float32 scaled to [0, 1] and normalised with CLIP's (or ImageNet's) mean and std,
+    on the frames' device."""
+    mean, std = (torch.tensor(v, device=frames.device).view(3, 1, 1) for v in NORMALIZATIONS[statistics])
+    return (frames.float() / 255.0 - mean) / std
+
+
+def frames_to_device(frames: torch.Tensor, device: torch.device | str, statistics: str = "clip") -> torch.Tensor:
+    """A batch of frames on ``device``, ready for a model: uint8 frames (what the datasets give) are moved, then
+    normalised there with ``statistics``; float frames are taken as normalised already and only moved."""
+    frames = frames.to(device, non_blocking=True)
+    return normalize(frames, statistics) if frames.dtype == torch.uint8 else frames
 
 
 def fixed_crop_offsets(width: int, height: int, crop_w: int, crop_h: int) -> list[tuple[int, int]]:
@@ -125,7 +137,7 @@ class TrainTransform:
             x = self._jitter(x, rng)
         if rng.random() < self.grayscale_p:
             x = F.rgb_to_grayscale(x, num_output_channels=3)
-        return normalize(x, self.normalization)
+        return x
 
     def _jitter(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         # torchvision's ColorJitter: the four adjustments in random order, factors drawn once (per clip).
@@ -150,11 +162,15 @@ class TestTransform:
     scale_size: int | None = None
     normalization: str = "clip"  # or "imagenet" (X-CLIP)
 
+    @property
+    def short_side(self) -> int:
+        """The short side frames are resized to before cropping: decoding needs no more."""
+        return self.scale_size or self.size * 256 // 224
+
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator | int | None = None) -> torch.Tensor:
         x = to_tchw(frames)
-        x = F.resize(x, [self.scale_size or self.size * 256 // 224], interpolation=v2.InterpolationMode.BICUBIC,
-                     antialias=True)
-        return normalize(F.center_crop(x, [self.size, self.size]), self.normalization)
+        x = F.resize(x, [self.short_side], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        return F.center_crop(x, [self.size, self.size])
 
 
 @dataclass
@@ -166,9 +182,14 @@ class ThreeCropTransform:
     scale_size: int | None = None
     normalization: str = "clip"  # or "imagenet" (X-CLIP)
 
+    @property
+    def short_side(self) -> int:
+        """The short side frames are resized to before cropping: decoding needs no more."""
+        return self.scale_size or self.size
+
     def __call__(self, frames: np.ndarray | torch.Tensor, rng: np.random.Generator | int | None = None) -> torch.Tensor:
         x = to_tchw(frames)
-        x = F.resize(x, [self.scale_size or self.size], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
+        x = F.resize(x, [self.short_side], interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
         height, width = x.shape[-2:]
         if min(height, width) < self.size:
             raise ValueError(f"scale_size {self.scale_size} is smaller than the crop size {self.size}")
@@ -177,4 +198,4 @@ class ThreeCropTransform:
             corners = [(0, (height - s) // 2), ((width - s) // 2, (height - s) // 2), (width - s, (height - s) // 2)]
         else:
             corners = [((width - s) // 2, 0), ((width - s) // 2, (height - s) // 2), ((width - s) // 2, height - s)]
-        return torch.stack([normalize(x[..., top:top + s, left:left + s], self.normalization) for left, top in corners])
+        return torch.stack([x[..., top:top + s, left:left + s] for left, top in corners])

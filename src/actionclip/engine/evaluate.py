@@ -1,8 +1,12 @@
 """Evaluation: every video scored once (no ``drop_last``), text features computed once, single or multi-view.
 
 A dataset item is ``(video, target)``; ``video`` is ``[T, 3, H, W]`` (one view) or ``[V, T, 3, H, W]``
-(V = clips x crops, whose class probabilities are averaged, as the paper averages the scores of all views);
+(V = clips x crops, whose class probabilities are averaged, as the paper averages the scores of all views),
+uint8 (normalised on the device with the dataset's ``normalization``) or float (already normalised);
 ``target`` is a class index, or a multi-hot vector for multi-label data (Charades: reported as mAP).
+
+Memory is bounded whatever the views and the batch size: the model sees at most ``FRAMES_PER_FORWARD`` frames at
+a time (10x3 views of 32 frames for 16 videos would be 15,360 frames, ~37 GB of ViT-B/16 activations in fp32).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from actionclip.data.bad_samples import IndexedSamples, collate_skip_bad
+from actionclip.data.transforms import frames_to_device
 from actionclip.engine import distributed
 from actionclip.engine.distributed import DistInfo
 from actionclip.engine.metrics import (
@@ -27,19 +32,31 @@ from actionclip.engine.metrics import (
 )
 from actionclip.engine.signals import ignore_stop_signals
 
+# ViT-B/16 activations for 512 frames are ~1.2 GB in fp32; larger forwards gain next to nothing on a GPU.
+FRAMES_PER_FORWARD = 512
+
 
 def multiview_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str = "softmax",
-                            chunk: int | None = None) -> torch.Tensor:
+                            chunk: int | None = None, normalization: str = "clip") -> torch.Tensor:
     """Class probabilities ``[B, C]`` for ``[B, V, T, 3, H, W]`` videos, averaged over the V views (``[B, T, 3, H, W]``:
     one view). With ``chunk`` the model sees at most that many clips at a time, so 10x3 views do not need 30 times the
-    memory of one."""
+    memory of one. uint8 videos are normalised (``normalization``) a chunk at a time, where they are, so that the
+    float frames of a whole batch never exist at once; float videos are taken as normalised."""
     if videos.ndim == 5:
         videos = videos[:, None]
     b, v = videos.shape[:2]
     clips = videos.flatten(0, 1)
     parts = clips.split(chunk) if chunk else [clips]
-    probabilities = torch.cat([model.video_probabilities(part, text_features, ensemble) for part in parts])
+    probabilities = torch.cat([model.video_probabilities(frames_to_device(part, part.device, normalization), text_features, ensemble)
+                               for part in parts])
     return probabilities.float().view(b, v, -1).mean(dim=1)
+
+
+def _normalization(dataset: Dataset) -> str:
+    """The statistics of a ``VideoDataset``, also inside a ``Subset`` or ``IndexedSamples``; CLIP's otherwise."""
+    while not hasattr(dataset, "normalization") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    return getattr(dataset, "normalization", "clip")
 
 
 class EvalResult(NamedTuple):
@@ -62,24 +79,29 @@ def predict_dataset(
     info: DistInfo = DistInfo(),
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
+    frames_per_forward: int = FRAMES_PER_FORWARD,
 ) -> EvalResult:
     """Probabilities ``[N, C]`` and targets of every readable item of ``dataset``, in dataset order, on every
-    rank, and the list of unreadable ones; a progress bar on the main rank unless ``progress`` is False."""
+    rank, and the list of unreadable ones; a progress bar on the main rank unless ``progress`` is False.
+    ``batch_size`` videos are decoded together; their clips go through the model in chunks of at most
+    ``frames_per_forward`` frames (at least one clip)."""
     was_training = model.training
     model.eval()
     text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
     mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
     # Workers leave stop signals to the main process, which may be a training run finishing its epoch before it saves.
     loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
-                        worker_init_fn=ignore_stop_signals)
+                        worker_init_fn=ignore_stop_signals, pin_memory=info.device.type == "cuda")
+    normalization = _normalization(dataset)
     probabilities, targets, scored, bad = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
         bad.extend(batch.bad)
         if batch.frames is None:
             continue
-        videos = batch.frames.to(info.device, non_blocking=True)
+        videos = batch.frames.to(info.device, non_blocking=True)  # uint8: normalised chunk by chunk
+        chunk = max(1, frames_per_forward // videos.shape[-4])
         with torch.autocast(info.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            probabilities.append(multiview_probabilities(model, videos, text_features, ensemble).cpu())
+            probabilities.append(multiview_probabilities(model, videos, text_features, ensemble, chunk, normalization).cpu())
         targets.append(batch.labels)
         scored.append(batch.indices)
     model.train(was_training)

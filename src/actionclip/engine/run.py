@@ -65,11 +65,22 @@ def run_training(config: Config, resume: bool = False) -> dict:
         distributed.cleanup()
 
 
+def allow_tf32(device: torch.device) -> None:
+    """TF32 matmuls and convolutions on a CUDA device: the fp32 parts of an evaluation (all of it with
+    ``eval.precision: fp32``) run on the tensor cores, with 10 mantissa bits in the products instead of 23."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def run_evaluation(config: Config, checkpoint: str | None = None, output: str | None = None) -> dict:
     """Evaluate a checkpoint (or the config's model) on the config's validation data with ``eval.views``.
 
     With ``eval.splits`` or ``eval.class_subsets`` each part is evaluated and reported, then the mean and
     standard deviation of every metric over the parts (the zero-shot protocols). Reports go to ``output``.
+    ``eval.precision`` bf16 or fp16 (``auto``: bf16 on GPUs) casts the frame encoder's weights, not autocast: the
+    once-per-video modules (temporal module, a classifier head) and the similarities stay fp32, which autocast would
+    round (``actionclip.models.precision``). On CUDA the fp32 matmuls use TF32.
     A model that cannot score the data (see ``eval_checks``) raises ``EvaluationMismatch`` before any video is decoded.
     """
     info = _start_process(config)
@@ -88,6 +99,7 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         warning = check_frames(model, source, config.model.num_frames)
         model = model.to(info.device)
         prepare_for_inference(model, resolve_precision(config.eval.precision, info.device))
+        allow_tf32(info.device)
         summaries = {}
         for name, (part, val_set) in parts.items():
             result = predict_dataset(

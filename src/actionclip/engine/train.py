@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from actionclip.data.bad_samples import BadSample, SeededSamples, collate_skip_bad, fail_if_too_many
+from actionclip.data.transforms import frames_to_device
 from actionclip.engine import distributed
 from actionclip.engine.config import Config
 from actionclip.engine.distributed import DistInfo
@@ -281,7 +282,8 @@ class Trainer:
                     torch.manual_seed(config.train.seed * 1_000_003 + self.state.global_step * accumulation + micro_step % accumulation)
                     with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                         labels = _single_labels(batch.labels, batch.seeds).to(info.device)
-                        loss = self.objective(self.ddp, batch.frames.to(info.device, non_blocking=True), labels, seeds=batch.seeds)
+                        frames = frames_to_device(batch.frames, info.device, getattr(self.train_set, "normalization", "clip"))
+                        loss = self.objective(self.ddp, frames, labels, seeds=batch.seeds)
                     if not torch.isfinite(loss):
                         raise TrainingDiverged(
                             f"loss is {loss.item()} at epoch {epoch}, step {self.state.global_step}; "

@@ -2,6 +2,7 @@
 unimodal baseline of Table 1 (the same video encoder with a linear head)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -18,6 +19,12 @@ from actionclip.prompts import clean_class_name, fill_templates, resolve_templat
 
 # The official test arithmetic scores with a fixed scale of 100, not the learned temperature.
 TEST_LOGIT_SCALE = 100.0
+
+
+def fp32_similarities(device: torch.device):
+    """Autocast off on ``device``, for similarities times the logit scale: in bf16 logits near 25 are rounded to
+    steps of 0.125, and near-tie top-1s among 400 classes flip."""
+    return torch.autocast(device.type, enabled=False) if torch.amp.is_autocast_available(device.type) else contextlib.nullcontext()
 
 
 @dataclass
@@ -65,6 +72,12 @@ def _video_encoder(config: ActionCLIPConfig, visual: nn.Module) -> VideoEncoder:
     )
 
 
+def _check_normalised(video: torch.Tensor) -> None:
+    # The datasets' uint8 frames cast to float would be scored as they are, silently wrong.
+    if video.dtype == torch.uint8:
+        raise TypeError("uint8 frames: normalise them first (actionclip.data.normalize or frames_to_device)")
+
+
 class ActionCLIP(nn.Module):
     default_templates = "actionclip"  # the official 16
 
@@ -82,6 +95,7 @@ class ActionCLIP(nn.Module):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output), in fp32 whatever the
         weights' dtype (see ``actionclip.models.precision``)."""
+        _check_normalised(video)
         return self.video(video).float()
 
     def encode_text(self, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -104,11 +118,12 @@ class ActionCLIP(nn.Module):
         if (tokens is None) == (text_features is None):
             raise ValueError("give exactly one of tokens and text_features")
         video_features = F.normalize(self.encode_video(video), dim=-1)
-        text_features = F.normalize(self.encode_text(tokens) if text_features is None else text_features, dim=-1)
+        text_features = F.normalize((self.encode_text(tokens) if text_features is None else text_features).float(), dim=-1)
         scale = self.logit_scale.float().exp()
         if normalized_features:
             return video_features, text_features, scale
-        return scale * video_features @ text_features.t(), scale * text_features @ video_features.t()
+        with fp32_similarities(video_features.device):
+            return scale * video_features @ text_features.t(), scale * text_features @ video_features.t()
 
     @torch.no_grad()
     def class_text_features(self, labels: Sequence[str], templates=None, clean_labels: bool = False) -> torch.Tensor:
@@ -147,13 +162,15 @@ class ActionCLIP(nn.Module):
 
 
 def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
-    """Probabilities ``[B, C]`` from normalised video features ``[B, D]`` and text features ``[K, C, D]``."""
-    if ensemble == "softmax":
-        similarity = TEST_LOGIT_SCALE * torch.einsum("bd,kcd->bkc", video_features, text_features.to(video_features.dtype))
-        return similarity.softmax(dim=-1).mean(dim=1)
-    if ensemble == "embedding":
-        class_features = F.normalize(text_features.mean(dim=0), dim=-1).to(video_features.dtype)
-        return (TEST_LOGIT_SCALE * video_features @ class_features.t()).softmax(dim=-1)
+    """Probabilities ``[B, C]`` from normalised video features ``[B, D]`` and text features ``[K, C, D]``, in fp32."""
+    video_features, text_features = video_features.float(), text_features.float()
+    with fp32_similarities(video_features.device):
+        if ensemble == "softmax":
+            similarity = TEST_LOGIT_SCALE * torch.einsum("bd,kcd->bkc", video_features, text_features)
+            return similarity.softmax(dim=-1).mean(dim=1)
+        if ensemble == "embedding":
+            class_features = F.normalize(text_features.mean(dim=0), dim=-1)
+            return (TEST_LOGIT_SCALE * video_features @ class_features.t()).softmax(dim=-1)
     raise ValueError(f"ensemble must be 'softmax' or 'embedding', got {ensemble!r}")
 
 
@@ -171,6 +188,7 @@ class UnimodalClassifier(nn.Module):
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> ``[B, D]`` in fp32 whatever the weights' dtype (see ``actionclip.models.precision``)."""
+        _check_normalised(video)
         return self.video(video).float()
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:

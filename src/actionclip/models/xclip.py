@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
-from actionclip.models.actionclip import ActionCLIPConfig
+from actionclip.models.actionclip import ActionCLIPConfig, fp32_similarities
 from actionclip.models.backbone import build_clip
 from actionclip.models.text import TextEncoder, make_tokenizer
 from actionclip.prompts import clean_class_name, fill_templates, resolve_templates
@@ -239,10 +239,11 @@ class XCLIP(nn.Module):
     def _logits(self, video_features: torch.Tensor, visual_tokens: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         text = text_features.to(video_features.dtype).unsqueeze(0).expand(video_features.shape[0], -1, -1)
         text = text + self.prompts_generator(text, visual_tokens)
-        # Similarities and the temperature in fp32 even when the weights are bf16.
+        # Similarities and the temperature in fp32 even when the weights are bf16 or autocast is on.
         video_features = F.normalize(video_features.float(), dim=-1)
         text = F.normalize(text.float(), dim=-1)
-        return self.logit_scale.float().exp() * torch.einsum("bd,bcd->bc", video_features, text)
+        with fp32_similarities(video_features.device):
+            return self.logit_scale.float().exp() * torch.einsum("bd,bcd->bc", video_features, text)
 
     @torch.no_grad()
     def class_text_features(self, labels: Sequence[str], templates=None, clean_labels: bool = False) -> torch.Tensor:

@@ -19,7 +19,7 @@ from actionclip.models.text import make_tokenizer
 
 
 class _Items(Dataset):
-    """(CLIP-normalised video, label) items for ``predict_dataset``."""
+    """(uint8 video, label) items for ``predict_dataset``, which normalises them with CLIP's statistics."""
 
     def __init__(self, videos: Videos):
         self.videos = videos
@@ -28,7 +28,7 @@ class _Items(Dataset):
         return len(self.videos.labels)
 
     def __getitem__(self, i: int):
-        return normalize(self.videos.frames[i]), int(self.videos.labels[i])
+        return self.videos.frames[i], int(self.videos.labels[i])
 
 
 def class_probabilities(model, variant: Variant, videos: Videos) -> torch.Tensor:
