@@ -39,6 +39,7 @@ from actionclip.engine.run_dir import (
 )
 from actionclip.engine.signals import StopSignals, TrainingInterrupted, ignore_stop_signals
 from actionclip.models import checkpoints
+from actionclip.models.precision import cuda_has_native_bf16
 
 RESUMABLE_KEYS = ("model", "optimizer", "scheduler", "scaler", "state")
 
@@ -80,7 +81,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cuda_has_native_bf16(device) else torch.float16
     if precision in ("bf16", "fp16"):
         if precision == "fp16" and device.type != "cuda":
             raise ValueError("fp16 autocast needs a GPU; use bf16 or fp32 on CPU")
