@@ -25,7 +25,7 @@ from actionclip.engine.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
-from actionclip.engine.signals import ignore_stop_signals
+from actionclip.engine.workers import init_worker
 
 
 def multiview_probabilities(model, videos: torch.Tensor, text_features: torch.Tensor | None, ensemble: str = "softmax",
@@ -71,7 +71,7 @@ def predict_dataset(
     mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
     # Workers leave stop signals to the main process, which may be a training run finishing its epoch before it saves.
     loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
-                        worker_init_fn=ignore_stop_signals)
+                        worker_init_fn=init_worker)
     probabilities, targets, scored, bad = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
         bad.extend(batch.bad)

@@ -153,6 +153,21 @@ def retain_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
 
 
+# glibc's own values (its dynamic mmap threshold, turned off by any setting, stays off)
+_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def release_freed_memory() -> bool:
+    """Undo :func:`retain_freed_memory` in a process that inherited it by fork (a DataLoader worker, which holds no
+    large activations), and hand back the freed memory it inherited. Returns whether the setting took."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    done = bool(libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD))
+    libc.malloc_trim(0)
+    return done
+
+
 def _cast_per_frame_weights(model: nn.Module, dtype: torch.dtype) -> None:
     """Cast the floating-point parameters and buffers of ``model``'s children to ``dtype``, except the text tower,
     a ``head`` and ActionCLIP's temporal modules; the model's own (the logit scale) stay fp32 too. Those left out
