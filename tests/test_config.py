@@ -80,7 +80,7 @@ def test_train_and_eval_report_a_config_mistake_in_one_line(tmp_path, capsys):
     ("eval.splits=abc", r"config\.eval\.splits: expected a list of an integer or null, got 'abc'"),
     ("eval.splits=[1, x]", r"config\.eval\.splits\[1\]: expected an integer, got 'x'"),
     ("prompts.templates={a: 1}", r"config\.prompts\.templates: expected a string or a list of a string"),
-    ("train.gather_features=maybe", r"config\.train\.gather_features: expected true or false, got 'maybe'"),
+    ("train.gather_features=maybe", r"config\.train\.gather_features: expected true or false or null, got 'maybe'"),
     ("optim.warmup_epochs=60", r"optim\.warmup_epochs \(60\.0\) must be >= 0 and less than optim\.epochs \(50\)"),
     ("eval.views=garbage", r"config: eval\.views must look like CLIPSxCROPS"),
 ])

@@ -50,7 +50,8 @@ def test_training_learns_and_writes_a_run(data_root, tmp_path):
 
 
 def test_torchrun_two_processes_matches_one_process(data_root, tmp_path):
-    common = {"optim.epochs": 2, "train.gather_features": True}
+    # No train.gather_features: with several processes the default contrasts the whole global batch.
+    common = {"optim.epochs": 2}
     single = load_config(None, _overrides(data_root, tmp_path / "single", **common, **{"data.batch_size": 8}))
     single_summary = run_training(single)
     config_file = _write_config(tmp_path / "ddp.yaml", _overrides(data_root, tmp_path / "ddp", **common, **{"data.batch_size": 4}))
@@ -220,3 +221,12 @@ def test_evaluation_on_cuda_allows_tf32_matmuls(monkeypatch):
     assert not torch.backends.cuda.matmul.allow_tf32
     allow_tf32(torch.device("cuda"))  # sets the flags only: no GPU needed
     assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+
+
+def test_an_epoch_is_saved_before_its_report_can_fail(data_root, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the confusion plot's import fails
+    config = load_config(None, _overrides(data_root, tmp_path / "run", **{"optim.epochs": 1}))
+    with pytest.raises(ImportError, match="matplotlib"):
+        run_training(config)
+    saved = torch.load(max((tmp_path / "run" / "checkpoints").glob("*.pt")), weights_only=True)
+    assert saved["state"]["epoch"] == 1 and saved["state"]["global_step"] == 32 // 8

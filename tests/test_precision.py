@@ -217,3 +217,45 @@ def test_a_classifier_head_keeps_fp32_logits():
         features = low.encode_video(video)
         # The logits are exactly the fp32 head over the (fp32) bf16-model features, not rounded to bf16.
         torch.testing.assert_close(low(video), model.head(features), atol=0, rtol=0)
+
+
+def _fake_gpus(monkeypatch, native: dict[int, bool]):
+    """Simulated GPUs: index -> native bf16 (True: Ampere and later; False: a V100/T4, which only emulates it)."""
+    current = [0]
+
+    class Device:
+        def __init__(self, device):
+            self.index = torch.device(device).index
+
+        def __enter__(self):
+            self.previous, current[0] = current[0], current[0] if self.index is None else self.index
+
+        def __exit__(self, *exc):
+            current[0] = self.previous
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native[current[0]] or including_emulation  # torch counts emulation unless told not to
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device", Device)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+
+
+def test_auto_precision_gives_fp16_to_gpus_that_only_emulate_bf16(monkeypatch):
+    from actionclip.engine.train import autocast_dtype
+
+    _fake_gpus(monkeypatch, {0: False, 1: False})
+    assert resolve_precision("auto", "cuda") == "fp16"
+    assert autocast_dtype("auto", torch.device("cuda", 0)) == torch.float16
+    _fake_gpus(monkeypatch, {0: True})
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert autocast_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+
+
+def test_auto_precision_looks_at_the_target_gpu_not_the_current_one(monkeypatch):
+    from actionclip.engine.train import autocast_dtype
+
+    _fake_gpus(monkeypatch, {0: False, 1: True})  # the current device 0 is a V100, device 1 an A100
+    assert resolve_precision("auto", "cuda:1") == "bf16"
+    assert autocast_dtype("auto", torch.device("cuda", 1)) == torch.bfloat16
+    assert resolve_precision("auto", "cuda:0") == "fp16"

@@ -244,3 +244,22 @@ def test_under_torchrun_every_rank_saves_together_on_sigterm_and_the_run_resumes
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(losses(tmp_path / "ddp")) == 2 * 32 // 8
+
+
+def test_resume_with_another_number_of_processes_keeps_the_global_batch_or_is_refused(data_root, tmp_path, capsys):
+    extra = {"optim.epochs": 2, "eval.batch_size": 12}
+    run_training(load_config(None, overrides(data_root, tmp_path / "whole", **extra)))
+    run_training(load_config(None, overrides(data_root, tmp_path / "run", **extra, **{"train.max_steps": 3})))
+    capsys.readouterr()
+    # One process of 4 videos would halve the global batch of 8.
+    halved = write_config(tmp_path / "halved.yaml", overrides(data_root, tmp_path / "run", **extra, **{"data.batch_size": 4}))
+    assert main(["train", str(halved), "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --resume: the run's global batch was 8 videos, this one's is 4") and error.count("\n") == 1
+    # Two processes of 4 keep it: the run continues as if nothing had changed.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "actionclip", "train", str(halved), "--resume"]
+    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "whole"), abs=2e-3)

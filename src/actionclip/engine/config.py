@@ -52,7 +52,9 @@ class TrainConfig:
     # The training objective (engine/objectives.py): kl | ce | head; None: the model's own (kl for ActionCLIP, ce for
     # X-CLIP, head for the unimodal classifier).
     objective: str | None = None
-    gather_features: bool = False  # kl: contrast against every rank's batch instead of the local one
+    # kl: contrast against every rank's batch instead of the local one, as the official single-process run over the
+    # whole global batch did. None: gather when there are several processes; false keeps each rank's batch alone.
+    gather_features: bool | None = None
     # Cross-entropy losses only (unimodal, X-CLIP): label smoothing, and mixup/cutmix of whole clips (one
     # mixing coefficient and one cutmix box per batch, the same box in every frame), as X-CLIP's recipe.
     label_smoothing: float = 0.0
@@ -61,6 +63,9 @@ class TrainConfig:
     mixup_switch_prob: float = 0.5  # with both on: probability of cutmix instead of mixup
     grad_checkpointing: bool = False
     max_steps: int | None = None  # stop early (for smoke tests and debugging)
+    # Deterministic GPU kernels (torch.use_deterministic_algorithms, cuBLAS's fixed workspace), so a resumed run
+    # repeats an uninterrupted one exactly on CUDA too; some kernels get slower. The CPU is deterministic already.
+    deterministic: bool = False
 
 
 @dataclass

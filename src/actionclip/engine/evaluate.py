@@ -30,7 +30,7 @@ from actionclip.engine.metrics import (
     per_class_accuracy,
     topk_accuracy,
 )
-from actionclip.engine.signals import ignore_stop_signals
+from actionclip.engine.workers import init_worker
 
 # ViT-B/16 activations for 512 frames are ~1.2 GB in fp32; larger forwards gain next to nothing on a GPU.
 FRAMES_PER_FORWARD = 512
@@ -91,7 +91,7 @@ def predict_dataset(
     mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
     # Workers leave stop signals to the main process, which may be a training run finishing its epoch before it saves.
     loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
-                        worker_init_fn=ignore_stop_signals, pin_memory=info.device.type == "cuda")
+                        worker_init_fn=init_worker, pin_memory=info.device.type == "cuda")
     normalization = _normalization(dataset)
     probabilities, targets, scored, bad = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):

@@ -1,7 +1,8 @@
 """The training objective, chosen in one place for the engine and the demo.
 
 - ``kl``: ActionCLIP's (Eq. 4), the symmetric KL loss over the batch's video-text pairs where every same-label pair
-  is a positive, one template per sample; with ``gather_features`` against the pairs of every process.
+  is a positive, one template per sample; with ``gather_features`` (by default when there are several processes)
+  against the pairs of every process, as the official run did over its whole global batch.
 - ``ce``: X-CLIP's, cross-entropy of each video's logits against every class text (the first template); the class
   features of a frozen text tower are computed once.
 - ``head``: a classifier head's cross-entropy over class indices (Table 1's unimodal baseline).
@@ -31,19 +32,23 @@ OBJECTIVES = {"actionclip": "kl", "xclip": "ce", "unimodal": "head"}
 class VideoTextKL:
     """ActionCLIP's objective: KL over the batch's video-text pairs."""
 
-    def __init__(self, model: nn.Module, class_names: Sequence[str], templates=None, gather_features: bool = False,
+    def __init__(self, model: nn.Module, class_names: Sequence[str], templates=None, gather_features: bool | None = None,
                  info: DistInfo = DistInfo()):
         self.prompts = PromptTokens(model.tokenize, class_names, templates)
-        self.gather_features, self.info = gather_features, info
+        self.trim = model.text.trim
+        self.gather_features = info.enabled if gather_features is None else gather_features
+        self.info = info
 
     def __call__(self, forward: Callable, videos: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Each sample's template comes from its seed (so a resumed run sees the same texts) or from ``generator``."""
+        """Each sample's template comes from its seed (so a resumed run sees the same texts) or from ``generator``.
+        ``labels`` on the CPU spare a GPU's training step a wait for them to come back."""
         if seeds is None:
             tokens = self.prompts.sample(labels.cpu(), generator)
         else:
             tokens = self.prompts.tokens[seeds % len(self.prompts.templates), labels.cpu()]
-        tokens = tokens.to(videos.device)
+        tokens = self.trim(tokens).to(videos.device)  # cut here, on the CPU, where it costs the GPU no wait
+        labels = labels.to(videos.device, non_blocking=True)
         if not self.gather_features:
             return kl_contrastive_loss(*forward(videos, tokens), labels)
         video_features, text_features, scale = forward(videos, tokens, normalized_features=True)
@@ -73,7 +78,7 @@ class ClassCrossEntropy:
         self.mixup_alpha, self.cutmix_alpha, self.mixup_switch_prob = mixup_alpha, cutmix_alpha, mixup_switch_prob
         self.class_tokens = self.class_features = None
         if kind == "ce":
-            tokens = PromptTokens(model.tokenize, class_names, templates).tokens[0].to(model.logit_scale.device)
+            tokens = model.text.trim(PromptTokens(model.tokenize, class_names, templates).tokens[0]).to(model.logit_scale.device)
             if model.config.freeze_text:
                 with torch.no_grad():
                     self.class_features = model.encode_text(tokens)
@@ -87,6 +92,7 @@ class ClassCrossEntropy:
 
     def __call__(self, forward: Callable, videos: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
+        labels = labels.to(videos.device, non_blocking=True)
         if not (self.label_smoothing or self.mixup_alpha > 0 or self.cutmix_alpha > 0):
             return F.cross_entropy(self._logits(forward, videos), labels)
         targets = smoothed_targets(labels, self.num_classes, self.label_smoothing)
@@ -96,7 +102,7 @@ class ClassCrossEntropy:
 
 def create_objective(model: nn.Module, class_names: Sequence[str], templates=None, kind: str | None = None, *,
                      label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                     mixup_switch_prob: float = 0.5, gather_features: bool = False,
+                     mixup_switch_prob: float = 0.5, gather_features: bool | None = None,
                      info: DistInfo = DistInfo()) -> VideoTextKL | ClassCrossEntropy:
     """The objective ``kind`` (None: the model's own, ``OBJECTIVES[arch]``) for ``model`` over ``class_names``.
 

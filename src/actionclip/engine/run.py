@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -39,7 +40,13 @@ def model_from_config(config: ModelConfig, num_classes: int | None = None) -> to
 
 
 def _start_process(config: Config):
-    """Join the process group (if torchrun started several) and seed this process."""
+    """Join the process group (if torchrun started several), seed this process, and with ``train.deterministic``
+    have torch use deterministic kernels only."""
+    if config.train.deterministic:
+        # cuBLAS reads this when it starts, so before any GPU work.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     info = distributed.init(config.train.device)
     torch.manual_seed(config.train.seed)
     return info

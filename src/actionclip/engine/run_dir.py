@@ -27,7 +27,9 @@ from actionclip.engine.config import Config, plain_dict, save_config
 # to another disk, more workers, another evaluation protocol). Every other change is refused.
 RESUMABLE = ("data.workers", "data.root", "data.options.train_root", "data.options.val_root", "data.options.split_dir",
              "data.max_bad_fraction", "train.output", "train.device", "train.log_every", "train.eval_every",
-             "train.save_every_steps", "train.keep_last", "train.max_steps", "prompts.ensemble", "eval.")
+             "train.save_every_steps", "train.keep_last", "train.max_steps", "train.deterministic", "prompts.ensemble", "eval.",
+             # The Trainer checks the global batch these make with the number of processes, which may change.
+             "data.batch_size", "optim.accumulation_steps")
 
 
 class RunDirError(RuntimeError):

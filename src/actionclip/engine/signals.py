@@ -1,7 +1,7 @@
 """Stopping a training run cleanly on SIGTERM, SIGINT or SIGUSR1 (what SLURM sends before preemption).
 
-The handler only records the signal. The training loop finishes the optimizer step it is in, agrees with the other
-ranks to stop at the same step, saves a resumable checkpoint and raises ``TrainingInterrupted``; the command line
+The handler only records the signal. The training loop finishes the optimizer step it is in and the next (the ranks'
+agreement on a step is read one step later, engine/steps.py), agrees with the other ranks to stop at the same step, saves a resumable checkpoint and raises ``TrainingInterrupted``; the command line
 then exits with ``EXIT_INTERRUPTED``. Repeated signals are ignored: under torchrun a terminal's Ctrl-C reaches each
 rank once from the terminal and once more from the launcher, and the save must not be cut short by the second.
 """

@@ -1,9 +1,10 @@
 """The training loop: one process or many under torchrun (DDP), CPU or GPU, resumable at any saved step.
 
 Determinism: every epoch draws one seeded permutation of the data and one seed per sample; a sample's
-augmentation and its prompt template come from its own seed, and dropout is re-seeded at each step. So a
-run resumed from a checkpoint sees the same batches as an uninterrupted one, and a DDP run with
-``gather_features`` sees the same global batches as one process with the same global batch size.
+augmentation and its prompt template come from its own seed, and dropout is re-seeded at each step (differently on
+each rank). So a run resumed from a checkpoint sees the same batches as an uninterrupted one, and a DDP run (whose
+``gather_features`` is on by default) sees the same global batches as one process with the same global batch size,
+so a run may also be resumed with another number of processes that keeps its global batch.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from actionclip.data.bad_samples import BadSample, SeededSamples, collate_skip_bad, fail_if_too_many
+from actionclip.data.bad_samples import BadSample, SeededSamples, fail_if_too_many
 from actionclip.data.transforms import frames_to_device
 from actionclip.engine import distributed
 from actionclip.engine.config import Config
@@ -38,10 +39,20 @@ from actionclip.engine.run_dir import (
     resume_changes,
     save_checkpoint,
 )
-from actionclip.engine.signals import StopSignals, TrainingInterrupted, ignore_stop_signals
+from actionclip.engine.signals import StopSignals, TrainingInterrupted
+from actionclip.engine.steps import (
+    Agreed,
+    EpochSampler,
+    StepAgreement,
+    autocast_dtype,
+    step_seed,
+    train_loader,
+)
 from actionclip.models import checkpoints
 
 RESUMABLE_KEYS = ("model", "optimizer", "scheduler", "scaler", "state")
+# fp16: GradScaler skips a step whose loss overflowed; this many in a row is divergence, not an overflow.
+FP16_SKIPS_IN_A_ROW = 10
 
 
 class TrainingDiverged(RuntimeError):
@@ -55,38 +66,7 @@ class TrainState:
     global_step: int = 0
     best: float = -math.inf
     steps_per_epoch: int = 0  # of the run that saved this state: a resume with other data or batches would differ
-
-
-class EpochSampler(Sampler):
-    """This rank's ``(index, sample_seed)`` pairs for one epoch: a seeded permutation cut to whole global
-    batches (drop_last), dealt to ranks in turn, starting after ``skip`` of this rank's samples."""
-
-    def __init__(self, size: int, global_batch: int, seed: int, epoch: int, info: DistInfo, skip: int = 0):
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(size, generator=generator)
-        seeds = torch.randint(2**62, (size,), generator=generator)
-        usable = size // global_batch * global_batch
-        mine = order[:usable][info.rank :: info.world_size]
-        self.items = [(int(i), int(seeds[i])) for i in mine[skip:]]
-
-    def __iter__(self):
-        return iter(self.items)
-
-    def __len__(self):
-        return len(self.items)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None for fp32; bf16/fp16 autocast keeps fp32 master weights. ``auto``: bf16 (or fp16) on GPU, fp32 on CPU."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision in ("bf16", "fp16"):
-        if precision == "fp16" and device.type != "cuda":
-            raise ValueError("fp16 autocast needs a GPU; use bf16 or fp32 on CPU")
-        return torch.bfloat16 if precision == "bf16" else torch.float16
-    raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    global_batch: int = 0  # batch size x processes x accumulation steps; a resume may change the factors, not this
 
 
 def _single_labels(targets: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -123,7 +103,9 @@ class Trainer:
             gather_features=train.gather_features, info=info,
         )
         self.ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None) if info.enabled else self.model
-        self.state = TrainState(steps_per_epoch=self.steps_per_epoch)
+        self.state = TrainState(steps_per_epoch=self.steps_per_epoch, global_batch=self.global_batch)
+        self.agreement = StepAgreement(info)
+        self.skipped_in_a_row = 0
         self.metrics_file = self.output / "metrics.jsonl"
         self.tensorboard = None
 
@@ -162,6 +144,12 @@ class Trainer:
         """Continue from the newest checkpoint that loads and matches its digest (saying so if a newer one did not)."""
         _, payload = newest_intact_checkpoint(self.checkpoints(), self.info.device, RESUMABLE_KEYS,
                                               lambda line: tqdm.write(line, file=sys.stderr) if self.info.is_main else None)
+        saved_batch = payload["state"].get("global_batch", 0)
+        if saved_batch and saved_batch != self.global_batch:
+            data, optim = self.config.data, self.config.optim
+            raise RunDirError(f"--resume: the run's global batch was {saved_batch} videos, this one's is {self.global_batch} "
+                              f"(data.batch_size {data.batch_size} x {self.info.world_size} processes x optim.accumulation_steps "
+                              f"{optim.accumulation_steps}): another number of processes must keep the global batch")
         saved_steps = payload["state"].get("steps_per_epoch", 0)
         if saved_steps and saved_steps != self.steps_per_epoch:
             raise RunDirError(f"--resume: the run had {saved_steps} steps per epoch, this config and data give "
@@ -170,7 +158,7 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
-        self.state = TrainState(**{**payload["state"], "steps_per_epoch": self.steps_per_epoch})
+        self.state = TrainState(**{**payload["state"], "steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch})
         if self.info.is_main and self.metrics_file.exists():
             # Drop what the interrupted run logged after this checkpoint, so the log reads as one run.
             kept = [line for line in self.metrics_file.read_text().splitlines() if json.loads(line).get("step", 0) <= self.state.global_step]
@@ -248,15 +236,35 @@ class Trainer:
         if missing and self.info.is_main:
             tqdm.write(f"warning: {len(missing)} training video(s) are missing and will be skipped, e.g. {missing[0].path}", file=sys.stderr)
 
-    def _agree(self, stop: StopSignals, bad_count: int) -> tuple[bool, int]:
-        """Whether any rank was asked to stop, and the bad videos of this epoch on all ranks together."""
-        flags = torch.tensor([float(stop.received is not None), float(bad_count)], device=self.info.device)
-        flags = distributed.all_reduce_mean(flags, self.info) * self.info.world_size
-        return bool(flags[0] > 0), round(flags[1].item())
+    def _agree_now(self, stop: StopSignals) -> bool:
+        """Whether any rank was asked to stop (between steps, where nothing is pending)."""
+        self.agreement.exchange(self.state.epoch, self.state.global_step, {}, stop.received is not None, 0,
+                                torch.zeros((), device=self.info.device), (torch.zeros((), dtype=torch.bool, device=self.info.device),) * 2)
+        return self.agreement.settle().stop
 
-    def _stop(self, stop: StopSignals, saved: bool) -> None:
-        if not saved:
-            self.save_state()
+    def _record(self, agreed: Agreed | None, progress: tqdm) -> None:
+        """Log an agreed step, or raise ``TrainingDiverged`` on every rank alike if its loss was not finite on any."""
+        if agreed is None:
+            return
+        skipped = not agreed.finite and self.scaler.is_enabled()  # GradScaler skipped it
+        self.skipped_in_a_row = self.skipped_in_a_row + 1 if skipped else 0
+        if not agreed.finite and (not skipped or self.skipped_in_a_row >= FP16_SKIPS_IN_A_ROW):
+            what = "nan" if agreed.nan else "inf"
+            repeated = f" for {self.skipped_in_a_row} steps in a row" if skipped else ""
+            raise TrainingDiverged(f"loss is {what}{repeated} at epoch {agreed.epoch}, step {agreed.step}; "
+                                   f"the last good checkpoint is {self.latest_checkpoint()}")
+        progress.set_postfix(loss=f"{agreed.loss:.4f}", lr=f"{agreed.record['lr']:.2e}", videos_per_s=f"{agreed.record['videos_per_s']:.1f}")
+        if agreed.record.pop("log"):
+            self.log({"step": agreed.step + 1, "epoch": agreed.epoch, "loss": agreed.loss, **agreed.record})
+
+    def _save_checked(self, progress: tqdm) -> None:
+        """Save the state once the newest step is known to be finite on every rank."""
+        self._record(self.agreement.settle(), progress)
+        self.save_state()
+
+    def _stop(self, stop: StopSignals, progress: tqdm | None = None) -> None:
+        if progress is not None:
+            self._save_checked(progress)
             distributed.barrier(self.info)
         raise TrainingInterrupted(stop.received or "a signal to another rank", self.latest_checkpoint())
 
@@ -264,34 +272,33 @@ class Trainer:
         config, info = self.config, self.info
         accumulation = config.optim.accumulation_steps
         last_eval: dict = {}
-        dataset = SeededSamples(self.train_set)
+        sampler = EpochSampler(len(self.train_set), self.global_batch, config.train.seed, self.state.epoch, info)
+        loader = train_loader(SeededSamples(self.train_set), sampler, config.data.batch_size, config.data.workers, info.device)
         while self.state.epoch < config.optim.epochs:
             epoch = self.state.epoch
-            sampler = EpochSampler(len(dataset), self.global_batch, config.train.seed, epoch, info,
-                                   skip=self.state.step_in_epoch * config.data.batch_size * accumulation)
-            loader = DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.workers,
-                                drop_last=True, collate_fn=collate_skip_bad, worker_init_fn=ignore_stop_signals)
+            sampler.set_epoch(epoch, skip=self.state.step_in_epoch * config.data.batch_size * accumulation)
             bad_videos: list[BadSample] = []
             self.model.train()
             progress = tqdm(total=self.steps_per_epoch, initial=self.state.step_in_epoch, desc=f"epoch {epoch}", disable=not info.is_main)
             started, seen = time.perf_counter(), 0
+            nan = inf = torch.zeros((), dtype=torch.bool, device=info.device)
             try:
                 for micro_step, batch in enumerate(loader):
                     bad_videos.extend(batch.bad)
-                    # Dropout draws depend on the step only, never on what ran before in this process.
-                    torch.manual_seed(config.train.seed * 1_000_003 + self.state.global_step * accumulation + micro_step % accumulation)
-                    with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                        labels = _single_labels(batch.labels, batch.seeds).to(info.device)
-                        frames = frames_to_device(batch.frames, info.device, getattr(self.train_set, "normalization", "clip"))
-                        loss = self.objective(self.ddp, frames, labels, seeds=batch.seeds)
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"loss is {loss.item()} at epoch {epoch}, step {self.state.global_step}; "
-                            f"the last good checkpoint is {self.latest_checkpoint()}"
-                        )
-                    self.scaler.scale(loss / accumulation).backward()
+                    last_micro = (micro_step + 1) % accumulation == 0
+                    # Dropout and mixing draws depend on the step and the rank only, never on what ran before here.
+                    torch.manual_seed(step_seed(config.train.seed, self.state.global_step * accumulation + micro_step % accumulation, info.rank))
+                    # DDP all-reduces the gradients only at the last micro-step of an optimizer step.
+                    with self.ddp.no_sync() if info.enabled and not last_micro else contextlib.nullcontext():
+                        with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                            labels = _single_labels(batch.labels, batch.seeds)  # on the CPU: the objective moves them
+                            frames = frames_to_device(batch.frames, info.device, getattr(self.train_set, "normalization", "clip"))
+                            loss = self.objective(self.ddp, frames, labels, seeds=batch.seeds)
+                        # Flags on the device, read with the step's agreement: no wait for the GPU here.
+                        nan, inf = nan | loss.isnan(), inf | loss.isinf()
+                        self.scaler.scale(loss / accumulation).backward()
                     seen += len(labels)
-                    if (micro_step + 1) % accumulation:
+                    if not last_micro:
                         continue
                     if config.optim.grad_clip:
                         self.scaler.unscale_(self.optimizer)
@@ -300,26 +307,29 @@ class Trainer:
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
                     self.scheduler.step()
+                    step = self.state.global_step
                     self.state.global_step += 1
                     self.state.step_in_epoch += 1
                     progress.update()
-                    loss_value = distributed.all_reduce_mean(loss.detach(), info).item()
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    rate = seen * info.world_size / (time.perf_counter() - started)
-                    progress.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", videos_per_s=f"{rate:.1f}")
-                    if self.state.global_step % config.train.log_every == 0 or self.state.step_in_epoch == self.steps_per_epoch:
-                        self.log({"step": self.state.global_step, "epoch": epoch, "loss": loss_value, "lr": lr, "videos_per_s": rate})
-                    stopping, bad_count = self._agree(stop, len(bad_videos))
-                    if bad_count > config.data.max_bad_fraction * len(self.train_set):
-                        self.save_state()  # what was learnt so far is kept; the list of bad videos follows
+                    record = {"lr": self.optimizer.param_groups[0]["lr"], "videos_per_s": seen * info.world_size / (time.perf_counter() - started),
+                              "log": self.state.global_step % config.train.log_every == 0 or self.state.step_in_epoch == self.steps_per_epoch}
+                    agreed = self.agreement.exchange(epoch, step, record, stop.received is not None, len(bad_videos), loss, (nan, inf))
+                    nan = inf = torch.zeros((), dtype=torch.bool, device=info.device)
+                    self._record(agreed, progress)
+                    if agreed is not None and agreed.bad_videos > config.data.max_bad_fraction * len(self.train_set):
+                        self._save_checked(progress)  # what was learnt so far is kept; the list of bad videos follows
                         self.report_bad_videos(epoch, bad_videos)
-                    if stopping:
-                        self._stop(stop, saved=False)
+                    if agreed is not None and agreed.stop:
+                        self._stop(stop, progress)
                     every = config.train.save_every_steps
                     if every and self.state.global_step % every == 0 and self.state.step_in_epoch < self.steps_per_epoch:
-                        self.save_state()
+                        self._save_checked(progress)
                     if config.train.max_steps and self.state.global_step >= config.train.max_steps:
                         break
+                agreed = self.agreement.settle()
+                self._record(agreed, progress)
+                if agreed is not None and agreed.stop:
+                    self._stop(stop, progress)
             finally:  # also when stopping: the bar is closed before the last message
                 progress.close()
             self.report_bad_videos(epoch, bad_videos)
@@ -330,8 +340,8 @@ class Trainer:
             last_eval = self.end_of_epoch(epoch, final=stopped_early or self.state.epoch == config.optim.epochs)
             if stopped_early:
                 break
-            if self._agree(stop, 0)[0]:
-                self._stop(stop, saved=True)
+            if self._agree_now(stop):
+                self._stop(stop)
         return last_eval
 
     def report_bad_videos(self, epoch: int, bad_videos: list[BadSample]) -> None:
@@ -355,16 +365,17 @@ class Trainer:
                 batch_size=config.eval.batch_size, workers=config.data.workers, info=self.info, autocast_dtype=self.amp_dtype,
             )
             summary = summarize(result)
-            if self.info.is_main:
-                write_report(self.output, summary, result, self.class_names)
-                scores = {f"val_{k}": v for k, v in summary.items() if k != "unreadable"}
-                self.log({"step": self.state.global_step, "epoch": epoch, **scores, "val_unreadable": len(result.unreadable)})
             metric = summary.get("top1", summary.get("mAP"))
             if self.info.is_main and metric > self.state.best:
                 self.state.best = metric
                 checkpoints.save(self.model, self.output / "best")
         if self.info.is_main:
             checkpoints.save(self.model, self.output / "last")
+        # The epoch is saved before anything else can fail (a report's plot, a full disk): hours of training are kept.
         self.save_state()
+        if summary and self.info.is_main:
+            write_report(self.output, summary, result, self.class_names)
+            scores = {f"val_{k}": v for k, v in summary.items() if k != "unreadable"}
+            self.log({"step": self.state.global_step, "epoch": epoch, **scores, "val_unreadable": len(result.unreadable)})
         distributed.barrier(self.info)
         return summary

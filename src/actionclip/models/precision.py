@@ -36,14 +36,23 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
 
 
+def cuda_has_native_bf16(device: str | torch.device) -> bool:
+    """Whether the GPU ``device`` (not the current one) computes bf16 natively (Ampere and later). Plain
+    ``torch.cuda.is_bf16_supported()`` also says yes for V100 and T4, which only emulate bf16, far slower than fp16."""
+    if not torch.cuda.is_available():
+        return False
+    with torch.cuda.device(torch.device(device)):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """``auto``: bf16 on GPUs that support it (else fp16) and on CPUs with native bf16, fp32 otherwise."""
+    """``auto``: bf16 on GPUs with native bf16 (else fp16) and on CPUs with native bf16, fp32 otherwise."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cuda_has_native_bf16(device) else "fp16"
         return "bf16" if cpu_has_native_bf16() else "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 is for GPUs; on a CPU use bf16 (or fp32)")
@@ -142,6 +151,21 @@ def retain_freed_memory() -> bool:
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     # A fixed mmap threshold turns off glibc's dynamic one, which would otherwise also raise the trim threshold.
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+
+
+# glibc's own values (its dynamic mmap threshold, turned off by any setting, stays off)
+_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def release_freed_memory() -> bool:
+    """Undo :func:`retain_freed_memory` in a process that inherited it by fork (a DataLoader worker, which holds no
+    large activations), and hand back the freed memory it inherited. Returns whether the setting took."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    done = bool(libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD))
+    libc.malloc_trim(0)
+    return done
 
 
 def _cast_per_frame_weights(model: nn.Module, dtype: torch.dtype) -> None:

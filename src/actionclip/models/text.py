@@ -14,7 +14,9 @@ class TextEncoder(nn.Module):
 
     For OpenAI-style towers (causal mask, end-of-text pooling at the highest token id) the sequence is cut
     to the longest prompt in the batch: positions after the end token cannot influence it through a causal
-    mask, and encoding 16 templates x 400 classes gets several times faster than at 77 tokens.
+    mask, and encoding 16 templates x 400 classes gets several times faster than at 77 tokens. Only tokens on
+    the CPU are cut here: finding the length of a GPU tensor makes the host wait for the GPU, at every training
+    step; training cuts its tokens with :meth:`trim` before moving them.
     """
 
     def __init__(self, clip: nn.Module):
@@ -32,11 +34,17 @@ class TextEncoder(nn.Module):
         else:
             self.tower = clip.text
 
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` cut to the longest prompt where that leaves the embeddings as they are (see the class)."""
+        if self.tower is None and self.pool_type == "argmax" and self.attn_mask is not None:
+            return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+        return tokens
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.tower is not None:
             return self.tower(tokens)
-        if self.pool_type == "argmax" and self.attn_mask is not None:
-            tokens = tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+        if tokens.device.type == "cpu":
+            tokens = self.trim(tokens)
         length = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:length]
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
