@@ -141,3 +141,27 @@ def test_transf_heads_follow_text_width_like_the_official_code():
     assert block.attn.num_heads == 1 and len(model.video.temporal.transformer.resblocks) == 6
     assert block.ln_1.eps == 1e-12
     assert model.video.temporal.frame_position_embeddings.weight.shape == (77, 64)
+
+
+def _backward_with_block_calls(model, checkpointing: bool) -> tuple[int, dict]:
+    """Forward calls of the first vision block (its first layer norm) during one training step, and the gradients."""
+    # A pre-hook: the recomputation during backward stops once it has the tensors it needs, before the block ends.
+    model.video.visual.set_grad_checkpointing(checkpointing)
+    model.zero_grad()
+    calls = []
+    handle = model.video.visual.transformer.resblocks[0].ln_1.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        logits_v, logits_t = model(random_video(batch=2, frames=3), model.tokenize(["a", "b"]))
+        kl_contrastive_loss(logits_v, logits_t, torch.tensor([0, 1])).backward()
+    finally:
+        handle.remove()
+    return len(calls), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("prompt", ["Shift", "Joint", "Transf"])
+def test_grad_checkpointing_recomputes_the_vision_blocks_with_the_same_gradients(prompt):
+    model = actionclip.create_model("test-tiny", visual_prompt=prompt, num_frames=3, seed=0)
+    plain_calls, plain = _backward_with_block_calls(model, False)
+    checkpointed_calls, checkpointed = _backward_with_block_calls(model, True)
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # the block ran again during backward: its activations were not kept
+    assert plain.keys() == checkpointed.keys() and all(torch.equal(plain[n], checkpointed[n]) for n in plain)
