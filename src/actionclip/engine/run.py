@@ -53,30 +53,13 @@ def _datasets(config: Config):
     return train_set, val_set
 
 
-def _built_on_main(info: distributed.DistInfo, build):
-    """``build()`` run by rank 0 alone and sent to the other ranks: reading Kinetics' annotations and checking its
-    260k files once, not once per rank (rank 0 alone also writes generated data). What is sent is the datasets'
-    samples, class names and settings, never decoded video. A mistake rank 0 meets is raised on every rank, so that
-    none waits for data that will not come."""
-    if info.is_main:
-        try:
-            built = build()
-        except Exception as error:
-            distributed.broadcast_object((None, error), info)
-            raise
-        distributed.broadcast_object((built, None), info)
-        return built
-    built, problem = distributed.broadcast_object(None, info)
-    if problem is not None:
-        raise problem
-    return built
-
-
 def run_training(config: Config, resume: bool = False) -> dict:
     """Build the model and datasets a config describes, train, and return the last evaluation summary."""
     info = _start_process(config)
     try:
-        train_set, val_set = _built_on_main(info, lambda: _datasets(config))
+        # Rank 0 alone reads the annotations (and writes generated videos); the others receive the samples, class names
+        # and settings, never video.
+        train_set, val_set = distributed.made_on_main(lambda: _datasets(config), info)
         model = model_from_config(config.model, num_classes=len(train_set.classes))
         if config.train.grad_checkpointing:
             model.video.visual.set_grad_checkpointing(True)
