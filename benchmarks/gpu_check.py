@@ -1,5 +1,6 @@
-"""One command to check a GPU machine before the real workload (Kinetics-400, fp16/bf16, 10x3 testing); it prints ONE
-JSON summary and takes under 8 minutes on one GPU.
+"""One command to check a GPU machine before the real workload (Kinetics-400, fp16/bf16, 10x3 testing). It prints ONE
+JSON summary and keeps to an 8-minute budget on one GPU: the CUDA tests are stopped 90 s before its end, and no
+throughput figure is started past it.
 
 - ``environment``: versions, and the GPU's name and memory;
 - ``cpu_smoke``: a training step of a tiny model on the CPU (the package imports and learns);
