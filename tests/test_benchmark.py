@@ -1,10 +1,12 @@
 import json
+import time
 
 import numpy as np
 import pytest
+import torch
 
 import actionclip
-from actionclip.apps.benchmark import benchmark, build_random_model, count_gflops, count_parameters
+from actionclip.apps.benchmark import _timed, benchmark, build_random_model, count_gflops, count_parameters
 from actionclip.apps.cli import main
 from actionclip.data import write_video
 
@@ -95,3 +97,34 @@ def test_cli_bad_device_and_numbers_are_one_line(args, message, capsys):
     code = main(["benchmark", "--model", "test-tiny", *args])
     out, err = capsys.readouterr()
     assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"])
+
+
+class _SimulatedCudaEvent:
+    """A CUDA event on a device that takes 0.3 s to finish: waiting for it spins unless the event is blocking."""
+
+    def __init__(self, blocking=False, **_):
+        self.blocking = blocking
+
+    def record(self, stream=None):
+        pass
+
+    def synchronize(self):
+        _simulated_gpu_wait(self.blocking)
+
+
+def _simulated_gpu_wait(blocking: bool) -> None:
+    """Sleep 0.3 s, or spin until 0.3 s of CPU time are spent (however busy the machine is)."""
+    if blocking:
+        time.sleep(0.3)
+        return
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        pass
+
+
+def test_waiting_for_the_gpu_is_wall_time_not_cpu_time(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: _simulated_gpu_wait(blocking=False))
+    monkeypatch.setattr(torch.cuda, "Event", _SimulatedCudaEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    wall, cpu = _timed(lambda: None, torch.device("cuda"))
+    assert wall >= 0.3 and cpu < 0.1, (wall, cpu)

@@ -163,3 +163,27 @@ def test_similarities_stay_fp32_under_bf16_autocast():
     assert per_video.dtype == per_text.dtype == torch.float32
     torch.testing.assert_close(per_video, scale * v @ t.T, rtol=0, atol=1e-5)
     torch.testing.assert_close(per_text, per_video.T, rtol=0, atol=1e-5)
+
+
+def _backward_with_block_calls(model, checkpointing: bool) -> tuple[int, dict]:
+    """Forward calls of the first vision block (its first layer norm) during one training step, and the gradients."""
+    # A pre-hook: the recomputation during backward stops once it has the tensors it needs, before the block ends.
+    model.video.visual.set_grad_checkpointing(checkpointing)
+    model.zero_grad()
+    calls = []
+    handle = model.video.visual.transformer.resblocks[0].ln_1.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        logits_v, logits_t = model(random_video(batch=2, frames=3), model.tokenize(["a", "b"]))
+        kl_contrastive_loss(logits_v, logits_t, torch.tensor([0, 1])).backward()
+    finally:
+        handle.remove()
+    return len(calls), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("prompt", ["Shift", "Joint", "Transf"])
+def test_grad_checkpointing_recomputes_the_vision_blocks_with_the_same_gradients(prompt):
+    model = actionclip.create_model("test-tiny", visual_prompt=prompt, num_frames=3, seed=0)
+    plain_calls, plain = _backward_with_block_calls(model, False)
+    checkpointed_calls, checkpointed = _backward_with_block_calls(model, True)
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # the block ran again during backward: its activations were not kept
+    assert plain.keys() == checkpointed.keys() and all(torch.equal(plain[n], checkpointed[n]) for n in plain)

@@ -17,6 +17,7 @@ import actionclip
 from actionclip.apps.cli import main
 from actionclip import data
 from actionclip.apps.predict import collect_videos, format_result, iter_predictions
+from actionclip.apps import text_cache
 from actionclip.apps.text_cache import TextCacheWarning, cached_class_text_features
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
@@ -399,6 +400,43 @@ def test_a_cache_that_cannot_be_written_warns_once_and_predicts(checkpoint, tmp_
     (line,) = err.splitlines()
     assert line.startswith(f"warning: text feature cache: cannot write {tmp_path / 'a file' / 'cache'}{os.sep}")
     assert line.endswith("; the text encoder ran instead")
+
+
+def _weight_changes(model) -> dict:
+    """Ways the text tower's weights change, each a callable; the last puts the original weights back."""
+    original = {name: tensor.clone() for name, tensor in model.text.state_dict().items()}
+    weight = model.text.ln_final.weight
+
+    def optimizer_step():
+        weight.grad = torch.ones_like(weight)
+        torch.optim.SGD([weight], lr=0.5).step()
+
+    def in_place():
+        with torch.no_grad():
+            weight.mul_(2)
+
+    def new_tensor():
+        weight.data = weight.data * 0.5
+
+    return {"optimizer step": optimizer_step, "in place": in_place, "new tensor": new_tensor,
+            "dtype": lambda: model.text.double(), "loaded back": lambda: model.text.float().load_state_dict(original)}
+
+
+def test_the_text_weights_are_hashed_again_only_when_they_change(tmp_path, monkeypatch):
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    hashed = []
+    digest = text_cache.text_weights_digest
+    monkeypatch.setattr(text_cache, "text_weights_digest", lambda m: hashed.append(1) or digest(m))
+    first = cached_class_text_features(model, LABELS, cache_dir=tmp_path)
+    assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=tmp_path), first) and len(hashed) == 1
+    for name, change in _weight_changes(model).items():
+        change()
+        hashed.clear()
+        expected = model.class_text_features(LABELS)
+        for _ in range(2):
+            assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=tmp_path), expected), name
+        assert len(hashed) == 1, name
+    assert torch.equal(expected, first)
 
 
 # ---------------------------------------------------------------- a user's mistake is one line

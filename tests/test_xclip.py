@@ -111,6 +111,28 @@ def test_gradients_reach_every_trainable_parameter():
     assert no_grad == []
 
 
+def _block_calls_and_gradients(model, checkpointing: bool) -> tuple[int, dict]:
+    """Forward calls of the first cross-frame block during one training step, and the gradients."""
+    model.video.visual.set_grad_checkpointing(checkpointing)
+    model.zero_grad()
+    calls = []
+    # A pre-hook: the recomputation during backward stops once it has the tensors it needs, before the block ends.
+    handle = model.video.visual.transformer.resblocks[0].message_fc.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        F.cross_entropy(model(random_video(batch=2, frames=3), model.tokenize(LABELS)), torch.tensor([0, 2])).backward()
+    finally:
+        handle.remove()
+    return len(calls), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_grad_checkpointing_recomputes_the_cross_frame_blocks_with_the_same_gradients():
+    model = actionclip.create_model("test-tiny", arch="xclip", num_frames=3, prompt_layers=1, seed=0)
+    plain_calls, plain = _block_calls_and_gradients(model, False)
+    checkpointed_calls, checkpointed = _block_calls_and_gradients(model, True)
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # the block ran again during backward: its activations were not kept
+    assert all(torch.equal(plain[n], checkpointed[n]) for n in plain)
+
+
 def test_new_and_pretrained_parameters_split_like_the_original_recipe():
     model = actionclip.create_model("test-tiny", arch="xclip", num_frames=3, seed=0)
     new = {id(p) for p in model.new_parameters()}

@@ -17,7 +17,8 @@ neither the counts nor the shapes, only the activation's speed). Reported:
   the text encoder is not part of a video's cost. Counting runs on the ``meta`` device: no memory, no arithmetic.
 - ``videos_per_s``: the same video side (``encode_video``) on random input of ``batch_size`` videos, under
   ``torch.inference_mode``, after warm-up iterations; ``cpu_s_per_video``: the process CPU time it takes per video
-  (all threads; on a CPU this is what decoding must share the cores with end to end).
+  (all threads; on a CPU this is what decoding must share the cores with end to end; on a GPU the time spent
+  launching its work, not waiting for it).
 - ``videos_per_s_end_to_end`` (with ``video``): decoding, frame sampling and the test transform in DataLoader
   workers plus the model, as ``actionclip predict`` runs them, after one warm-up batch.
 - ``peak_gflops``: dense 2048 x 2048 matmuls in the model's dtype (FLOP/s, i.e. two per multiply-add), timed in
@@ -95,8 +96,12 @@ def count_gflops(model: nn.Module, frames: int) -> float:
 
 
 def _synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device``'s current stream. A blocking event puts this thread to sleep until then;
+    ``torch.cuda.synchronize`` spins, which would count the GPU's time as this process's CPU time."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        event = torch.cuda.Event(blocking=True)
+        event.record(torch.cuda.current_stream(device))
+        event.synchronize()
 
 
 def throughput(step: Callable[[], int], iterations: int, warmup: int, device: torch.device) -> float:
@@ -112,7 +117,8 @@ def throughput(step: Callable[[], int], iterations: int, warmup: int, device: to
 
 
 def _timed(step: Callable[[], object], device: torch.device) -> tuple[float, float]:
-    """Wall and process CPU seconds (all threads) of one call of ``step``."""
+    """Wall and process CPU seconds (all threads) of one call of ``step``, until the device has done its work; the CPU
+    time does not include waiting for the device."""
     _synchronize(device)
     start, cpu = time.perf_counter(), time.process_time()
     step()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -111,3 +112,28 @@ def broadcast_object(obj, info: DistInfo):
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def made_on_main(make, info: DistInfo, timeout: timedelta = timedelta(hours=2)):
+    """``make()`` run by rank 0 alone, its result pickled and sent to every rank: for work that may outlast the
+    default group's timeout (10 minutes for NCCL), such as checking 260k videos' files, the others wait on a gloo group
+    of their own with ``timeout``. An exception rank 0 meets is raised on every rank, so that none waits for nothing."""
+    if not info.enabled:
+        return make()
+    group = dist.new_group(backend="gloo", timeout=timeout)
+    holder = [None]
+    try:
+        if info.is_main:
+            try:
+                holder[0] = (make(), None)
+            except Exception as error:
+                holder[0] = (None, error)
+                dist.broadcast_object_list(holder, src=0, group=group)
+                raise
+        dist.broadcast_object_list(holder, src=0, group=group)
+    finally:
+        dist.destroy_process_group(group)
+    made, problem = holder[0]
+    if problem is not None:
+        raise problem
+    return made

@@ -52,18 +52,21 @@ def _start_process(config: Config):
     return info
 
 
+def _datasets(config: Config):
+    """The training set and the validation set (None without validation data) a config describes."""
+    num_frames, seed = config.model.num_frames, config.train.seed
+    train_set = build_dataset(config.data, "train", num_frames, seed=seed)
+    val_set = build_dataset(config.data, "val", num_frames, seed=seed, views=config.eval.views) if has_val(config.data) else None
+    return train_set, val_set
+
+
 def run_training(config: Config, resume: bool = False) -> dict:
     """Build the model and datasets a config describes, train, and return the last evaluation summary."""
     info = _start_process(config)
     try:
-        num_frames = config.model.num_frames
-        # Rank 0 writes generated data first; the others then read it.
-        if info.is_main:
-            train_set = build_dataset(config.data, "train", num_frames, seed=config.train.seed)
-        distributed.barrier(info)
-        if not info.is_main:
-            train_set = build_dataset(config.data, "train", num_frames, seed=config.train.seed)
-        val_set = build_dataset(config.data, "val", num_frames, seed=config.train.seed, views=config.eval.views) if has_val(config.data) else None
+        # Rank 0 alone reads the annotations (and writes generated videos); the others receive the samples, class names
+        # and settings, never video.
+        train_set, val_set = distributed.made_on_main(lambda: _datasets(config), info)
         model = model_from_config(config.model, num_classes=len(train_set.classes))
         if config.train.grad_checkpointing:
             model.video.visual.set_grad_checkpointing(True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from open_clip.transformer import VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from actionclip.models.temporal import build_temporal, canonical_prompt_name
 
@@ -29,6 +30,10 @@ def temporal_shift(x: torch.Tensor, num_frames: int, fold_div: int = 8) -> torch
     out[:, 1:, :, fold : 2 * fold] = patches[:, :-1, :, fold : 2 * fold]
     out[:, :, :, 2 * fold :] = patches[:, :, :, 2 * fold :]
     return torch.cat([cls_token, out.reshape(bt, length - 1, channels)], dim=1)
+
+
+def _shifted_block(block: nn.Module, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    return block(temporal_shift(x, num_frames))
 
 
 class VideoEncoder(nn.Module):
@@ -92,8 +97,13 @@ class VideoEncoder(nn.Module):
 
     def _shifted(self, frames: torch.Tensor, t: int) -> torch.Tensor:
         x = self.visual._embeds(frames)
+        # open_clip reads its grad_checkpointing flag only in its own Transformer.forward, which this loop replaces.
+        checkpointed = self.visual.transformer.grad_checkpointing and torch.is_grad_enabled()
         for block in self.visual.transformer.resblocks:
-            x = block(temporal_shift(x, t))
+            if checkpointed:
+                x = checkpoint(_shifted_block, block, x, t, use_reentrant=False)
+            else:
+                x = _shifted_block(block, x, t)
         return self._project(x)
 
     def _joint(self, frames: torch.Tensor, b: int, t: int) -> torch.Tensor:

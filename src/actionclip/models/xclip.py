@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.transformer import LayerNorm, QuickGELU, ResidualAttentionBlock, VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from actionclip.models.actionclip import ActionCLIPConfig, fp32_similarities
 from actionclip.models.backbone import build_clip
@@ -170,8 +171,10 @@ class XCLIPVideoEncoder(nn.Module):
             raise ValueError(f"expected a video batch [B, T, 3, H, W], got shape {tuple(video.shape)}")
         b, t = video.shape[:2]
         x = self.visual._embeds(video.flatten(0, 1).to(self.visual.conv1.weight.dtype))  # patch embedding, class token, positions, ln_pre
+        # open_clip reads its grad_checkpointing flag only in its own Transformer.forward, which this loop replaces.
+        checkpointed = self.visual.transformer.grad_checkpointing and torch.is_grad_enabled()
         for block in self.visual.transformer.resblocks:
-            x = block(x, t)
+            x = checkpoint(block, x, t, use_reentrant=False) if checkpointed else block(x, t)
         frame_features = self.visual.ln_post(x[:, 0]) @ self.visual.proj
         video_features = self.mit(frame_features.view(b, t, -1))
         tokens = self.prompts_visual_ln(x[:, 1:]) @ self.prompts_visual_proj  # patch tokens, without ln_post
