@@ -139,7 +139,9 @@ def test_the_training_loader_keeps_its_workers_across_epochs_and_pins_batches_fo
     log = tmp_path / "pids"
     Trainer(config, model, _Pids(log), _Pids(tmp_path / "val_pids"), distributed.DistInfo()).train()
     pids = log.read_text().split()
-    assert len(pids) == 3 * 16 and len(set(pids)) == 1  # one worker for 3 epochs and their evaluations
+    assert len(pids) == 3 * 16 and len(set(pids)) == 1  # one worker for 3 epochs
+    val_pids = (tmp_path / "val_pids").read_text().split()
+    assert len(val_pids) == 3 * 16 and len(set(val_pids)) == 1  # and one for their 3 evaluations
     from actionclip.engine.steps import train_loader
 
     sampler = EpochSampler(16, 8, 0, 0, distributed.DistInfo())

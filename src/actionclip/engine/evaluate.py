@@ -67,6 +67,14 @@ class EvalResult(NamedTuple):
 
 
 @torch.no_grad()
+def evaluation_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo, persistent: bool = False) -> DataLoader:
+    """This rank's share of ``dataset`` in order. ``persistent``: the workers outlive a pass, for a training run that
+    evaluates every epoch; they leave stop signals to the main process (engine/workers.py)."""
+    mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
+    return DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad, worker_init_fn=init_worker,
+                      pin_memory=info.device.type == "cuda", persistent_workers=persistent and workers > 0)
+
+
 def predict_dataset(
     model,
     dataset: Dataset,
@@ -80,18 +88,17 @@ def predict_dataset(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
     frames_per_forward: int = FRAMES_PER_FORWARD,
+    loader: DataLoader | None = None,
 ) -> EvalResult:
     """Probabilities ``[N, C]`` and targets of every readable item of ``dataset``, in dataset order, on every
     rank, and the list of unreadable ones; a progress bar on the main rank unless ``progress`` is False.
     ``batch_size`` videos are decoded together; their clips go through the model in chunks of at most
-    ``frames_per_forward`` frames (at least one clip)."""
+    ``frames_per_forward`` frames (at least one clip). ``loader``: one made by ``evaluation_loader`` for this
+    dataset, kept by a caller that evaluates it again (its workers stay up)."""
     was_training = model.training
     model.eval()
     text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
-    mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
-    # Workers leave stop signals to the main process, which may be a training run finishing its epoch before it saves.
-    loader = DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
-                        worker_init_fn=init_worker, pin_memory=info.device.type == "cuda")
+    loader = loader or evaluation_loader(dataset, batch_size, workers, info)
     normalization = _normalization(dataset)
     probabilities, targets, scored, bad = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from actionclip.data.bad_samples import BadSample, SeededSamples, fail_if_too_many
@@ -27,7 +27,7 @@ from actionclip.data.transforms import frames_to_device
 from actionclip.engine import distributed
 from actionclip.engine.config import Config
 from actionclip.engine.distributed import DistInfo
-from actionclip.engine.evaluate import predict_dataset, summarize, write_report
+from actionclip.engine.evaluate import evaluation_loader, predict_dataset, summarize, write_report
 from actionclip.engine.objectives import create_objective
 from actionclip.engine.optim import build_optimizer, build_scheduler
 from actionclip.engine.run_dir import (
@@ -108,6 +108,7 @@ class Trainer:
         self.skipped_in_a_row = 0
         self.metrics_file = self.output / "metrics.jsonl"
         self.tensorboard = None
+        self.val_loader: DataLoader | None = None
 
     # ---- checkpoints -------------------------------------------------------------------------------
     def _checkpoint_dir(self) -> Path:
@@ -356,13 +357,20 @@ class Trainer:
             tqdm.write(f"epoch {epoch}: skipped {len(bad)} unreadable video(s):\n{listed}", file=sys.stderr)
         fail_if_too_many(bad, len(self.train_set), self.config.data.max_bad_fraction, "training videos", "data.max_bad_fraction")
 
+    def _val_loader(self) -> DataLoader:
+        """The validation loader, made at the first evaluation; its workers serve every later one."""
+        if self.val_loader is None:
+            self.val_loader = evaluation_loader(self.val_set, self.config.eval.batch_size, self.config.data.workers, self.info,
+                                                persistent=True)
+        return self.val_loader
+
     def end_of_epoch(self, epoch: int, final: bool) -> dict:
         config = self.config
         summary: dict = {}
         if self.val_set is not None and (final or (epoch + 1) % config.train.eval_every == 0):
             result = predict_dataset(
                 self.model, self.val_set, self.class_names, templates=config.prompts.templates, ensemble=config.prompts.ensemble,
-                batch_size=config.eval.batch_size, workers=config.data.workers, info=self.info, autocast_dtype=self.amp_dtype,
+                info=self.info, autocast_dtype=self.amp_dtype, loader=self._val_loader(),
             )
             summary = summarize(result)
             metric = summary.get("top1", summary.get("mAP"))
