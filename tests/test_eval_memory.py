@@ -71,3 +71,13 @@ def test_evaluation_videos_are_scaled_down_while_decoding_to_the_side_the_transf
     assert build_dataset(config, "val", 4, views="10x3").decode_short_side == 32  # three crops of the short side
     assert build_dataset(config, "val", 4).decode_short_side == 32 * 256 // 224  # resize to 36, centre crop
     assert build_dataset(config, "train", 4).decode_short_side is None  # multi-scale crops of the full frame
+
+
+def test_evaluation_keeps_no_autograd_graph():
+    # A graph kept across chunks would hold every chunk's activations: memory would grow with the eval batch again.
+    model = _Recorder()
+    model.scale = nn.Parameter(torch.ones(()))
+    model.video_probabilities = lambda video, text_features, ensemble="softmax": (
+        torch.stack([video.mean(dim=(1, 2, 3, 4)) * model.scale] * 3, dim=1).softmax(dim=1))
+    result = predict_dataset(model, _Views(count=4, views=3, frames=2), ["a", "b", "c"], batch_size=2, progress=False)
+    assert not result.probabilities.requires_grad

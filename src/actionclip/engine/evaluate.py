@@ -66,7 +66,6 @@ class EvalResult(NamedTuple):
     unreadable: list[tuple[str, str]]  # (path, reason) of the videos that could not be scored
 
 
-@torch.no_grad()
 def evaluation_loader(dataset: Dataset, batch_size: int, workers: int, info: DistInfo, persistent: bool = False) -> DataLoader:
     """This rank's share of ``dataset`` in order. ``persistent``: the workers outlive a pass, for a training run that
     evaluates every epoch; they leave stop signals to the main process (engine/workers.py)."""
@@ -75,6 +74,7 @@ def evaluation_loader(dataset: Dataset, batch_size: int, workers: int, info: Dis
                       pin_memory=info.device.type == "cuda", persistent_workers=persistent and workers > 0)
 
 
+@torch.no_grad()
 def predict_dataset(
     model,
     dataset: Dataset,
