@@ -91,7 +91,7 @@ def test_a_value_of_the_wrong_type_or_out_of_range_is_refused_by_key(override, m
 
 def test_eval_views_from_the_command_line_are_checked_like_the_config(tmp_path, capsys):
     path = tmp_path / "exp.yaml"
-    path.write_text("data:\n  format: synthetic\n")
+    path.write_text(f"data:\n  format: synthetic\n  root: {tmp_path}\n")
     assert main(["eval", str(path), "--views", "garbage"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "eval.views must look like CLIPSxCROPS" in error and error.count("\n") == 1
