@@ -8,7 +8,7 @@ import pytest
 from run_helpers import losses, overrides, write_config
 
 from actionclip.engine.config import load_config
-from actionclip.engine.run import run_training
+from actionclip.engine.run import run_evaluation, run_training
 
 # Run by torchrun: counts, per rank, the calls of the function that reads annotations (for synthetic data: writes or
 # finds the generated videos). With "datasets", the default group's collectives time out after 3 s (NCCL's 10 minutes,
@@ -42,7 +42,7 @@ def init_then_shorten_the_timeout(*args, init=dist.init_process_group, **kwargs)
 if mode == "datasets":
     dist.init_process_group = init_then_shorten_the_timeout
     run.Trainer = Datasets
-result = run.run_training(load_config(config_file))
+result = run.run_evaluation(load_config(config_file)) if mode == "eval" else run.run_training(load_config(config_file))
 with open(f"{out}.rank{os.environ['RANK']}.json", "w") as file:
     json.dump({"calls": calls, "result": result}, file)
 """
@@ -74,3 +74,12 @@ def test_the_other_ranks_wait_for_rank_0_past_the_default_timeout(tmp_path):
     rank0, rank1 = _torchrun(tmp_path, config_file, "datasets")
     assert (rank0["calls"], rank1["calls"]) == (["train", "val"], [])
     assert rank1["result"] == rank0["result"] and len(rank0["result"]["train"]) == 32 + 4  # 32 videos, 4 classes
+
+
+def test_evaluation_reads_the_annotations_on_rank_0_only_and_scores_as_one_process(tmp_path):
+    single = run_evaluation(load_config(None, overrides(tmp_path / "data", tmp_path / "single")))
+    config_file = write_config(tmp_path / "ddp.yaml", overrides(tmp_path / "data", tmp_path / "ddp"))
+    rank0, rank1 = _torchrun(tmp_path, config_file, "eval")
+    assert (rank0["calls"], rank1["calls"]) == (["val"], [])
+    assert rank0["result"]["top1"] == rank1["result"]["top1"] == pytest.approx(single["top1"])
+    assert rank0["result"]["num_videos"] == single["num_videos"] == 12

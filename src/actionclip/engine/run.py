@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from actionclip.data.build import build_dataset, has_val
+from actionclip.data.datasets import VideoDataset
 from actionclip.data.subsets import class_subsets
 from actionclip.engine import distributed
 from actionclip.engine.config import Config, ModelConfig
@@ -98,8 +99,8 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         if checkpoint is not None:
             config.model.checkpoint = checkpoint
         output = Path(output or Path(config.train.output) / "eval")
-        parts = {name: (part, build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views))
-                 for name, part in _evaluation_parts(config).items()}
+        # Rank 0 alone reads the annotations; the other ranks receive the datasets (as for training).
+        parts = distributed.made_on_main(lambda: _evaluation_datasets(config), info)
         num_classes = [len(val_set.classes) for _, val_set in parts.values()]
         model = model_from_config(config.model, num_classes=num_classes[0])
         source = config.model.checkpoint or f"model {config.model.name}"
@@ -127,6 +128,12 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         return summary
     finally:
         distributed.cleanup()
+
+
+def _evaluation_datasets(config: Config) -> dict[str, tuple[Config, VideoDataset]]:
+    """Each part's config and its validation dataset."""
+    return {name: (part, build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views))
+            for name, part in _evaluation_parts(config).items()}
 
 
 def _evaluation_parts(config: Config) -> dict[str, Config]:
