@@ -21,6 +21,7 @@ from safetensors.torch import save
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from actionclip.models.weight_files import tensor_digest
 from actionclip.prompts import resolve_templates
 
 
@@ -32,22 +33,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ACTIONCLIP_CACHE", Path.home() / ".cache" / "actionclip")) / "text_features"
 
 
-def _tensor_digest(tensor: torch.Tensor) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(str(tensor.dtype).encode())
-    digest.update(str(tuple(tensor.shape)).encode())
-    digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def text_weights_digest(model: nn.Module) -> str:
     """A hash of every tensor the class text features depend on (the text encoder and its dtype)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.text.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensor_digest(model.text.state_dict())
 
 
 # model -> (the fingerprint of its text tower's tensors, their text_weights_digest)
@@ -88,7 +76,7 @@ def _read(path: Path, labels: list[str], shape: tuple[int, ...]) -> torch.Tensor
         raise ValueError("it holds the features of other labels")
     if tuple(features.shape) != shape:
         raise ValueError(f"features of shape {tuple(features.shape)}, expected {shape}")
-    if _tensor_digest(features) != metadata["checksum"]:
+    if tensor_digest(features) != metadata["checksum"]:
         raise ValueError("its checksum does not match its features")
     return features
 
@@ -96,7 +84,7 @@ def _read(path: Path, labels: list[str], shape: tuple[int, ...]) -> torch.Tensor
 def _write(path: Path, features: torch.Tensor, labels: list[str]) -> None:
     """Write atomically (another process may be reading ``path``); a partial file is removed."""
     features = features.detach().cpu().contiguous()
-    data = save({"features": features}, metadata={"labels": json.dumps(labels), "checksum": _tensor_digest(features)})
+    data = save({"features": features}, metadata={"labels": json.dumps(labels), "checksum": tensor_digest(features)})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:

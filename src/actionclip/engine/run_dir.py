@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import secrets
 import socket
@@ -22,6 +21,7 @@ import torch
 import yaml
 
 from actionclip.engine.config import Config, plain_dict, save_config
+from actionclip.models.weight_files import tensor_digest
 
 # Settings that change neither the model nor the optimisation: they may differ when a run is resumed (data moved
 # to another disk, more workers, another evaluation protocol). Every other change is refused.
@@ -95,27 +95,6 @@ def resume_changes(saved_config: Path, config: Config) -> list[str]:
     current = _flatten(plain_dict(config))
     return [f"{key}: {saved[key]!r} -> {current[key]!r}" for key in sorted(saved.keys() & current.keys())
             if saved[key] != current[key] and not key.startswith(RESUMABLE)]
-
-
-def tensor_digest(payload) -> str:
-    """A hash of every tensor (names, dtypes, shapes, bytes) and every other value of a nested payload."""
-    digest = hashlib.blake2b(digest_size=16)
-
-    def visit(value, key: str) -> None:
-        if isinstance(value, dict):
-            for name in sorted(value, key=str):
-                visit(value[name], f"{key}.{name}")
-        elif isinstance(value, (list, tuple)):
-            for index, item in enumerate(value):
-                visit(item, f"{key}.{index}")
-        elif isinstance(value, torch.Tensor):
-            digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
-            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-        else:
-            digest.update(f"{key}={value!r}".encode())
-
-    visit(payload, "")
-    return digest.hexdigest()
 
 
 def _os_error(error: BaseException) -> OSError | None:

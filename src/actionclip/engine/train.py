@@ -232,7 +232,10 @@ class Trainer:
         """Fail before the first step if more training videos are missing than ``data.max_bad_fraction`` allows
         (datasets that are not lists of files have nothing to check)."""
         samples = getattr(self.train_set, "samples", [])
-        missing = [BadSample(i, s.path, "no such file or folder") for i, s in enumerate(samples) if not os.path.exists(s.path)]
+        # Rank 0 alone walks the files (240k on a shared file system), as it alone built the datasets.
+        missing = distributed.made_on_main(
+            lambda: [BadSample(i, s.path, "no such file or folder") for i, s in enumerate(samples) if not os.path.exists(s.path)],
+            self.info)
         fail_if_too_many(missing, len(samples), self.config.data.max_bad_fraction, "training videos", "data.max_bad_fraction")
         if missing and self.info.is_main:
             tqdm.write(f"warning: {len(missing)} training video(s) are missing and will be skipped, e.g. {missing[0].path}", file=sys.stderr)

@@ -3,10 +3,12 @@
 Formats: safetensors, OpenAI's TorchScript archives, and ``torch.load(weights_only=True)`` pickles (state dicts,
 optionally wrapped in ``{"state_dict": ...}`` or ``{"model": ...}`` with DDP's ``module.`` prefixes). The readers of
 each model family's checkpoints (``checkpoints.py``, ``xclip_checkpoints.py``) and of CLIP backbones
-(``backbone.py``) build on these.
+(``backbone.py``) build on these. ``tensor_digest`` hashes a payload's tensors, for files that must be verified when
+read again (resumable checkpoints, the text-feature cache).
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 import zipfile
@@ -128,3 +130,24 @@ def load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], source: 
         raise CheckpointError(f"{source} does not fit the model: {mismatches}")
     with torch.no_grad():
         module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()})
+
+
+def tensor_digest(payload) -> str:
+    """A hash of every tensor (names, dtypes, shapes, bytes) and every other value of a nested payload."""
+    digest = hashlib.blake2b(digest_size=16)
+
+    def visit(value, key: str) -> None:
+        if isinstance(value, dict):
+            for name in sorted(value, key=str):
+                visit(value[name], f"{key}.{name}")
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{key}.{index}")
+        elif isinstance(value, torch.Tensor):
+            digest.update(f"{key}:{value.dtype}:{tuple(value.shape)}".encode())
+            digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        else:
+            digest.update(f"{key}={value!r}".encode())
+
+    visit(payload, "")
+    return digest.hexdigest()
