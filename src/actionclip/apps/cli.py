@@ -53,7 +53,8 @@ def _train(args) -> int:
 def _add_eval(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation data")
     _add_config_arguments(evaluate)
-    evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, or an official ActionCLIP .pt")
+    evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or a "
+                          "published checkpoint's name (see `actionclip models`)")
     evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
     evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="weights' precision (default: eval.precision)")
     evaluate.set_defaults(handler=_eval)
@@ -118,7 +119,8 @@ def _add_predict(sub) -> None:
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or an X-CLIP "
                         "checkpoint (a transformers directory, or with --arch xclip an original .pth)")
-    source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained)")
+    source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained), or a published "
+                        "checkpoint's name (see `actionclip models`)")
     predict.add_argument("--pretrained", help="open_clip tag (e.g. openai, downloaded when online) or weight file for --model")
     predict.add_argument("--arch", choices=("actionclip", "xclip"), help="model kind to build with --model or to expect in --checkpoint")
     predict.add_argument("--visual-prompt", default="Transf", help="for --model and official .pt files (default: Transf)")
@@ -147,13 +149,14 @@ def _predict(args) -> int:
 
     from actionclip.apps.predict import format_result, iter_predictions, load_model, parse_labels, read_labels
     from actionclip.engine.distributed import parse_device
+    from actionclip.models.hub import is_published
     from actionclip.models.weight_files import CheckpointError
 
     try:
         _check_minimums(args, {"--frames": 1, "--top-k": 1, "--batch-size": 1, "--workers": 0, "--decode-short-side": 1})
         device = parse_device(args.device, "--device")
         labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels)
-        if args.model and not args.pretrained:
+        if args.model and not args.pretrained and not is_published(args.model):
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
                            num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
@@ -313,10 +316,13 @@ def _data_check(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from actionclip.apps.hub_commands import add_hub_commands
+
     parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data):
         add(sub)
+    add_hub_commands(sub)
     return parser
 
 

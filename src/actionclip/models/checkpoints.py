@@ -143,8 +143,12 @@ def resolve(path: str | Path) -> Path:
 
 
 def load_any(path: str | Path, visual_prompt: str = "Transf", num_frames: int = 8, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Our checkpoint (a directory or a run directory) or an official ActionCLIP ``.pt`` file (which does not
-    record its visual prompt, hence ``visual_prompt``)."""
+    """Our checkpoint (a directory or a run directory), an official ActionCLIP ``.pt`` file (which does not
+    record its visual prompt, hence ``visual_prompt``), or a published checkpoint's name (``actionclip models``)."""
+    from actionclip.models import hub  # hub builds on this module
+
+    if hub.is_published(path):
+        return hub.load_published(str(path), device)
     path = resolve(path)
     if path.is_file():
         return from_official_checkpoint(path, visual_prompt, num_frames).to(device)

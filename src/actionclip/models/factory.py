@@ -29,7 +29,8 @@ def create_model(
     """Build ActionCLIP (``arch="actionclip"``), the unimodal baseline (``arch="unimodal"``) or X-CLIP (``arch="xclip"``).
 
     ``model_name``: an open_clip model name ("ViT-B-32", "ViT-B-16", "RN50", ...) or a name registered with
-    ``actionclip.register_model_config``; None infers the architecture from a local ``pretrained`` file.
+    ``actionclip.register_model_config``; None infers the architecture from a local ``pretrained`` file. The name of
+    a published checkpoint (``actionclip models``) gives that model, downloaded and converted once, in eval mode.
     ``pretrained``: an open_clip tag ("openai", ...) or a local OpenAI / open_clip / safetensors file.
     ``init_vision`` / ``init_text`` = "random" re-initialise that tower after loading (Table 2);
     ``freeze_vision`` / ``freeze_text`` stop its gradients (Table 5). ``seed`` fixes every random init.
@@ -37,6 +38,12 @@ def create_model(
     ``mit_layers``, ``prompt_layers``, ``prompt_alpha``, ...). X-CLIP ignores ``visual_prompt``: its temporal
     modelling is its own (cross-frame attention and the multi-frame integration transformer).
     """
+    from actionclip.models import hub  # hub builds on checkpoints, which builds on this module
+
+    if hub.is_published(model_name):
+        if pretrained is not None:
+            raise ValueError(f"{model_name} is a published checkpoint with its own weights; give no pretrained")
+        return hub.load_published(model_name)
     if init_vision not in _INITS or init_text not in _INITS:
         raise ValueError(f"init_vision and init_text must be one of {_INITS}")
     if seed is not None:

@@ -1,0 +1,144 @@
+"""Published checkpoints by name: downloaded once (``download.fetch``), converted once to our format in
+``$ACTIONCLIP_CACHE/hub/models/<name>``, and loaded from there afterwards, offline.
+
+Every format is read without executing a pickle: our safetensors, ``torch.load(weights_only=True)`` for the official
+ActionCLIP and VideoX files (VideoX's yacs config through its allow-list), and archives (``.zip``, ``.tar``,
+``.tar.gz``) of a checkpoint directory, of which only the expected file names are read, never extracted as paths.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import tarfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from actionclip.models import checkpoints, registry
+from actionclip.models.download import cache_root, fetch, file_lock, sha256_of
+from actionclip.models.registry import Entry
+from actionclip.models.weight_files import CheckpointError
+from actionclip.models.xclip_checkpoints import HF_WEIGHT_FILES, from_hf_xclip, from_videox_checkpoint
+
+SOURCE_FILE = "source.json"
+# The files of a checkpoint directory that an archive may hold; nothing else in it is read.
+_ARCHIVE_FILES = {
+    "actionclip": (checkpoints.CONFIG_FILE, checkpoints.WEIGHTS_FILE),
+    "hf_xclip": ("config.json",) + HF_WEIGHT_FILES,
+}
+
+
+class UnverifiedDownloadWarning(UserWarning):
+    """A downloaded file whose publisher states no checksum: its sha256 is recorded, not checked."""
+
+
+def is_published(name: object) -> bool:
+    """Whether ``name`` is a published checkpoint's name (built-in or from ``ACTIONCLIP_MODELS``) and no local path."""
+    return isinstance(name, str) and not Path(name).exists() and registry.find(name) is not None
+
+
+def converted_dir(name: str) -> Path:
+    return cache_root() / "models" / name.replace("/", "--")
+
+
+def load_published(name: str, device: str | torch.device = "cpu", progress: bool = True) -> torch.nn.Module:
+    """The model published as ``name`` in eval mode: from the cache when it was converted before (no network),
+    otherwise downloaded, verified and converted first."""
+    entry = registry.find(name)
+    if entry is None:
+        raise CheckpointError(f"{name!r} is not a published checkpoint name (see `actionclip models`)")
+    directory = converted_dir(name)
+    if not (directory / checkpoints.CONFIG_FILE).is_file():
+        with file_lock(directory.parent / f".{directory.name}.lock"):
+            if not (directory / checkpoints.CONFIG_FILE).is_file():
+                _convert(entry, directory, progress)
+    return checkpoints.load(directory, device)
+
+
+def _convert(entry: Entry, directory: Path, progress: bool) -> None:
+    if not entry.loadable:
+        raise CheckpointError(f"{entry.name}: format {entry.format!r} has no importer in this version "
+                              f"(loadable formats: {', '.join(registry.LOADABLE)})")
+    if entry.hub_id:
+        path, digest = _hf_snapshot(entry), None
+    else:
+        path = fetch(entry, progress)
+        digest = sha256_of(path)
+        if not (entry.sha256 or entry.sha256_prefix):
+            warnings.warn(f"{entry.name}: its publisher states no checksum; the downloaded file's sha256 is {digest} "
+                          f"(recorded in {directory / SOURCE_FILE})", UnverifiedDownloadWarning, stacklevel=3)
+    model = _import(entry, path)
+    # Written beside the final directory, then renamed: a cut conversion leaves no directory that looks finished.
+    staging = directory.with_name(f".{directory.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        checkpoints.save(model, staging)
+        source = {"name": entry.name, "format": entry.format, "url": entry.url, "hub_id": entry.hub_id,
+                  "file": str(path), "sha256": digest}
+        (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2))
+        os.replace(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _import(entry: Entry, path: Path) -> torch.nn.Module:
+    if entry.format == "official":
+        return checkpoints.from_official_checkpoint(path, entry.visual_prompt, entry.num_frames or 8)
+    if entry.format == "videox":
+        return from_videox_checkpoint(path)
+    if path.is_dir():  # a hub snapshot
+        return from_hf_xclip(path)
+    unpacked = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.unpacked")
+    try:
+        _unpack(path, unpacked, _ARCHIVE_FILES[entry.format])
+        if entry.format == "hf_xclip":
+            return from_hf_xclip(unpacked)
+        return checkpoints.load(unpacked)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _unpack(archive: Path, into: Path, wanted: tuple[str, ...]) -> None:
+    """Copy out the members of ``archive`` whose base name is in ``wanted`` (regular files only)."""
+    into.mkdir(parents=True)
+    found = []
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as bundle:
+                for info in bundle.infolist():
+                    base = info.filename.rstrip("/").rsplit("/", 1)[-1]
+                    if base in wanted and not info.is_dir() and base not in found:
+                        with bundle.open(info) as source, open(into / base, "wb") as target:
+                            shutil.copyfileobj(source, target)
+                        found.append(base)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as bundle:
+                for member in bundle.getmembers():
+                    base = member.name.rstrip("/").rsplit("/", 1)[-1]
+                    if base in wanted and member.isfile() and base not in found:
+                        with bundle.extractfile(member) as source, open(into / base, "wb") as target:
+                            shutil.copyfileobj(source, target)
+                        found.append(base)
+        else:
+            raise CheckpointError(f"{archive}: not a .zip or .tar archive of a checkpoint directory")
+    except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
+        raise CheckpointError(f"{archive}: not a readable archive ({error})") from error
+    if not found:
+        raise CheckpointError(f"{archive}: holds none of {', '.join(wanted)}")
+
+
+def _hf_snapshot(entry: Entry) -> Path:
+    """The hub repository ``entry.hub_id`` through huggingface_hub (its own cache, and its own mirror: HF_ENDPOINT)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"{entry.name}: downloading from the Hugging Face hub needs huggingface_hub "
+                              "(pip install 'actionclip[hub]')") from None
+    try:
+        return Path(snapshot_download(entry.hub_id, allow_patterns=["config.json", *HF_WEIGHT_FILES]))
+    except Exception as error:  # huggingface_hub raises its own types for offline, missing and gated repositories
+        raise CheckpointError(f"{entry.hub_id}: cannot download from the Hugging Face hub ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''}); set HF_ENDPOINT to a hub mirror") from None

@@ -1,0 +1,304 @@
+"""Published checkpoints by name: the registry, downloads from a local HTTP server on 127.0.0.1 (first download,
+cache, resume, checksum, 404, no server, mirror), user model lists, and a malicious pickle that is never run."""
+import hashlib
+import http.server
+import io
+import json
+import re
+import socket
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import actionclip
+from actionclip import CheckpointError
+from actionclip.apps.cli import main
+from actionclip.engine.config import ModelConfig
+from actionclip.engine.run import model_from_config
+from actionclip.models import hub, registry
+from actionclip.models.download import cache_root
+from conftest import random_video
+
+
+class Server:
+    """http.server in a thread: serves ``files``, counts requests, honours Range, and can cut, corrupt or 404."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self.cut_once: set[str] = set()
+        self.wrong: set[str] = set()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                if self.path in server.wrong:
+                    data = bytes(len(data))
+                start = 0
+                match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+                if match:
+                    start = int(match[1])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                if self.path in server.cut_once:
+                    server.cut_once.discard(self.path)
+                    self.wfile.write(data[start : start + (len(data) - start) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(data[start:])
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    running = Server()
+    yield running
+    running.close()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACTIONCLIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ACTIONCLIP_HUB_MIRROR", raising=False)
+    monkeypatch.delenv("ACTIONCLIP_MODELS", raising=False)
+    return tmp_path / "cache" / "hub"
+
+
+def _official_bytes(model) -> bytes:
+    """``model`` (ActionCLIP, Transf) as the official train.py saves it: CLIP keys under ``module.``, the fusion apart."""
+    clip, fusion = {}, {}
+    for key, value in model.state_dict().items():
+        if key.startswith("video.temporal."):
+            fusion["module." + key[len("video.temporal.") :]] = value.half()
+        elif key.startswith("video."):
+            clip["module." + key[len("video.") :]] = value.half()
+        else:
+            clip["module." + key.removeprefix("text.")] = value.half()
+    buffer = io.BytesIO()
+    torch.save({"epoch": 3, "model_state_dict": clip, "fusion_model_state_dict": fusion}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = actionclip.create_model("test-tiny", visual_prompt="Transf", num_frames=4, seed=0).eval()
+    return model, _official_bytes(model)
+
+
+def _user_list(tmp_path, monkeypatch, entries) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    monkeypatch.setenv("ACTIONCLIP_MODELS", str(path))
+    return path
+
+
+def _official_entry(url, data, **extra):
+    return {"name": "team-tiny", "url": url, "sha256": hashlib.sha256(data).hexdigest(), "format": "official",
+            "visual_prompt": "Transf", "num_frames": 4, **extra}
+
+
+def _features(model):
+    video = random_video(batch=1, frames=4)
+    with torch.no_grad():
+        return model.encode_video(video), model.encode_text(model.tokenize(["a video of swimming"]))
+
+
+def _cache_files(cache) -> list[str]:
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock"))
+
+
+def test_first_download_converts_once_and_later_calls_make_no_request(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    model, data = tiny
+    server.files["/tiny.pt"] = data
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    loaded = actionclip.create_model("team-tiny")
+    assert "tiny.pt" in capsys.readouterr().err  # the progress bar names the file
+    assert server.requests == [("/tiny.pt", None)]
+    expected = _features(actionclip.from_official_checkpoint(cache / "files" / "tiny.pt", "Transf", 4))
+    for ours, theirs in zip(_features(loaded), expected):
+        assert torch.equal(ours, theirs)
+    assert _cache_files(cache) == ["files/tiny.pt", "models/team-tiny/config.json", "models/team-tiny/model.safetensors",
+                                   "models/team-tiny/source.json"]
+    server.close()  # offline from now on
+    again = actionclip.create_model("team-tiny")
+    assert len(server.requests) == 1
+    for ours, theirs in zip(_features(again), expected):
+        assert torch.equal(ours, theirs)
+    assert isinstance(model_from_config(ModelConfig(checkpoint="team-tiny")), actionclip.ActionCLIP)  # eval --checkpoint NAME
+
+
+def test_a_cut_download_is_resumed_with_a_range_request(tiny, server, tmp_path, monkeypatch, cache):
+    _, data = tiny
+    server.files["/tiny.pt"] = data
+    server.cut_once.add("/tiny.pt")
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    with pytest.raises(CheckpointError, match=r"connection cut after \d+ of \d+ bytes.*next call resumes it"):
+        actionclip.create_model("team-tiny")
+    assert _cache_files(cache) == ["files/tiny.pt.part"]  # only the partial file, under its own name
+    half = (cache / "files" / "tiny.pt.part").stat().st_size
+    assert 0 < half < len(data)
+    actionclip.create_model("team-tiny")
+    assert server.requests == [("/tiny.pt", None), ("/tiny.pt", f"bytes={half}-")]
+    assert (cache / "files" / "tiny.pt").read_bytes() == data
+
+
+def _cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1
+    return err[0]
+
+
+def _predict(name) -> list[str]:
+    return ["predict", "nothing.mp4", "--labels", "a,b", "--model", name, "--device", "cpu"]
+
+
+def test_checksum_mismatch_deletes_the_file_and_says_so(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    _, data = tiny
+    server.files["/tiny.pt"] = data
+    server.wrong.add("/tiny.pt")
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert "checksum mismatch for team-tiny" in line and "the file was deleted" in line
+    assert _cache_files(cache) == []
+
+
+def test_a_published_sha256_prefix_is_checked(tiny, server, tmp_path, monkeypatch, cache):
+    _, data = tiny
+    server.files["/tiny.pt"] = data
+    entry = _official_entry(server.url + "/tiny.pt", data)
+    entry["sha256_prefix"] = "0" * 8 if not entry.pop("sha256").startswith("0" * 8) else "f" * 8
+    _user_list(tmp_path, monkeypatch, [entry])
+    with pytest.raises(CheckpointError, match="expected a sha256 starting with"):
+        actionclip.create_model("team-tiny")
+    assert _cache_files(cache) == []
+
+
+def test_404_and_no_server_name_the_url_and_the_mirror_option(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    _, data = tiny
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/tiny.pt"
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data),
+                                       {**_official_entry(dead, data), "name": "team-dead"}])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert f"{server.url}/tiny.pt: HTTP 404" in line and "ACTIONCLIP_HUB_MIRROR" in line and "--hub-mirror" in line
+    line = _cli_error(capsys, _predict("team-dead"))
+    assert f"{dead}: cannot connect" in line and "--hub-mirror" in line
+    assert _cache_files(cache) == []
+
+
+def test_a_mirror_serves_the_same_file_names(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    _, data = tiny
+    server.files["/mirror/tiny.pt"] = data
+    _user_list(tmp_path, monkeypatch, [_official_entry("https://publisher.invalid/files/tiny.pt", data)])
+    monkeypatch.setenv("ACTIONCLIP_HUB_MIRROR", server.url + "/mirror/")
+    assert isinstance(actionclip.create_model("team-tiny"), actionclip.ActionCLIP)
+    assert server.requests == [("/mirror/tiny.pt", None)]
+    server.files["/mirror/actionclip-vit-b-32-8f-k400.pt"] = data  # a built-in entry that has no direct download
+    monkeypatch.delenv("ACTIONCLIP_HUB_MIRROR")
+    line = _cli_error(capsys, _predict("actionclip-vit-b-32-8f-k400"))
+    assert "no direct download" in line and "drive.google.com" in line and "actionclip-vit-b-32-8f-k400.pt" in line
+    # --hub-mirror: the same file, the entry's own checksum (none is published for the official files)
+    with pytest.warns(hub.UnverifiedDownloadWarning, match="states no checksum; the downloaded file's sha256 is"):
+        assert main(_predict("actionclip-vit-b-32-8f-k400") + ["--hub-mirror", server.url + "/mirror"]) == 1  # nothing.mp4
+    assert server.requests[-1] == ("/mirror/actionclip-vit-b-32-8f-k400.pt", None)
+    assert (cache / "models" / "actionclip-vit-b-32-8f-k400" / "model.safetensors").is_file()
+
+
+def test_user_lists_add_our_own_format_by_file_url_to_the_listing(tiny, tmp_path, monkeypatch, capsys):
+    model, _ = tiny
+    actionclip.save(model, tmp_path / "ours")
+    archive = tmp_path / "ours.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        bundle.add(tmp_path / "ours", arcname="ours")
+    data = archive.read_bytes()
+    path = _user_list(tmp_path, monkeypatch, [{"name": "team-ours", "url": archive.as_uri(), "format": "actionclip",
+                                               "sha256": hashlib.sha256(data).hexdigest()}])
+    for ours, theirs in zip(_features(actionclip.create_model("team-ours")), _features(model)):
+        assert torch.equal(ours, theirs)
+    assert main(["models", "--json"]) == 0
+    listed = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert listed["team-ours"]["source"] == str(path) and listed["team-ours"]["cached"] is True
+    assert main(["models"]) == 0
+    assert re.search(r"team-ours\s+actionclip\s.*cached", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "official", "visual_prompt": "Transf", "sha": "00"}, "unknown key 'sha'"),
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "official"}, "format official needs visual_prompt"),
+    ({"name": "x", "url": "ftp://127.0.0.1/x.pt", "format": "videox"}, "is not an http://, https:// or file:// URL"),
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "caffe"}, "format is 'caffe', expected one of"),
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "videox", "sha256": "abc"}, "sha256 has 3 digits"),
+])  # fmt: skip
+def test_a_mistake_in_a_user_list_is_one_line_naming_the_file_and_entry(tmp_path, monkeypatch, capsys, entry, message):
+    path = _user_list(tmp_path, monkeypatch, [entry])
+    line = _cli_error(capsys, ["models"])
+    assert line.startswith(f"error: {path}: entry 1 (x): ") and message in line
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+def test_a_malicious_pickle_from_a_download_is_never_executed(server, tmp_path, monkeypatch, capsys, cache):
+    marker = tmp_path / "marker"
+    buffer = io.BytesIO()
+    torch.save({"model_state_dict": {"visual.proj": torch.zeros(2)}, "fusion_model_state_dict": _Payload(marker)}, buffer)
+    data = buffer.getvalue()
+    server.files["/evil.pt"] = data
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/evil.pt", data)])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert "refused" in line and "evil.pt" in line
+    assert not marker.exists()
+    assert not (cache / "models" / "team-tiny").exists()
+
+
+def test_the_builtin_list_names_every_published_family_and_only_published_checksums():
+    found = registry.read_list(registry.BUILTIN)
+    by_format = {}
+    for entry in found:
+        by_format.setdefault(entry.format, []).append(entry)
+    assert len(by_format["official"]) == 4 and len(by_format["mmaction2"]) == 6 and len(by_format["vificlip"]) == 6
+    assert {e.file_name for e in by_format["videox"]} >= {"k400_32_8.pth", "k400_16_16.pth", "zero.pth", "few_ucf_16.pth"}
+    assert "microsoft/xclip-base-patch32" in {e.hub_id for e in by_format["hf_xclip"]}
+    for entry in found:
+        assert entry.accuracy and entry.accuracy.get("source") and entry.license
+        assert entry.sha256 is None  # no publisher states a whole sha256
+        if entry.sha256_prefix:  # mmaction2's: the hex suffix of the file name
+            assert entry.file_name.endswith(f"-{entry.sha256_prefix}.pth")
+    assert sum(1 for e in found if e.sha256_prefix) == 2
+    assert not hub.is_published("ViT-B-32") and hub.is_published("xclip-b16-8f-k400")
+
+
+def test_cache_root_follows_actionclip_cache(cache):
+    assert cache_root() == cache
