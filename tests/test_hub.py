@@ -302,3 +302,62 @@ def test_the_builtin_list_names_every_published_family_and_only_published_checks
 
 def test_cache_root_follows_actionclip_cache(cache):
     assert cache_root() == cache
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """A Hugging Face hub cache holding ``microsoft/xclip-tiny``, and huggingface_hub offline: the real resolution of a
+    hub id by huggingface_hub, without a network."""
+    import huggingface_hub.constants
+    from test_xclip import tiny_hf_xclip
+
+    hf = tiny_hf_xclip()
+    repo = tmp_path / "hf" / "models--microsoft--xclip-tiny"
+    hf.save_pretrained(repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    return hf, repo / "snapshots" / ("a" * 40)
+
+
+def test_hub_ids_load_through_huggingface_hub(hf_cache, tmp_path, monkeypatch, cache):
+    hf, snapshot = hf_cache
+    direct = actionclip.from_hf_xclip("microsoft/xclip-tiny")
+    local = actionclip.from_hf_xclip(snapshot)
+    assert all(torch.equal(a, b) for a, b in zip(direct.state_dict().values(), local.state_dict().values()))
+    with pytest.raises(CheckpointError, match=r"microsoft/xclip-other: cannot download it from the Hugging Face hub .*HF_ENDPOINT"):
+        actionclip.from_hf_xclip("microsoft/xclip-other")
+    _user_list(tmp_path, monkeypatch, [{"name": "microsoft/xclip-tiny", "hub_id": "microsoft/xclip-tiny", "format": "hf_xclip"}])
+    named = actionclip.create_model("microsoft/xclip-tiny")
+    assert isinstance(named, actionclip.XCLIP)
+    assert all(torch.equal(a, b) for a, b in zip(named.state_dict().values(), local.state_dict().values()))
+    assert (cache / "models" / "microsoft--xclip-tiny" / "model.safetensors").is_file()
+
+
+def test_videox_files_and_transformers_archives_load_by_name(hf_cache, server, tmp_path, monkeypatch):
+    import zipfile
+
+    from test_xclip import save_as_videox, tiny_hf_xclip, videox_state_dict
+
+    hf, snapshot = hf_cache
+    save_as_videox(tmp_path / "k400_tiny.pth", videox_state_dict(tiny_hf_xclip(heads=1, seed=1)), monkeypatch)
+    videox = (tmp_path / "k400_tiny.pth").read_bytes()
+    server.files["/releases/k400_tiny.pth"] = videox
+    with zipfile.ZipFile(tmp_path / "tiny-hf.zip", "w") as bundle:
+        for name in ("config.json", "model.safetensors"):
+            bundle.write(snapshot / name, f"xclip-tiny/{name}")
+        bundle.writestr("../../outside/evil.txt", "never extracted")
+    hf_zip = (tmp_path / "tiny-hf.zip").read_bytes()
+    _user_list(tmp_path, monkeypatch, [
+        {"name": "team-videox", "url": server.url + "/releases/k400_tiny.pth", "format": "videox",
+         "sha256": hashlib.sha256(videox).hexdigest()},
+        {"name": "team-hf", "url": (tmp_path / "tiny-hf.zip").as_uri(), "format": "hf_xclip", "sha256": hashlib.sha256(hf_zip).hexdigest()},
+    ])  # fmt: skip
+    by_name = actionclip.create_model("team-videox")
+    direct = actionclip.from_videox_checkpoint(tmp_path / "k400_tiny.pth")
+    assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), direct.state_dict().values()))
+    by_name = actionclip.create_model("team-hf")
+    direct = actionclip.from_hf_xclip(snapshot)
+    assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), direct.state_dict().values()))
+    assert not (tmp_path / "outside").exists() and not list(tmp_path.parent.glob("outside"))

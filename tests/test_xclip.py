@@ -18,15 +18,15 @@ LABELS = ["arm wrestling", "playing guitar", "swimming"]
 TOLERANCE = 1e-4
 
 
-def tiny_hf_xclip(heads: int = 2, seed: int = 0) -> XCLIPModel:
+def tiny_hf_xclip(heads: int = 2, seed: int = 0, mit_intermediate_size: int = 256, text_intermediate_size: int = 256) -> XCLIPModel:
     """A tiny random ``XCLIPModel`` (8 frames) with every parameter perturbed, so that layer-norm gains, biases, alpha
     and the logit scale all differ from their init and a mix-up of any of them shows in the outputs."""
     torch.manual_seed(seed)
     config = XCLIPConfig(
-        text_config={"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": heads},
+        text_config={"hidden_size": 64, "intermediate_size": text_intermediate_size, "num_hidden_layers": 2, "num_attention_heads": heads},
         vision_config={
             "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": heads,
-            "patch_size": 16, "image_size": 32, "num_frames": 8, "mit_hidden_size": 64, "mit_intermediate_size": 256,
+            "patch_size": 16, "image_size": 32, "num_frames": 8, "mit_hidden_size": 64, "mit_intermediate_size": mit_intermediate_size,
             "mit_num_hidden_layers": 1, "mit_num_attention_heads": heads,
         },
         projection_dim=64, prompt_layers=1, prompt_num_attention_heads=heads, prompt_alpha=1.0,
@@ -85,6 +85,26 @@ def test_pytorch_model_bin_gives_the_same_model(hf_model_dir, tmp_path):
     from_safetensors = actionclip.from_hf_xclip(directory / "model.safetensors").state_dict()
     assert from_bin.keys() == from_safetensors.keys()
     assert all(torch.equal(from_bin[k], from_safetensors[k]) for k in from_bin)
+
+
+def test_an_mit_mlp_that_is_not_four_times_its_width_matches_transformers(tmp_path):
+    hf = tiny_hf_xclip(seed=2, mit_intermediate_size=100, text_intermediate_size=150)
+    hf.save_pretrained(tmp_path / "hf")
+    model = actionclip.from_hf_xclip(tmp_path / "hf")
+    assert model.video.mit.resblocks[0].mlp.c_fc.out_features == 100 and model.config.mit_mlp_ratio == 100 / 64
+    video = random_video(batch=2, frames=8, seed=4)
+    tokens = model.tokenize(LABELS)
+    expected_video, expected = transformers_outputs(hf, video, tokens)
+    with torch.no_grad():
+        assert (model.encode_video(video) - expected_video).abs().max() <= TOLERANCE
+        assert (model.logits(video, tokens) - expected.logits_per_video).abs().max() <= TOLERANCE
+    actionclip.save(model, tmp_path / "ours")  # the ratio travels with our format
+    assert actionclip.load(tmp_path / "ours").config.mit_mlp_ratio == 100 / 64
+
+
+def test_mlp_ratio_gives_open_clip_the_exact_width_back():
+    for width, mlp_width in ((64, 256), (11, 15), (19, 53), (768, 3072), (768, 3000)):
+        assert int(width * xclip_checkpoints.mlp_ratio(mlp_width, width)) == mlp_width
 
 
 @pytest.mark.parametrize("frames", [1, 3, 8])
@@ -226,7 +246,7 @@ def test_hf_import_errors_name_the_problem(hf_model_dir, tmp_path):
     for change, message in (
         ({"prompt_layers": 2}, r"config\.json: prompt_layers is 2 but \S+model\.safetensors has 1 prompt generator blocks$"),
         ({"text_config": {**config["text_config"], "intermediate_size": 128}}, r"shape mismatches: text\.transformer\.resblocks\.0\.mlp\.c_fc\.weight: file \(256, 64\) vs model \(128, 64\)"),
-        ({"projection_dim": 32}, r"mit_hidden_size 64 / mit_intermediate_size 256 \(the MIT runs at projection_dim 32"),
+        ({"projection_dim": 32}, r"mit_hidden_size 64 \(the MIT runs at projection_dim 32\)"),
         ({"model_type": "clip"}, "model_type is 'clip', not 'xclip'"),
         ({"prompt_hidden_act": "relu"}, "unsupported X-CLIP settings: prompt_hidden_act 'relu'"),
     ):

@@ -47,6 +47,7 @@ class ActionCLIPConfig:
     # X-CLIP only (arch="xclip"); the defaults are those of the published X-CLIP models. Heads None: embed_dim // 64.
     mit_layers: int = 1
     mit_heads: int | None = None
+    mit_mlp_ratio: float = 4.0  # the MIT's MLP width over embed_dim (transformers: mit_intermediate_size / mit_hidden_size)
     prompt_layers: int = 2
     prompt_heads: int | None = None
     prompt_alpha: float = 0.1

@@ -56,7 +56,7 @@ _SECTIONS = {
         "clip": _OBJECT, "visual_prompt": _TEXT, "num_frames": _POSITIVE, "arch": _TEXT, "model_name": _OPTIONAL_TEXT,
         "pretrained": _OPTIONAL_TEXT, "temporal_layers": _COUNT, "temporal_heads": _OPTIONAL_POSITIVE, "max_frames": _POSITIVE,
         "num_classes": _OPTIONAL_POSITIVE, "freeze_vision": _FLAG, "freeze_text": _FLAG, "extra": _OBJECT, "mit_layers": _COUNT,
-        "mit_heads": _OPTIONAL_POSITIVE, "prompt_layers": _COUNT, "prompt_heads": _OPTIONAL_POSITIVE,
+        "mit_heads": _OPTIONAL_POSITIVE, "mit_mlp_ratio": _RATIO, "prompt_layers": _COUNT, "prompt_heads": _OPTIONAL_POSITIVE,
         "prompt_alpha": (_number, "a number"),
     }),
     "clip": (set(inspect.signature(open_clip.CLIP).parameters) | {"custom_text"}, {

@@ -22,7 +22,7 @@ from actionclip.models import checkpoints, registry
 from actionclip.models.download import cache_root, fetch, file_lock, sha256_of
 from actionclip.models.registry import Entry
 from actionclip.models.weight_files import CheckpointError
-from actionclip.models.xclip_checkpoints import HF_WEIGHT_FILES, from_hf_xclip, from_videox_checkpoint
+from actionclip.models.xclip_checkpoints import HF_WEIGHT_FILES, from_hf_xclip, from_videox_checkpoint, hf_snapshot
 
 SOURCE_FILE = "source.json"
 # The files of a checkpoint directory that an archive may hold; nothing else in it is read.
@@ -64,7 +64,7 @@ def _convert(entry: Entry, directory: Path, progress: bool) -> None:
         raise CheckpointError(f"{entry.name}: format {entry.format!r} has no importer in this version "
                               f"(loadable formats: {', '.join(registry.LOADABLE)})")
     if entry.hub_id:
-        path, digest = _hf_snapshot(entry), None
+        path, digest = hf_snapshot(entry.hub_id), None
     else:
         path = fetch(entry, progress)
         digest = sha256_of(path)
@@ -129,16 +129,3 @@ def _unpack(archive: Path, into: Path, wanted: tuple[str, ...]) -> None:
     if not found:
         raise CheckpointError(f"{archive}: holds none of {', '.join(wanted)}")
 
-
-def _hf_snapshot(entry: Entry) -> Path:
-    """The hub repository ``entry.hub_id`` through huggingface_hub (its own cache, and its own mirror: HF_ENDPOINT)."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise CheckpointError(f"{entry.name}: downloading from the Hugging Face hub needs huggingface_hub "
-                              "(pip install 'actionclip[hub]')") from None
-    try:
-        return Path(snapshot_download(entry.hub_id, allow_patterns=["config.json", *HF_WEIGHT_FILES]))
-    except Exception as error:  # huggingface_hub raises its own types for offline, missing and gated repositories
-        raise CheckpointError(f"{entry.hub_id}: cannot download from the Hugging Face hub ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''}); set HF_ENDPOINT to a hub mirror") from None

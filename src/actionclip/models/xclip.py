@@ -79,10 +79,10 @@ class CrossFrameBlock(nn.Module):
 class MultiframeIntegrationTransformer(nn.Module):
     """``[B, T, D]`` projected frame features -> ``[B, D]``: transformer + residual, then the mean over T."""
 
-    def __init__(self, num_frames: int, width: int, layers: int, heads: int, act_layer: type[nn.Module]):
+    def __init__(self, num_frames: int, width: int, layers: int, heads: int, act_layer: type[nn.Module], mlp_ratio: float = 4.0):
         super().__init__()
         self.positional_embedding = nn.Parameter(torch.empty(1, num_frames, width))
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, act_layer=act_layer) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, mlp_ratio, act_layer=act_layer) for _ in range(layers)])
         nn.init.trunc_normal_(self.positional_embedding, std=0.02)
         self.apply(_init_trunc_normal)
 
@@ -152,7 +152,8 @@ class XCLIPVideoEncoder(nn.Module):
     not used (the blocks need the frame count, and X-CLIP also needs the patch tokens before ``ln_post``).
     """
 
-    def __init__(self, visual: nn.Module, num_frames: int, embed_dim: int, mit_layers: int, mit_heads: int, act_layer):
+    def __init__(self, visual: nn.Module, num_frames: int, embed_dim: int, mit_layers: int, mit_heads: int, act_layer,
+                 mit_mlp_ratio: float = 4.0):
         super().__init__()
         if not isinstance(visual, VisionTransformer) or not visual.transformer.batch_first:
             raise ValueError(f"X-CLIP needs an open_clip VisionTransformer image tower, got {type(visual).__name__}")
@@ -160,7 +161,7 @@ class XCLIPVideoEncoder(nn.Module):
             raise ValueError("X-CLIP needs a ViT pooled by its class token and projected by `proj` (CLIP's own ViTs)")
         visual.transformer.resblocks = nn.ModuleList([CrossFrameBlock(block) for block in visual.transformer.resblocks])
         self.visual = visual
-        self.mit = MultiframeIntegrationTransformer(num_frames, embed_dim, mit_layers, mit_heads, act_layer)
+        self.mit = MultiframeIntegrationTransformer(num_frames, embed_dim, mit_layers, mit_heads, act_layer, mit_mlp_ratio)
         width = visual.conv1.out_channels
         self.prompts_visual_ln = LayerNorm(width)
         # Unit-variance init as in the original; the prompt generator layer-normalises its input anyway.
@@ -193,7 +194,8 @@ class XCLIP(nn.Module):
         embed_dim = config.clip["embed_dim"]
         act_layer = QuickGELU if config.clip.get("quick_gelu", False) else nn.GELU
         mit_heads = config.mit_heads or max(1, embed_dim // 64)
-        self.video = XCLIPVideoEncoder(clip.visual, config.num_frames, embed_dim, config.mit_layers, mit_heads, act_layer)
+        self.video = XCLIPVideoEncoder(clip.visual, config.num_frames, embed_dim, config.mit_layers, mit_heads, act_layer,
+                                       config.mit_mlp_ratio)
         self.text = TextEncoder(clip)
         prompt_heads = config.prompt_heads or max(1, embed_dim // 64)
         self.prompts_generator = VideoSpecificPrompt(embed_dim, config.prompt_layers, prompt_heads, config.prompt_alpha)

@@ -23,6 +23,7 @@ from actionclip.models.weight_files import (CheckpointError, infer_openai_config
 from actionclip.models.xclip import XCLIP
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 # transformers' defaults for the config fields read here (older config.json files leave some out).
 _HF_DEFAULTS = {"projection_dim": 512, "prompt_layers": 2, "prompt_alpha": 0.1, "prompt_hidden_act": "quick_gelu", "prompt_num_attention_heads": 8}
@@ -122,6 +123,13 @@ def convert_hf_state_dict(state: dict[str, torch.Tensor], source: str = "checkpo
     return converted
 
 
+def mlp_ratio(mlp_width: int, width: int) -> float:
+    """The ``mlp_ratio`` from which open_clip's ``int(width * mlp_ratio)`` gives ``mlp_width`` back: the plain quotient
+    where floating point returns it exactly (4.0 for every published model), else half a unit more (e.g. 15 / 11)."""
+    ratio = mlp_width / width
+    return ratio if int(width * ratio) == mlp_width else (mlp_width + 0.5) / width
+
+
 def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> ActionCLIPConfig:
     """Our config for the architecture an ``XCLIPConfig`` (its ``config.json`` as a dict) describes."""
     if hf.get("model_type") != "xclip":
@@ -147,11 +155,9 @@ def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Act
     for name, sub in (("text_config", text), ("vision_config", vision)):
         if sub["layer_norm_eps"] != 1e-5:
             problems.append(f"{name}.layer_norm_eps {sub['layer_norm_eps']} (open_clip's towers use 1e-5)")
-    if vision["mit_hidden_size"] != top["projection_dim"] or vision["mit_intermediate_size"] != 4 * vision["mit_hidden_size"]:
-        problems.append(
-            f"mit_hidden_size {vision['mit_hidden_size']} / mit_intermediate_size {vision['mit_intermediate_size']} "
-            f"(the MIT runs at projection_dim {top['projection_dim']} with a 4x MLP)"
-        )
+    if vision["mit_hidden_size"] != top["projection_dim"]:
+        # transformers feeds the MIT the projected frame features: any other width fails in XCLIPModel itself.
+        problems.append(f"mit_hidden_size {vision['mit_hidden_size']} (the MIT runs at projection_dim {top['projection_dim']})")
     if vision["num_channels"] != 3:
         problems.append(f"num_channels {vision['num_channels']} (only RGB)")
     if problems:
@@ -165,7 +171,7 @@ def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Act
             "width": vision["hidden_size"],
             "layers": vision["num_hidden_layers"],
             "head_width": vision["hidden_size"] // vision["num_attention_heads"],
-            "mlp_ratio": vision["intermediate_size"] / vision["hidden_size"],
+            "mlp_ratio": mlp_ratio(vision["intermediate_size"], vision["hidden_size"]),
         },
         "text_cfg": {
             "context_length": text["max_position_embeddings"],
@@ -173,7 +179,7 @@ def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Act
             "width": text["hidden_size"],
             "heads": text["num_attention_heads"],
             "layers": text["num_hidden_layers"],
-            "mlp_ratio": text["intermediate_size"] / text["hidden_size"],
+            "mlp_ratio": mlp_ratio(text["intermediate_size"], text["hidden_size"]),
         },
     }
     return ActionCLIPConfig(
@@ -182,6 +188,7 @@ def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Act
         num_frames=vision["num_frames"],
         mit_layers=vision["mit_num_hidden_layers"],
         mit_heads=vision["mit_num_attention_heads"],
+        mit_mlp_ratio=mlp_ratio(vision["mit_intermediate_size"], vision["mit_hidden_size"]),
         prompt_layers=top["prompt_layers"],
         prompt_heads=top["prompt_num_attention_heads"],
         prompt_alpha=top["prompt_alpha"],
@@ -202,11 +209,30 @@ def _hf_files(path_or_dir: str | Path) -> tuple[Path, Path]:
     raise CheckpointError(f"{directory}: no weights ({' or '.join(HF_WEIGHT_FILES)})")
 
 
+def hf_snapshot(hub_id: str) -> Path:
+    """The directory of hub repository ``hub_id`` (config and weights only), through huggingface_hub: its cache, its
+    offline mode (HF_HUB_OFFLINE) and its mirror (HF_ENDPOINT)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"{hub_id}: downloading from the Hugging Face hub needs huggingface_hub "
+                              "(pip install 'actionclip[hub]')") from None
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=["config.json", *HF_WEIGHT_FILES]))
+    except Exception as error:  # huggingface_hub raises its own types for offline, missing and gated repositories
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(f"{hub_id}: cannot download it from the Hugging Face hub ({type(error).__name__}: {first}); "
+                              "HF_ENDPOINT names a hub mirror") from None
+
+
 def from_hf_xclip(path_or_dir: str | Path) -> XCLIP:
-    """Our X-CLIP from a ``transformers`` ``XCLIPModel.save_pretrained`` directory (or its weight file), in eval mode.
+    """Our X-CLIP from a ``transformers`` ``XCLIPModel.save_pretrained`` directory (or its weight file), or from a hub
+    id such as ``microsoft/xclip-base-patch32`` (downloaded by huggingface_hub when it is not cached), in eval mode.
 
     Gives the same ``logits_per_video`` as ``XCLIPModel`` for the same pixel values and token ids.
     """
+    if not Path(path_or_dir).exists() and _HUB_ID.fullmatch(str(path_or_dir)):
+        path_or_dir = hf_snapshot(str(path_or_dir))
     config_path, weights_path = _hf_files(path_or_dir)
     try:
         hf = json.loads(config_path.read_text())
