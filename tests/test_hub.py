@@ -361,3 +361,18 @@ def test_videox_files_and_transformers_archives_load_by_name(hf_cache, server, t
     direct = actionclip.from_hf_xclip(snapshot)
     assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), direct.state_dict().values()))
     assert not (tmp_path / "outside").exists() and not list(tmp_path.parent.glob("outside"))
+
+
+def test_vificlip_files_load_by_name_with_their_base(server, tmp_path, monkeypatch):
+    from test_vificlip_fidelity import FIXTURES, write_base
+
+    data = (FIXTURES / "vificlip_tiny.pth").read_bytes()
+    server.files["/vificlip_tiny.pth"] = data
+    base = write_base(tmp_path / "base.pt")
+    _user_list(tmp_path, monkeypatch, [{"name": "team-vifi", "url": server.url + "/vificlip_tiny.pth", "format": "vificlip",
+                                        "base": str(base), "sha256": hashlib.sha256(data).hexdigest()}])
+    by_name = actionclip.create_model("team-vifi")
+    direct = actionclip.from_vificlip_checkpoint(FIXTURES / "vificlip_tiny.pth", base)
+    assert {**by_name.config.to_dict(), "pretrained": None} == {**direct.config.to_dict(), "pretrained": None}
+    assert by_name.config.normalization == "imagenet" and by_name.config.templates == ["a photo of a {}."]
+    assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), direct.state_dict().values()))

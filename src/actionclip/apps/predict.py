@@ -138,12 +138,12 @@ def model_image_size(model: nn.Module) -> int:
 
 
 def video_clips(paths: Sequence[str], num_frames: int, size: int, views: str = "1x1",
-                decode_short_side: int | None = None) -> IndexedSamples:
+                decode_short_side: int | None = None, normalization: str = "clip") -> IndexedSamples:
     """Item ``i``: ``(frames, 0, i)`` with ``frames`` ``[T, 3, S, S]`` or ``[V, T, 3, S, S]`` (V = clips x crops),
     or a ``BadSample``. The clips are those ``actionclip eval`` scores (``VideoDataset``'s test mode); the label is
-    unused. A truncated video's item is a ``PartlyRead``."""
+    unused. A truncated video's item is a ``PartlyRead``. ``normalization``: the mean/std, clip or imagenet."""
     clips, crops = parse_views(views)
-    transform = ThreeCropTransform(size=size) if crops == 3 else TestTransform(size=size)
+    transform = (ThreeCropTransform if crops == 3 else TestTransform)(size=size, normalization=normalization)
     dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
                            decode_short_side=decode_short_side, mark_partly_read=True)
     return IndexedSamples(dataset)
@@ -195,7 +195,9 @@ def iter_predictions(
     _check_numbers(num_frames, top_k, decode_short_side)
     paths = collect_videos(videos)
     num_frames = model.config.num_frames if num_frames is None else num_frames
-    dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side)
+    # An imported model normalises frames as its source did (e.g. ViFi-CLIP: ImageNet's mean and std).
+    dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side,
+                          getattr(model.config, "normalization", None) or "clip")
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
                         collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")

@@ -51,6 +51,10 @@ class ActionCLIPConfig:
     prompt_layers: int = 2
     prompt_heads: int | None = None
     prompt_alpha: float = 0.1
+    # What the source of an imported model used at test time, so that its scores are the source's (None: ours).
+    templates: str | list[str] | None = None  # classify/predict/eval's templates when none are given
+    test_logit_scale: float | None = None  # the scale of test-time cosine similarities (None: 100, the official)
+    normalization: str | None = None  # input mean/std, "clip" or "imagenet" (None: clip)
 
     def __post_init__(self):
         self.visual_prompt = canonical_prompt_name(self.visual_prompt)
@@ -80,8 +84,6 @@ def _check_normalised(video: torch.Tensor) -> None:
 
 
 class ActionCLIP(nn.Module):
-    default_templates = "actionclip"  # the official 16
-
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
         super().__init__()
         clip = build_clip(config.clip) if clip is None else clip
@@ -92,6 +94,11 @@ class ActionCLIP(nn.Module):
         self.tokenizer = make_tokenizer(config.clip)
         self.video.visual.requires_grad_(not config.freeze_vision)
         self.text.requires_grad_(not config.freeze_text)
+
+    @property
+    def default_templates(self):
+        """The templates when none are given: those of the source of an imported model, else the official 16."""
+        return self.config.templates or "actionclip"
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``[B, T, 3, H, W]`` -> ``[B, D]``, un-normalised (the temporal module's output), in fp32 whatever the
@@ -159,19 +166,22 @@ class ActionCLIP(nn.Module):
 
     def video_probabilities(self, video: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
         """``[B, C]`` probabilities of a video batch against ``class_text_features`` output ``[K, C, D]``."""
-        return ensemble_probabilities(F.normalize(self.encode_video(video), dim=-1), text_features, ensemble)
+        return ensemble_probabilities(F.normalize(self.encode_video(video), dim=-1), text_features, ensemble,
+                                      self.config.test_logit_scale or TEST_LOGIT_SCALE)
 
 
-def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
-    """Probabilities ``[B, C]`` from normalised video features ``[B, D]`` and text features ``[K, C, D]``, in fp32."""
+def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax",
+                           scale: float = TEST_LOGIT_SCALE) -> torch.Tensor:
+    """Probabilities ``[B, C]`` from normalised video features ``[B, D]`` and text features ``[K, C, D]``, in fp32;
+    ``scale`` multiplies the cosine similarities."""
     video_features, text_features = video_features.float(), text_features.float()
     with fp32_similarities(video_features.device):
         if ensemble == "softmax":
-            similarity = TEST_LOGIT_SCALE * torch.einsum("bd,kcd->bkc", video_features, text_features)
+            similarity = scale * torch.einsum("bd,kcd->bkc", video_features, text_features)
             return similarity.softmax(dim=-1).mean(dim=1)
         if ensemble == "embedding":
             class_features = F.normalize(text_features.mean(dim=0), dim=-1)
-            return (TEST_LOGIT_SCALE * video_features @ class_features.t()).softmax(dim=-1)
+            return (scale * video_features @ class_features.t()).softmax(dim=-1)
     raise ValueError(f"ensemble must be 'softmax' or 'embedding', got {ensemble!r}")
 
 

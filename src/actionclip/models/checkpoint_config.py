@@ -48,6 +48,10 @@ _FLAG = (lambda v: isinstance(v, bool), "true or false")
 _OBJECT = (lambda v: isinstance(v, dict), "an object")
 _SIZE = (_size, "a positive integer or a pair of them")
 _RATIO = (lambda v: _number(v) and v > 0, "a positive number")
+_OPTIONAL_RATIO = (lambda v: v is None or (_number(v) and v > 0), "a positive number or null")
+_TEMPLATES = (lambda v: v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
+              "a string, a list of strings or null")
+_NORMALIZATION = (lambda v: v in (None, "clip", "imagenet"), '"clip", "imagenet" or null')
 
 # Each section of the config: the keys it may hold (ours, open_clip's CLIP arguments plus build_clip's custom_text,
 # open_clip's tower configs) and the types of those that size a model.
@@ -57,7 +61,8 @@ _SECTIONS = {
         "pretrained": _OPTIONAL_TEXT, "temporal_layers": _COUNT, "temporal_heads": _OPTIONAL_POSITIVE, "max_frames": _POSITIVE,
         "num_classes": _OPTIONAL_POSITIVE, "freeze_vision": _FLAG, "freeze_text": _FLAG, "extra": _OBJECT, "mit_layers": _COUNT,
         "mit_heads": _OPTIONAL_POSITIVE, "mit_mlp_ratio": _RATIO, "prompt_layers": _COUNT, "prompt_heads": _OPTIONAL_POSITIVE,
-        "prompt_alpha": (_number, "a number"),
+        "prompt_alpha": (_number, "a number"), "templates": _TEMPLATES, "test_logit_scale": _OPTIONAL_RATIO,
+        "normalization": _NORMALIZATION,
     }),
     "clip": (set(inspect.signature(open_clip.CLIP).parameters) | {"custom_text"}, {
         "embed_dim": _POSITIVE, "vision_cfg": _OBJECT, "text_cfg": _OBJECT, "quick_gelu": _FLAG, "custom_text": _FLAG,

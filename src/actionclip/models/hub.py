@@ -21,6 +21,7 @@ import torch
 from actionclip.models import checkpoints, registry
 from actionclip.models.download import cache_root, fetch, file_lock, sha256_of
 from actionclip.models.registry import Entry
+from actionclip.models.vificlip_checkpoints import from_vificlip_checkpoint
 from actionclip.models.weight_files import CheckpointError
 from actionclip.models.xclip_checkpoints import HF_WEIGHT_FILES, from_hf_xclip, from_videox_checkpoint, hf_snapshot
 
@@ -89,6 +90,8 @@ def _import(entry: Entry, path: Path) -> torch.nn.Module:
         return checkpoints.from_official_checkpoint(path, entry.visual_prompt, entry.num_frames or 8)
     if entry.format == "videox":
         return from_videox_checkpoint(path)
+    if entry.format == "vificlip":
+        return from_vificlip_checkpoint(path, entry.base)
     if path.is_dir():  # a hub snapshot
         return from_hf_xclip(path)
     unpacked = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.unpacked")

@@ -19,7 +19,7 @@ from actionclip.models.weight_files import CheckpointError
 BUILTIN = Path(__file__).with_name("published_checkpoints.yaml")
 FORMATS = ("actionclip", "official", "mmaction2", "vificlip", "videox", "hf_xclip")
 # The formats that an importer of this version reads; the others are listed, and loading them says so.
-LOADABLE = ("actionclip", "official", "videox", "hf_xclip")
+LOADABLE = ("actionclip", "official", "videox", "hf_xclip", "vificlip")
 # What each format needs beyond a source: the official files do not record their visual prompt, ViFi-CLIP's lack
 # the token embedding of the CLIP they were tuned from.
 _NEEDS = {"official": ("visual_prompt",), "vificlip": ("base",)}
