@@ -376,3 +376,21 @@ def test_vificlip_files_load_by_name_with_their_base(server, tmp_path, monkeypat
     assert {**by_name.config.to_dict(), "pretrained": None} == {**direct.config.to_dict(), "pretrained": None}
     assert by_name.config.normalization == "imagenet" and by_name.config.templates == ["a photo of a {}."]
     assert all(torch.equal(a, b) for a, b in zip(by_name.state_dict().values(), direct.state_dict().values()))
+
+
+def test_mmaction2_files_load_by_name_against_their_sha256_prefix(server, tmp_path, monkeypatch):
+    from test_mmaction2_fidelity import FIXTURE, token_embedding
+
+    pieces = torch.load(FIXTURE, weights_only=True)
+    stream = io.BytesIO()  # the checkpoint as mmengine saved it
+    torch.save({"meta": pieces["meta"], "state_dict": {**pieces["state_dict"], "clip.token_embedding.weight": token_embedding()}}, stream)
+    data = stream.getvalue()
+    prefix = hashlib.sha256(data).hexdigest()[:8]  # mmaction2 publishes the first 8 digits in the file name
+    name = f"actionclip_tiny_20230801-{prefix}.pth"
+    server.files["/mmaction/" + name] = data
+    _user_list(tmp_path, monkeypatch, [{"name": "team-mm", "url": f"{server.url}/mmaction/{name}", "format": "mmaction2",
+                                        "sha256_prefix": prefix}])
+    model = actionclip.create_model("team-mm")
+    assert model.config.temporal_ln_eps == 1e-5 and model.config.num_frames == 4
+    with torch.no_grad():
+        assert (model.encode_video(pieces["inputs"]) - pieces["video_features"]).abs().max() <= 1e-4

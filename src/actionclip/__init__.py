@@ -12,6 +12,7 @@ from actionclip.models import (
 )
 from actionclip.models.checkpoints import from_official_checkpoint, load, save
 from actionclip.models.factory import build_model, create_model
+from actionclip.models.mmaction2_checkpoints import from_mmaction2_checkpoint
 from actionclip.models.vificlip_checkpoints import from_vificlip_checkpoint
 from actionclip.models.xclip_checkpoints import from_hf_xclip, from_videox_checkpoint, read_videox_checkpoint
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name
@@ -20,6 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "VISUAL_PROMPTS",
-    "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip", "from_official_checkpoint",
+    "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip", "from_mmaction2_checkpoint", "from_official_checkpoint",
     "from_vificlip_checkpoint", "from_videox_checkpoint", "load", "losses", "predict", "read_videox_checkpoint", "register_model_config", "save",
 ]

@@ -63,8 +63,6 @@ def _models(args) -> int:
     for entry in found:
         if cached[entry.name]:
             state = "cached"
-        elif not entry.loadable:
-            state = "listed (no importer yet)"
         elif entry.url or entry.hub_id:
             state = "download"
         else:

@@ -40,6 +40,7 @@ class ActionCLIPConfig:
     temporal_layers: int = 6
     temporal_heads: int | None = None  # None: text width // 64, as the official Transf
     max_frames: int = 77  # rows of Transf's frame-position table (the official table has 77)
+    temporal_ln_eps: float = 1e-12  # Transf's LayerNorm epsilon: 1e-12 official, 1e-5 mmaction2's adapter
     num_classes: int | None = None  # unimodal head only
     freeze_vision: bool = False
     freeze_text: bool = False
@@ -74,6 +75,7 @@ def _video_encoder(config: ActionCLIPConfig, visual: nn.Module) -> VideoEncoder:
         config.temporal_layers,
         config.temporal_heads,
         config.max_frames,
+        config.temporal_ln_eps,
     )
 
 

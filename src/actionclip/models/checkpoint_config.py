@@ -62,7 +62,7 @@ _SECTIONS = {
         "num_classes": _OPTIONAL_POSITIVE, "freeze_vision": _FLAG, "freeze_text": _FLAG, "extra": _OBJECT, "mit_layers": _COUNT,
         "mit_heads": _OPTIONAL_POSITIVE, "mit_mlp_ratio": _RATIO, "prompt_layers": _COUNT, "prompt_heads": _OPTIONAL_POSITIVE,
         "prompt_alpha": (_number, "a number"), "templates": _TEMPLATES, "test_logit_scale": _OPTIONAL_RATIO,
-        "normalization": _NORMALIZATION,
+        "normalization": _NORMALIZATION, "temporal_ln_eps": _RATIO,
     }),
     "clip": (set(inspect.signature(open_clip.CLIP).parameters) | {"custom_text"}, {
         "embed_dim": _POSITIVE, "vision_cfg": _OBJECT, "text_cfg": _OBJECT, "quick_gelu": _FLAG, "custom_text": _FLAG,

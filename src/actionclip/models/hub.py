@@ -20,6 +20,7 @@ import torch
 
 from actionclip.models import checkpoints, registry
 from actionclip.models.download import cache_root, fetch, file_lock, sha256_of
+from actionclip.models.mmaction2_checkpoints import from_mmaction2_checkpoint
 from actionclip.models.registry import Entry
 from actionclip.models.vificlip_checkpoints import from_vificlip_checkpoint
 from actionclip.models.weight_files import CheckpointError
@@ -61,9 +62,6 @@ def load_published(name: str, device: str | torch.device = "cpu", progress: bool
 
 
 def _convert(entry: Entry, directory: Path, progress: bool) -> None:
-    if not entry.loadable:
-        raise CheckpointError(f"{entry.name}: format {entry.format!r} has no importer in this version "
-                              f"(loadable formats: {', '.join(registry.LOADABLE)})")
     if entry.hub_id:
         path, digest = hf_snapshot(entry.hub_id), None
     else:
@@ -90,6 +88,8 @@ def _import(entry: Entry, path: Path) -> torch.nn.Module:
         return checkpoints.from_official_checkpoint(path, entry.visual_prompt, entry.num_frames or 8)
     if entry.format == "videox":
         return from_videox_checkpoint(path)
+    if entry.format == "mmaction2":
+        return from_mmaction2_checkpoint(path)
     if entry.format == "vificlip":
         return from_vificlip_checkpoint(path, entry.base)
     if path.is_dir():  # a hub snapshot

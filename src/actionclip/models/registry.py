@@ -18,8 +18,6 @@ from actionclip.models.weight_files import CheckpointError
 
 BUILTIN = Path(__file__).with_name("published_checkpoints.yaml")
 FORMATS = ("actionclip", "official", "mmaction2", "vificlip", "videox", "hf_xclip")
-# The formats that an importer of this version reads; the others are listed, and loading them says so.
-LOADABLE = ("actionclip", "official", "videox", "hf_xclip", "vificlip")
 # What each format needs beyond a source: the official files do not record their visual prompt, ViFi-CLIP's lack
 # the token embedding of the CLIP they were tuned from.
 _NEEDS = {"official": ("visual_prompt",), "vificlip": ("base",)}
@@ -56,13 +54,8 @@ class Entry:
             return self.filename
         return Path(unquote(urlsplit(self.url[0]).path)).name if self.url else None
 
-    @property
-    def loadable(self) -> bool:
-        return self.format in LOADABLE
-
     def to_dict(self) -> dict[str, Any]:
-        fields = {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
-        return {**fields, "loadable": self.loadable}
+        return {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
 
 
 _TYPES = {

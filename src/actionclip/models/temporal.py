@@ -37,16 +37,17 @@ class QuickGELU(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """CLIP's pre-norm block (sequence-first attention, QuickGELU MLP) with TF-style LayerNorm."""
+    """CLIP's pre-norm block (sequence-first attention, QuickGELU MLP) with TF-style LayerNorm (``ln_eps``: 1e-12 as
+    the official temporal transformer; 1e-5 gives torch's LayerNorm, as in mmaction2's adapter)."""
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, ln_eps: float = 1e-12):
         super().__init__()
         self.attn = nn.MultiheadAttention(width, heads)
-        self.ln_1 = TFLayerNorm(width)
+        self.ln_1 = TFLayerNorm(width, ln_eps)
         self.mlp = nn.Sequential(
             OrderedDict([("c_fc", nn.Linear(width, width * 4)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(width * 4, width))])
         )
-        self.ln_2 = TFLayerNorm(width)
+        self.ln_2 = TFLayerNorm(width, ln_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.ln_1(x)
@@ -55,9 +56,9 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int):
+    def __init__(self, width: int, layers: int, heads: int, ln_eps: float = 1e-12):
         super().__init__()
-        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, ln_eps) for _ in range(layers)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.resblocks(x)
@@ -121,11 +122,11 @@ class Transf(nn.Module):
     """The paper's final visual prompt: a learnable frame-position table, a 6-block CLIP-style transformer over
     the T frame features, a residual around the whole stack, then mean over time."""
 
-    def __init__(self, width: int, layers: int = 6, heads: int = 8, max_frames: int = 77):
+    def __init__(self, width: int, layers: int = 6, heads: int = 8, max_frames: int = 77, ln_eps: float = 1e-12):
         super().__init__()
         # The official table has context_length (77) rows; any T up to max_frames works.
         self.frame_position_embeddings = nn.Embedding(max_frames, width)
-        self.transformer = TemporalTransformer(width, layers, heads)
+        self.transformer = TemporalTransformer(width, layers, heads, ln_eps)
         self.apply(_init_bert_style)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +196,8 @@ def canonical_prompt_name(name: str) -> str:
         raise ValueError(f"unknown visual prompt {name!r}; choose one of {', '.join(VISUAL_PROMPTS)}") from None
 
 
-def build_temporal(prompt: str, width: int, num_frames: int, layers: int, heads: int, max_frames: int) -> nn.Module:
+def build_temporal(prompt: str, width: int, num_frames: int, layers: int, heads: int, max_frames: int,
+                   ln_eps: float = 1e-12) -> nn.Module:
     """The module that turns ``[B, T, D]`` frame features into ``[B, D]``; Joint and Shift pool by mean."""
     prompt = canonical_prompt_name(prompt)
     if prompt in ("Joint", "Shift", "MeanP"):
@@ -207,7 +209,7 @@ def build_temporal(prompt: str, width: int, num_frames: int, layers: int, heads:
     if prompt == "Transf":
         if num_frames > max_frames:
             raise ValueError(f"num_frames={num_frames} exceeds Transf's max_frames={max_frames}")
-        return Transf(width, layers, heads, max_frames)
+        return Transf(width, layers, heads, max_frames, ln_eps)
     return TransfCls(width, num_frames, layers)
 
 

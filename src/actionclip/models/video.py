@@ -48,6 +48,7 @@ class VideoEncoder(nn.Module):
         temporal_layers: int = 6,
         temporal_heads: int = 8,
         max_frames: int = 77,
+        temporal_ln_eps: float = 1e-12,
     ):
         super().__init__()
         self.visual_prompt = canonical_prompt_name(visual_prompt)
@@ -60,7 +61,8 @@ class VideoEncoder(nn.Module):
             width = visual.conv1.out_channels
             # Same scale as CLIP's own spatial position embedding (and the official time_embedding).
             self.time_embedding = nn.Parameter(width**-0.5 * torch.randn(num_frames, width))
-        self.temporal = build_temporal(self.visual_prompt, embed_dim, num_frames, temporal_layers, temporal_heads, max_frames)
+        self.temporal = build_temporal(self.visual_prompt, embed_dim, num_frames, temporal_layers, temporal_heads, max_frames,
+                                       temporal_ln_eps)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         if video.ndim != 5:
