@@ -110,3 +110,37 @@ def test_predict_normalises_frames_as_vificlip_did(model, tmp_path):
         expected = model.classify(data.normalize(frames[None], statistics), labels)[0]
         ours = torch.tensor([result["scores"][result["labels"].index(label)] for label in labels])
         assert torch.allclose(ours, expected, atol=1e-5) == matches
+
+
+def test_eval_by_name_uses_the_remembered_templates_and_normalisation(tmp_path, monkeypatch, capsys):
+    import hashlib
+    import json
+
+    import yaml
+
+    from actionclip.apps.cli import main
+    from actionclip.engine import run
+    from run_helpers import overrides, write_config
+
+    base = write_base(tmp_path / "base.pt")
+    data = (FIXTURES / "vificlip_tiny.pth").read_bytes()
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump([{
+        "name": "team-vifi", "url": (FIXTURES / "vificlip_tiny.pth").as_uri(), "sha256": hashlib.sha256(data).hexdigest(),
+        "format": "vificlip", "base": str(base)}]))  # fmt: skip
+    monkeypatch.setenv("ACTIONCLIP_MODELS", str(tmp_path / "models.yaml"))
+    monkeypatch.setenv("ACTIONCLIP_CACHE", str(tmp_path / "cache"))
+    seen = []
+    real = run.predict_dataset
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["templates"], kwargs["normalization"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run, "predict_dataset", spy)
+    config = write_config(tmp_path / "eval.yaml", overrides(tmp_path / "data", tmp_path / "out"))
+    assert main(["eval", str(config), "--checkpoint", "team-vifi"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["checkpoint"] == "team-vifi"
+    assert seen == [(["a photo of a {}."], "imagenet")]
+    explicit = write_config(tmp_path / "explicit.yaml", overrides(tmp_path / "data", tmp_path / "out", **{"prompts.templates": "label_only"}))
+    assert main(["eval", str(explicit), "--checkpoint", "team-vifi"]) == 0
+    assert seen[-1] == ("label_only", "imagenet")  # a setting the config gives explicitly wins

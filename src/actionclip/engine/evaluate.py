@@ -89,17 +89,19 @@ def predict_dataset(
     progress: bool = True,
     frames_per_forward: int = FRAMES_PER_FORWARD,
     loader: DataLoader | None = None,
+    normalization: str | None = None,
 ) -> EvalResult:
     """Probabilities ``[N, C]`` and targets of every readable item of ``dataset``, in dataset order, on every
     rank, and the list of unreadable ones; a progress bar on the main rank unless ``progress`` is False.
     ``batch_size`` videos are decoded together; their clips go through the model in chunks of at most
     ``frames_per_forward`` frames (at least one clip). ``loader``: one made by ``evaluation_loader`` for this
-    dataset, kept by a caller that evaluates it again (its workers stay up)."""
+    dataset, kept by a caller that evaluates it again (its workers stay up). ``normalization``: the frames' mean/std
+    (None: the dataset's)."""
     was_training = model.training
     model.eval()
     text_features = model.class_text_features(class_names, templates) if hasattr(model, "class_text_features") else None
     loader = loader or evaluation_loader(dataset, batch_size, workers, info)
-    normalization = _normalization(dataset)
+    normalization = normalization or _normalization(dataset)
     probabilities, targets, scored, bad = [], [], [], []
     for batch in tqdm(loader, desc="eval", disable=not (progress and info.is_main), leave=False):
         bad.extend(batch.bad)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from actionclip.data.build import build_dataset, has_val
+from actionclip.data.build import DataConfig, build_dataset, has_val
 from actionclip.data.datasets import VideoDataset
 from actionclip.data.subsets import class_subsets
 from actionclip.engine import distributed
-from actionclip.engine.config import Config, ModelConfig
+from actionclip.engine.config import Config, ModelConfig, PromptConfig
 from actionclip.engine.eval_checks import check_classes, check_frames, check_image_size
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
@@ -84,6 +84,19 @@ def allow_tf32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def remembered_test_settings(model: torch.nn.Module, config: Config) -> tuple:
+    """The templates and input normalisation to evaluate ``model`` with: what an imported model's source used at
+    test time (its config's ``templates`` and ``normalization``, e.g. ViFi-CLIP's "a photo of a {}." and ImageNet's
+    statistics) where ``config`` leaves them at their defaults, else ``config``'s."""
+    remembered = getattr(model, "config", None)
+    templates, normalization = config.prompts.templates, None
+    if getattr(remembered, "templates", None) and templates == PromptConfig.templates:
+        templates = remembered.templates
+    if getattr(remembered, "normalization", None) and config.data.normalization == DataConfig.normalization:
+        normalization = remembered.normalization
+    return templates, normalization
+
+
 def run_evaluation(config: Config, checkpoint: str | None = None, output: str | None = None) -> dict:
     """Evaluate a checkpoint (or the config's model) on the config's validation data with ``eval.views``.
 
@@ -113,9 +126,10 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         allow_tf32(info.device)
         summaries = {}
         for name, (part, val_set) in parts.items():
+            templates, normalization = remembered_test_settings(model, part)
             result = predict_dataset(
-                model, val_set, val_set.classes, templates=part.prompts.templates, ensemble=part.prompts.ensemble,
-                batch_size=part.eval.batch_size, workers=part.data.workers, info=info,
+                model, val_set, val_set.classes, templates=templates, ensemble=part.prompts.ensemble,
+                batch_size=part.eval.batch_size, workers=part.data.workers, info=info, normalization=normalization,
             )
             summaries[name] = summarize(result)
             if info.is_main:
