@@ -8,6 +8,7 @@ import re
 import socket
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ class Server:
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.cut_once: set[str] = set()
         self.wrong: set[str] = set()
+        self.stall: set[str] = set()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -40,6 +42,9 @@ class Server:
 
             def do_GET(self):
                 server.requests.append((self.path, self.headers.get("Range")))
+                if self.path in server.stall:
+                    time.sleep(2)
+                    return
                 data = server.files.get(self.path)
                 if data is None:
                     self.send_error(404)
@@ -210,6 +215,18 @@ def test_404_and_no_server_name_the_url_and_the_mirror_option(tiny, server, tmp_
     assert f"{server.url}/tiny.pt: HTTP 404" in line and "ACTIONCLIP_HUB_MIRROR" in line and "--hub-mirror" in line
     line = _cli_error(capsys, _predict("team-dead"))
     assert f"{dead}: cannot connect" in line and "--hub-mirror" in line
+    assert _cache_files(cache) == []
+
+
+def test_a_timeout_names_the_url_and_leaves_nothing(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    from actionclip.models import download
+
+    _, data = tiny
+    server.stall.add("/tiny.pt")
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert f"{server.url}/tiny.pt: timed out" in line and "--hub-mirror" in line
     assert _cache_files(cache) == []
 
 
