@@ -53,6 +53,15 @@ def transformers_outputs(model: XCLIPModel, video: torch.Tensor, tokens: torch.T
     return video_features, output
 
 
+def assert_matches_transformers(model, hf: XCLIPModel, video: torch.Tensor) -> None:
+    """Video features and logits of ``model`` against ``hf``'s, within the tolerance."""
+    tokens = model.tokenize(LABELS)
+    expected_video, expected = transformers_outputs(hf, video, tokens)
+    with torch.no_grad():
+        assert (model.encode_video(video) - expected_video).abs().max() <= TOLERANCE
+        assert (model.logits(video, tokens) - expected.logits_per_video).abs().max() <= TOLERANCE
+
+
 def test_matches_transformers_xclip(hf_model_dir):
     hf, directory = hf_model_dir
     model = actionclip.from_hf_xclip(directory)
@@ -92,12 +101,7 @@ def test_an_mit_mlp_that_is_not_four_times_its_width_matches_transformers(tmp_pa
     hf.save_pretrained(tmp_path / "hf")
     model = actionclip.from_hf_xclip(tmp_path / "hf")
     assert model.video.mit.resblocks[0].mlp.c_fc.out_features == 100 and model.config.mit_mlp_ratio == 100 / 64
-    video = random_video(batch=2, frames=8, seed=4)
-    tokens = model.tokenize(LABELS)
-    expected_video, expected = transformers_outputs(hf, video, tokens)
-    with torch.no_grad():
-        assert (model.encode_video(video) - expected_video).abs().max() <= TOLERANCE
-        assert (model.logits(video, tokens) - expected.logits_per_video).abs().max() <= TOLERANCE
+    assert_matches_transformers(model, hf, random_video(batch=2, frames=8, seed=4))
     actionclip.save(model, tmp_path / "ours")  # the ratio travels with our format
     assert actionclip.load(tmp_path / "ours").config.mit_mlp_ratio == 100 / 64
 
@@ -395,12 +399,7 @@ def test_videox_checkpoint_loads_without_unsafe_unpickling(hf_one_head, tmp_path
 
     model = actionclip.from_videox_checkpoint(tmp_path / "best.pth")
     assert (model.config.num_frames, model.config.mit_layers, model.config.prompt_layers) == (8, 1, 1)
-    video = random_video(batch=2, frames=8, seed=3)
-    tokens = model.tokenize(LABELS)
-    expected_video, expected = transformers_outputs(hf_one_head, video, tokens)
-    with torch.no_grad():
-        assert (model.encode_video(video) - expected_video).abs().max() <= TOLERANCE
-        assert (model.logits(video, tokens) - expected.logits_per_video).abs().max() <= TOLERANCE
+    assert_matches_transformers(model, hf_one_head, random_video(batch=2, frames=8, seed=3))
 
     torch.save(state, tmp_path / "bare.pth")  # a state dict alone loads too
     bare = actionclip.from_videox_checkpoint(tmp_path / "bare.pth")
