@@ -417,3 +417,16 @@ def test_mmaction2_files_load_by_name_against_their_sha256_prefix(server, tmp_pa
     assert model.config.temporal_ln_eps == 1e-5 and model.config.num_frames == 4
     with torch.no_grad():
         assert (model.encode_video(pieces["inputs"]) - pieces["video_features"]).abs().max() <= 1e-4
+
+
+def test_a_name_given_another_file_is_downloaded_and_converted_again(tiny, server, tmp_path, monkeypatch, cache):
+    model, data = tiny
+    other = _official_bytes(actionclip.create_model("test-tiny", visual_prompt="Transf", num_frames=4, seed=1))
+    server.files["/v1/tiny.pt"], server.files["/v2/tiny.pt"] = data, other
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/v1/tiny.pt", data)])
+    first = _features(actionclip.create_model("team-tiny"))
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/v2/tiny.pt", other)])  # the team's new release
+    second = _features(actionclip.create_model("team-tiny"))
+    assert [path for path, _ in server.requests] == ["/v1/tiny.pt", "/v2/tiny.pt"]
+    assert not torch.equal(first[0], second[0])
+    assert json.loads((cache / "models" / "team-tiny" / "source.json").read_text())["sha256"] == hashlib.sha256(other).hexdigest()

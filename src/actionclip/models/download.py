@@ -97,8 +97,10 @@ def fetch(entry: Entry, progress: bool = True) -> Path:
     directory = cache_root() / "files"
     target = directory / name
     with file_lock(directory / f".{name}.lock"):
-        if target.is_file():
+        expected = (entry.sha256 or entry.sha256_prefix or "").lower()
+        if target.is_file() and sha256_of(target).startswith(expected):
             return target
+        target.unlink(missing_ok=True)  # another entry's file of the same name
         urls = source_urls(entry)
         if not urls:
             where = f" (by hand: {'; '.join(entry.pages)})" if entry.pages else ""

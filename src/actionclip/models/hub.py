@@ -2,7 +2,7 @@
 ``$ACTIONCLIP_CACHE/hub/models/<name>``, and loaded from there afterwards, offline.
 
 Every format is read without executing a pickle: our safetensors, ``torch.load(weights_only=True)`` for the official
-ActionCLIP and VideoX files (VideoX's yacs config through its allow-list), and archives (``.zip``, ``.tar``,
+ActionCLIP, mmaction2, VideoX and ViFi-CLIP files (the yacs configs of the last two through one allow-list), and archives (``.zip``, ``.tar``,
 ``.tar.gz``) of a checkpoint directory, of which only the expected file names are read, never extracted as paths.
 """
 from __future__ import annotations
@@ -54,11 +54,23 @@ def load_published(name: str, device: str | torch.device = "cpu", progress: bool
     if entry is None:
         raise CheckpointError(f"{name!r} is not a published checkpoint name (see `actionclip models`)")
     directory = converted_dir(name)
-    if not (directory / checkpoints.CONFIG_FILE).is_file():
+    if not _converted(entry, directory):
         with file_lock(directory.parent / f".{directory.name}.lock"):
-            if not (directory / checkpoints.CONFIG_FILE).is_file():
+            if not _converted(entry, directory):
+                shutil.rmtree(directory, ignore_errors=True)
                 _convert(entry, directory, progress)
     return checkpoints.load(directory, device)
+
+
+def _converted(entry: Entry, directory: Path) -> bool:
+    """Whether ``directory`` holds ``entry`` converted: a user's list may give a name another file and checksum."""
+    try:
+        source = json.loads((directory / SOURCE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    expected = (entry.sha256 or entry.sha256_prefix or "").lower()
+    same_source = source.get("hub_id") == entry.hub_id and (source.get("sha256") or "").startswith(expected)
+    return same_source and (directory / checkpoints.CONFIG_FILE).is_file()
 
 
 def _convert(entry: Entry, directory: Path, progress: bool) -> None:
