@@ -311,7 +311,7 @@ def test_the_builtin_list_names_every_published_family_and_only_published_checks
     by_format = {}
     for entry in found:
         by_format.setdefault(entry.format, []).append(entry)
-    assert len(by_format["official"]) == 4 and len(by_format["mmaction2"]) == 6 and len(by_format["vificlip"]) == 6
+    assert len(by_format["official"]) == 4 and len(by_format["mmaction2"]) == 6 and len(by_format["vificlip"]) == 15
     assert {e.file_name for e in by_format["videox"]} >= {"k400_32_8.pth", "k400_16_16.pth", "zero.pth", "few_ucf_16.pth"}
     assert "microsoft/xclip-base-patch32" in {e.hub_id for e in by_format["hf_xclip"]}
     for entry in found:
