@@ -242,7 +242,8 @@ def test_a_mirror_serves_the_same_file_names(tiny, server, tmp_path, monkeypatch
     server.files["/mirror/actionclip-vit-b-32-8f-k400.pt"] = data  # a built-in entry that has no direct download
     monkeypatch.delenv("ACTIONCLIP_HUB_MIRROR")
     line = _cli_error(capsys, _predict("actionclip-vit-b-32-8f-k400"))
-    assert "no direct download" in line and "drive.google.com" in line and "actionclip-vit-b-32-8f-k400.pt" in line
+    assert "no direct download" in line and "drive.google.com" in line
+    assert f"save the file as {cache / 'files' / 'actionclip-vit-b-32-8f-k400.pt'}" in line
     # --hub-mirror: the same file, the entry's own checksum (none is published for the official files)
     video = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8))
     argv = ["predict", str(video), "--labels", "a,b", "--model", "actionclip-vit-b-32-8f-k400", "--json", "--workers", "0",
@@ -430,3 +431,12 @@ def test_a_name_given_another_file_is_downloaded_and_converted_again(tiny, serve
     assert [path for path, _ in server.requests] == ["/v1/tiny.pt", "/v2/tiny.pt"]
     assert not torch.equal(first[0], second[0])
     assert json.loads((cache / "models" / "team-tiny" / "source.json").read_text())["sha256"] == hashlib.sha256(other).hexdigest()
+
+
+def test_a_file_saved_by_hand_in_the_cache_is_used(tiny, cache):
+    _, data = tiny
+    (cache / "files").mkdir(parents=True)
+    (cache / "files" / "actionclip-vit-b-32-8f-k400.pt").write_bytes(data)  # downloaded from the Drive page by hand
+    with pytest.warns(hub.UnverifiedDownloadWarning):
+        model = actionclip.create_model("actionclip-vit-b-32-8f-k400")
+    assert model.config.visual_prompt == "Transf" and model.config.num_frames == 8

@@ -104,8 +104,8 @@ def fetch(entry: Entry, progress: bool = True) -> Path:
         urls = source_urls(entry)
         if not urls:
             where = f" (by hand: {'; '.join(entry.pages)})" if entry.pages else ""
-            raise CheckpointError(f"{entry.name}: its publisher gives no direct download{where}; set {MIRROR_ENV}=URL "
-                                  f"(or --hub-mirror URL) to a mirror that serves {name}, or pass the file itself")
+            raise CheckpointError(f"{entry.name}: its publisher gives no direct download{where}; save the file as {target}, "
+                                  f"or set {MIRROR_ENV}=URL (or --hub-mirror URL) to a mirror that serves {name}")
         failures = []
         for url in urls:
             part = directory / f"{name}.part"
