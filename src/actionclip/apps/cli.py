@@ -313,9 +313,12 @@ def _data_check(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from actionclip.apps.collection_cli import add_embed_command, add_search_command
+
     parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data):
+    for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data,
+                add_embed_command, add_search_command):
         add(sub)
     return parser
 
