@@ -51,8 +51,8 @@ def collection_model(directory: PathLike, model: nn.Module | str | None = None, 
                            num_frames=info["frames"], arch=info["arch"], device=device, precision=info["precision"])
     digest = text_weights_digest(model) if check == "text_weights" else tensor_digest(model.state_dict())
     if digest != info[check]:
-        what = "text encoder" if check == "text_weights" else "weights (at the same precision)"
-        raise ValueError(f"{directory}: embedded with another model than this one (its {what} differ)")
+        what = "text encoder differs" if check == "text_weights" else "weights differ, at the same precision"
+        raise ValueError(f"{directory}: embedded with another model than this one (its {what})")
     return model
 
 
