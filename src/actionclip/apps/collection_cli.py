@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -90,3 +91,64 @@ def _search(args) -> int:
                     nprobe=args.nprobe, device=args.device)
     print(json.dumps(answer) if args.json else format_results(answer))
     return 0
+
+
+def add_predict_collection_options(predict: argparse.ArgumentParser) -> None:
+    """``actionclip predict``'s timeline and collection options."""
+    predict.add_argument("--window", type=float, help="a timeline: classify every window of this many seconds "
+                         "(the video decoded once) and merge them into segments")
+    predict.add_argument("--stride", type=float, help="seconds between window starts (default: the window)")
+    predict.add_argument("--min-score", type=float, help="windows whose top score is lower are no action (in no segment)")
+    predict.add_argument("--timeline", help="draw each timeline into this PNG (several videos: NAME_<video>.png)")
+    predict.add_argument("--embeddings", help="label the collection `actionclip embed` wrote in this folder, without "
+                         "decoding again (the model it records unless --checkpoint/--model)")
+
+
+def _timeline_path(pattern: str, video: str, count: int) -> Path:
+    path = Path(pattern)
+    return path if count == 1 else path.with_name(f"{path.stem}_{Path(video).stem}{path.suffix or '.png'}")
+
+
+def predict_collection(args, labels: list[str], device) -> int:
+    """``actionclip predict`` with ``--window`` (timelines) or ``--embeddings`` (an embedded collection)."""
+    from tqdm import tqdm
+
+    from actionclip.apps.predict import format_result, load_model
+    from actionclip.apps.timeline import embedding_predictions, format_timeline, iter_timelines, plot_timeline
+
+    text_cache = None if args.no_text_cache else args.text_cache
+    if args.embeddings:
+        if args.videos or args.window is not None:
+            raise ValueError("--embeddings labels the collection's own videos or windows: give no videos and no --window")
+        results = embedding_predictions(args.embeddings, labels, args.model, checkpoint=args.checkpoint,
+                                        pretrained=args.pretrained, top_k=args.top_k, min_score=args.min_score,
+                                        templates=args.templates, device=device, text_cache=text_cache)
+    else:
+        if not args.videos or not (args.checkpoint or args.model):
+            raise ValueError("give videos and --checkpoint or --model")
+        if args.views != "1x1":
+            raise ValueError("--window classifies one clip per window: --views is for whole videos")
+        _check_positive(args, {"--top-k": 1, "--batch-size": 1, "--workers": 0})
+        model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
+                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
+        results = iter_timelines(model, args.videos, labels, window=args.window, stride=args.stride,
+                                 num_frames=args.frames, top_k=args.top_k, min_score=args.min_score,
+                                 templates=args.templates, batch_size=args.batch_size, workers=args.workers,
+                                 progress=sys.stderr.isatty(), text_cache=text_cache,
+                                 decode_short_side=args.decode_short_side)
+    failed = total = 0
+    for result in results:
+        total += 1
+        failed += "error" in result
+        timeline = "windows" in result
+        if args.json:
+            tqdm.write(json.dumps(result), file=sys.stdout)
+        elif "error" in result:
+            tqdm.write(format_result(result), file=sys.stderr)
+        else:
+            tqdm.write((format_timeline(result) if timeline else format_result(result)) + "\n", file=sys.stdout)
+        if args.timeline and timeline and result["windows"]:
+            plot_timeline(result, _timeline_path(args.timeline, result["video"], len(args.videos or [None, None])))
+    if failed:
+        print(f"{failed} of {total} videos could not be read", file=sys.stderr)
+    return 1 if failed else 0

@@ -156,7 +156,10 @@ class VideoFile:
             self.frame_rate = float(stream.average_rate) if stream.average_rate else None
             self.time_base = stream.time_base
             if self.header_frames is None and container.duration and self.frame_rate:
-                self.header_frames = round(container.duration / 1e6 * self.frame_rate)
+                # Matroska's duration counts from 0, not from a stream that starts later (MPEG-TS's from its start:
+                # a truncation of less than its start time goes unnoticed there).
+                span = container.duration - max(container.start_time or 0, 0)
+                self.header_frames = round(span / 1e6 * self.frame_rate)
             timestamps, keys = [], []
             try:
                 for packet in container.demux(stream):
