@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import actionclip
+import actionclip.apps.timeline
 from actionclip import data
 from actionclip.apps.cli import main
 from actionclip.data import decode
@@ -143,3 +144,34 @@ def test_an_xclip_collection_is_refused_for_labels(tmp_path, capsys):
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'emb'}: embedded with X-CLIP, whose class texts depend on each video's frames (its "
         "video-specific prompts): label the videos with `actionclip predict VIDEOS` instead"]
+
+
+@pytest.mark.parametrize("kind", ["constant", "variable"])
+def test_the_one_pass_gives_the_pixels_of_a_sparse_read(kind, videos):
+    from actionclip.data.windows import _window_frames
+
+    path, _ = videos[kind]
+    video = data.VideoFile(path)
+    windows = plan_windows(video.frame_times, 8, 2.0, 1.0)
+    streamed = list(_window_frames(video, windows))
+    assert [w for w, _ in streamed] == windows
+    for window, frames in streamed:
+        assert np.array_equal(frames, data.VideoFile(path).read(window.indices))
+
+
+def test_embedded_windows_label_like_the_timeline_of_the_video(videos, tmp_path, capsys):
+    path, _ = videos["variable"]
+    directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
+    labels = ["arm wrestling", "playing guitar", "swimming"]
+    code = main(["embed", str(path), "--output", str(tmp_path / "emb"), "--checkpoint", str(directory), "--window", "2",
+                 "--stride", "1", "--dtype", "fp32", "--precision", "fp32", "--workers", "0"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == 18
+    (expected,) = actionclip.predict(path, labels, checkpoint=directory, window=2, stride=1, precision="fp32", device="cpu",
+                                     workers=0, top_k=3)
+    (got,) = actionclip.apps.timeline.embedding_predictions(tmp_path / "emb", labels, top_k=3)
+    assert [(w["start"], w["end"], w["labels"]) for w in got["windows"]] == [
+        (w["start"], w["end"], w["labels"]) for w in expected["windows"]]
+    for a, b in zip(got["windows"], expected["windows"]):
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+    assert [(s["start"], s["end"], s["label"]) for s in got["segments"]] == [
+        (s["start"], s["end"], s["label"]) for s in expected["segments"]]
