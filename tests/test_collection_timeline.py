@@ -175,3 +175,9 @@ def test_embedded_windows_label_like_the_timeline_of_the_video(videos, tmp_path,
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
     assert [(s["start"], s["end"], s["label"]) for s in got["segments"]] == [
         (s["start"], s["end"], s["label"]) for s in expected["segments"]]
+
+
+def test_a_matroska_stream_starting_late_is_not_reported_truncated(videos):
+    path, start = videos["variable"]  # Matroska states 20.0 s from 0; the stream runs from 2.0 s to 20.04 s
+    video = data.VideoFile(path)
+    assert start == 2.0 and video.shortfall is None and video.header_frames == 180

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from actionclip.models.checkpoints import _write_atomically
+
 MANIFEST = "manifest.jsonl"
 INFO = "collection.json"
 INDEX = "index.faiss"
@@ -33,17 +35,10 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """``path`` holds ``data`` whole, or is as it was: written beside it, flushed, renamed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``path`` holds ``data`` whole, or is as it was (written beside it, flushed, renamed); the rename itself is
+    flushed too, so that a manifest line written after it never outlives it."""
+    _write_atomically(path, data)
+    _fsync_directory(path.parent)
 
 
 def read_manifest(directory: str | os.PathLike) -> list[dict]:

@@ -180,6 +180,6 @@ def plot_timeline(result: dict, path: PathLike, rows: int = 8) -> Path:
     figure.colorbar(mesh, ax=[top, strip], label="score", fraction=0.03)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
     return path
