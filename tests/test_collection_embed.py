@@ -169,3 +169,17 @@ def test_torchrun_two_processes_give_the_rows_of_one(checkpoint, tmp_path):
     assert_same_rows(tmp_path / "two", tmp_path / "one", atol=1e-5)
     shards = {r["shard"]: r["video"] for r in store.read_manifest(tmp_path / "two")}
     assert {name[:10] for name in shards} == {"shard-r000", "shard-r001"}  # each rank wrote its own
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+    (["--shard-size", "0"], "--shard-size must be >= 1, got 0"),
+    (["--window", "-1"], "window and stride must be > 0 seconds, got -1.0 and -1.0"),
+])
+def test_bad_options_are_one_line(args, message, checkpoint, tmp_path, capsys):
+    _, directory = checkpoint
+    videos = make_videos(tmp_path / "videos", 1)
+    code = main(["embed", str(videos[0]), "--output", str(tmp_path / "emb"), "--checkpoint", str(directory), *args])
+    out, err = capsys.readouterr()
+    assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"])
+    assert not (tmp_path / "emb").exists()  # nothing written

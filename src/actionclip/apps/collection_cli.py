@@ -50,6 +50,7 @@ def _embed(args) -> int:
     from actionclip.engine import distributed
 
     _check_positive(args, {"--frames": 1, "--batch-size": 1, "--workers": 0, "--shard-size": 1, "--decode-short-side": 1})
+    distributed.parse_device(args.device, "--device")
     if args.model and not args.pretrained:
         print(f"warning: {args.model} has random weights (no --pretrained): its embeddings mean nothing", file=sys.stderr)
     try:

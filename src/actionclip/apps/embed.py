@@ -149,6 +149,7 @@ def embed(
                         ("decode_short_side", decode_short_side)):
         if value is not None and value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    distributed.parse_device(device, "device")  # named as the caller knows it, before init names it otherwise
     info_dist = distributed.init(device)
     source = model_source(model, checkpoint, pretrained, visual_prompt, arch)
     if isinstance(model, nn.Module):

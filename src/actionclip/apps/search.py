@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actionclip.apps import collection_store as store
+from actionclip.apps.embed import iter_clip_outputs, normalized_embeddings
 from actionclip.apps.predict import PathLike, load_model
 from actionclip.apps.text_cache import text_weights_digest
 from actionclip.engine.distributed import parse_device
@@ -67,8 +68,6 @@ def text_query_embedding(model: nn.Module, query: str, templates=None) -> torch.
 
 def video_query_embedding(model: nn.Module, video: PathLike, info: dict) -> torch.Tensor:
     """``[D]``: ``video`` embedded as the collection's videos were (its test clip; the whole video, not windows)."""
-    from actionclip.apps.embed import iter_clip_outputs, normalized_embeddings
-
     ((done, rows),) = list(iter_clip_outputs(model, [str(video)], normalized_embeddings(model), num_frames=info["frames"],
                                              workers=0, decode_short_side=info["decode_short_side"]))
     if "error" in done:
