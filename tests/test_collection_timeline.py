@@ -181,3 +181,23 @@ def test_a_matroska_stream_starting_late_is_not_reported_truncated(videos):
     path, start = videos["variable"]  # Matroska states 20.0 s from 0; the stream runs from 2.0 s to 20.04 s
     video = data.VideoFile(path)
     assert start == 2.0 and video.shortfall is None and video.header_frames == 180
+
+
+def test_predict_without_videos_or_with_both_sources_is_one_line(tmp_path, capsys):
+    for args, message in ((["--labels", "a,b", "--checkpoint", str(tmp_path)], "give videos and --checkpoint or --model "
+                            "(or --embeddings DIR)"),
+                          (["clip.mp4", "--labels", "a,b"], "give videos and --checkpoint or --model (or --embeddings DIR)"),
+                          (["clip.mp4", "--labels", "a,b", "--embeddings", str(tmp_path)],
+                           "--embeddings labels the collection's own videos or windows: give no videos and no --window")):
+        code = main(["predict", *args])
+        out, err = capsys.readouterr()
+        assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"]), args
+
+
+def test_timeline_text_output_lists_the_segments(videos, tmp_path, capsys):
+    directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
+    path, _ = videos["constant"]
+    assert main(["predict", str(path), "--labels", "a,b", "--checkpoint", str(directory), "--window", "6"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == str(path) and 1 <= len(lines) - 1 <= 3
+    assert all(line.split()[1] == "-" and line.split()[3] == "s" and line.split()[-1] in ("a", "b") for line in lines[1:])
