@@ -201,3 +201,16 @@ def test_timeline_text_output_lists_the_segments(videos, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == str(path) and 1 <= len(lines) - 1 <= 3
     assert all(line.split()[1] == "-" and line.split()[3] == "s" and line.split()[-1] in ("a", "b") for line in lines[1:])
+
+
+def test_an_avi_file_is_timed_by_its_frame_rate(colour_model, tmp_path):
+    """AVI timestamps cannot identify frames: its frames are counted and timed by the stated rate (10 frames/s)."""
+    rng = np.random.default_rng(0)
+    frames = np.concatenate([draw_clip(shape, colour, motion, 32, 60, rng) for shape, colour, motion in ACTIONS])
+    path = data.write_video(tmp_path / "three.avi", frames, fps=10)
+    assert data.VideoFile(path).frame_times is None
+    (result,) = actionclip.predict(path, LABELS, colour_model, window=2, stride=1, workers=0)
+    assert [(w["start"], w["end"]) for w in result["windows"][:2]] == [(0.0, 2.0), (1.0, 3.0)]
+    assert [s["label"] for s in result["segments"]] == ["red", "blue", "green"]
+    assert all(abs(s["end"] - b) <= 1.0 for s, b in zip(result["segments"], (6, 12)))
+    assert result["segments"][-1]["end"] == pytest.approx(18.0)

@@ -227,6 +227,8 @@ class VideoFile:
                         break
         except av.error.FFmpegError as exc:
             raise VideoReadError(self.path, f"decoding failed ({exc})") from exc
+        if pending and self._pts:  # frames skipped by the decoder were not counted: no frame count to tell
+            raise VideoReadError(self.path, f"frame {min(pending)} did not decode (a corrupt or truncated stream)")
         if pending:
             self._known_count = count + 1
             raise VideoReadError(self.path, f"frame {min(pending)} requested but only {count + 1} frames decode",
