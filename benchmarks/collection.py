@@ -4,7 +4,9 @@ the latency of ``actionclip search`` over random rows, exact and with faiss.
 The videos are generated shape videos (``data/synthetic.py``): ``--videos`` clips of ``--seconds`` seconds, 224x224 at
 25 fps, H.264 with x264's defaults. Both commands run the same model (an open_clip ``--model`` with random weights in
 the OpenAI architecture: the same arithmetic as the trained one; ``--precision`` auto) with ``--workers`` decoding
-workers, one after the other, ``--repeats`` times; the best of each is kept. Search: ``--rows`` random unit vectors of
+workers, one after the other, ``--repeats`` times; the best of each is kept. The largest difference between the
+probabilities ``predict --embeddings`` gives from the (fp16) embeddings and those ``predict`` gives on the videos
+(its top 5 of 10 labels) is printed with them. Search: ``--rows`` random unit vectors of
 512 dimensions stored as fp16 shards, as ``embed`` writes them; the latency of one text-free query (the query vector
 is given) is the median of ``--queries``; the faiss index's build time and its recall@10 against the exact top 10 are
 printed with it (for an inverted-file index at 32 and 128 lists visited). Random rows are the hard case for an
@@ -29,6 +31,7 @@ from actionclip.apps import collection_store as store
 from actionclip.apps import search
 from actionclip.apps.embed import embed
 from actionclip.apps.predict import iter_predictions, load_model
+from actionclip.apps.timeline import embedding_predictions
 from actionclip.data.synthetic import COLOURS, MOTIONS, SHAPES, draw_clip, write_video
 
 
@@ -58,10 +61,16 @@ def time_videos(args, videos: list[Path], workdir: Path) -> dict:
         summary = embed(videos, workdir / f"embeddings_{repeat}", model, workers=args.workers, batch_size=8)
         best["embed"] = min(best["embed"], time.perf_counter() - start)
         assert summary["rows"] == len(videos), summary
+    # predict --embeddings on the fp16 rows against predict's scores on the videos (same model, same precision).
+    from_embeddings = {r["video"]: dict(zip(r["labels"], r["scores"]))
+                       for r in embedding_predictions(workdir / "embeddings_0", labels, model, top_k=len(labels))}
+    gap = max(abs(from_embeddings[want["video"]][label] - score)
+              for want in results for label, score in zip(want["labels"], want["scores"]))
     rates = {name: len(videos) / seconds for name, seconds in best.items()}
     return {"videos": len(videos), "seconds": args.seconds, "model": args.model, "precision": args.precision,
             "workers": args.workers, "predict_videos_per_s": round(rates["predict"], 2),
-            "embed_videos_per_s": round(rates["embed"], 2), "embed_over_predict": round(rates["embed"] / rates["predict"], 3)}
+            "embed_videos_per_s": round(rates["embed"], 2), "embed_over_predict": round(rates["embed"] / rates["predict"], 3),
+            "fp16_embeddings_max_probability_gap": float(f"{gap:.3g}")}
 
 
 def fake_collection(directory: Path, rows: int, dim: int = 512) -> None:
