@@ -1,6 +1,8 @@
 """actionclip: video action recognition as video-text matching with CLIP."""
 from actionclip import losses
+from actionclip.apps.embed import embed
 from actionclip.apps.predict import predict
+from actionclip.apps.search import search
 from actionclip.models import (
     VISUAL_PROMPTS,
     XCLIP,
@@ -21,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "VISUAL_PROMPTS",
-    "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip", "from_mmaction2_checkpoint", "from_official_checkpoint",
-    "from_vificlip_checkpoint", "from_videox_checkpoint", "load", "losses", "predict", "read_videox_checkpoint", "register_model_config", "save",
+    "XCLIP", "build_model", "clean_class_name", "create_model", "embed", "from_hf_xclip", "from_mmaction2_checkpoint",
+    "from_official_checkpoint", "from_vificlip_checkpoint", "from_videox_checkpoint", "load", "losses", "predict",
+    "read_videox_checkpoint", "register_model_config", "save", "search",
 ]

@@ -109,14 +109,15 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 
 def _add_predict(sub) -> None:
+    from actionclip.apps.collection_cli import add_predict_collection_options
     from actionclip.apps.text_cache import default_cache_dir
 
     predict = sub.add_parser("predict", help="classify videos (files or folders) among your own labels")
-    predict.add_argument("videos", nargs="+", help="video files, or folders (every video below them)")
+    predict.add_argument("videos", nargs="*", help="video files, or folders (every video below them)")
     labels = predict.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help='comma-separated labels, e.g. "arm wrestling,playing guitar,swimming"')
     labels.add_argument("--labels-file", help="a text file with one label per line")
-    source = predict.add_mutually_exclusive_group(required=True)
+    source = predict.add_mutually_exclusive_group()  # one of the two, unless --embeddings records the model
     source.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or an X-CLIP "
                         "checkpoint (a transformers directory, or with --arch xclip an original .pth)")
     source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained), or a published "
@@ -139,6 +140,7 @@ def _add_predict(sub) -> None:
     predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
     predict.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while "
                          "decoding (e.g. 256; cheaper for HD sources, pixels differ slightly from `eval`; default: off)")
+    add_predict_collection_options(predict)
     predict.set_defaults(handler=_predict)
 
 
@@ -156,6 +158,12 @@ def _predict(args) -> int:
         _check_minimums(args, {"--frames": 1, "--top-k": 1, "--batch-size": 1, "--workers": 0, "--decode-short-side": 1})
         device = parse_device(args.device, "--device")
         labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels)
+        if args.embeddings or args.window is not None:
+            from actionclip.apps.collection_cli import predict_collection
+
+            return predict_collection(args, labels, device)
+        if not args.videos or not (args.checkpoint or args.model):
+            raise ValueError("give videos and --checkpoint or --model (or --embeddings DIR)")
         if args.model and not args.pretrained and not is_published(args.model):
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
@@ -316,11 +324,13 @@ def _data_check(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from actionclip.apps.collection_cli import add_embed_command, add_search_command
     from actionclip.apps.hub_commands import add_hub_commands
 
     parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data):
+    for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data,
+                add_embed_command, add_search_command):
         add(sub)
     add_hub_commands(sub)
     return parser

@@ -246,8 +246,13 @@ def predict(
     progress: bool = False,
     text_cache: str | Path | None = None,
     decode_short_side: int | None = None,
+    window: float | None = None,
+    stride: float | None = None,
+    min_score: float | None = None,
 ) -> list[dict]:
     """Classify ``videos`` (files or folders) among ``labels``; one result dict per video, in input order.
+    With ``window`` (seconds; every ``stride`` seconds, default the window), a timeline per video instead (see
+    :mod:`actionclip.apps.timeline`; ``min_score``: lower windows are no action).
 
     ``model``: a model object (moved to ``device`` if one is given), an open_clip model name built with
     ``pretrained`` weights, or None with ``checkpoint`` (see :func:`load_model`). ``device`` None: CUDA when
@@ -273,6 +278,13 @@ def predict(
         model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt,
                            num_frames=8 if num_frames is None else num_frames,
                            arch=arch, device=device, precision=precision or "auto")
+    if window is not None:
+        from actionclip.apps.timeline import iter_timelines
+
+        return list(iter_timelines(model, videos, labels, window=window, stride=stride, num_frames=num_frames,
+                                   top_k=top_k, min_score=min_score, templates=templates, batch_size=batch_size,
+                                   workers=workers, progress=progress, text_cache=text_cache,
+                                   decode_short_side=decode_short_side))
     return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
                                  templates=templates, batch_size=batch_size, workers=workers, progress=progress,
                                  text_cache=text_cache, decode_short_side=decode_short_side))

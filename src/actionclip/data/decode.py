@@ -154,8 +154,12 @@ class VideoFile:
             # What the header claims, kept only to spot truncated files (it is not used to find frames).
             self.header_frames: int | None = stream.frames or None
             self.frame_rate = float(stream.average_rate) if stream.average_rate else None
+            self.time_base = stream.time_base
             if self.header_frames is None and container.duration and self.frame_rate:
-                self.header_frames = round(container.duration / 1e6 * self.frame_rate)
+                # Matroska's duration counts from 0, not from a stream that starts later (MPEG-TS's from its start:
+                # a truncation of less than its start time goes unnoticed there).
+                span = container.duration - max(container.start_time or 0, 0)
+                self.header_frames = round(span / 1e6 * self.frame_rate)
             timestamps, keys = [], []
             try:
                 for packet in container.demux(stream):
@@ -192,6 +196,43 @@ class VideoFile:
             return (f"only {self.num_frames / self.frame_rate:.1f} s of {self.header_frames / self.frame_rate:.1f} s "
                     "could be decoded")
         return f"only {self.num_frames} of {self.header_frames} frames could be decoded"
+
+    @property
+    def frame_times(self) -> list[float] | None:
+        """Each frame's presentation time in seconds (its pts, so variable frame rates and streams that do not
+        start at 0 are right), or None where the packets' timestamps cannot identify frames (AVI)."""
+        if not self._pts or self.time_base is None:
+            return None
+        return [float(pts * self.time_base) for pts in self._pts]
+
+    def stream(self, indices: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, frame)`` for each of the sorted, de-duplicated ``indices``, in one forward decoding pass
+        without seeking and without holding more than one frame: for a long video read window after window.
+        Frames are identified by timestamp when the packets allow it, else counted. A requested index past the
+        last decodable frame ends the stream with ``VideoReadError``."""
+        pending = set(_check_indices(indices, self.path))
+        last, count = max(pending), -1
+        wanted_pts = {self._pts[i] for i in pending if i < len(self._pts)} if self._pts else None
+        try:
+            with _open(self.path) as container:
+                stream = _video_stream(container, self.path)
+                for decoded in _decode(container, stream, wanted_pts):
+                    for frame in decoded:
+                        count += 1
+                        index = self._index_of_pts.get(frame.pts) if self._pts else count
+                        if index in pending:
+                            pending.discard(index)
+                            yield index, _to_rgb(frame, self.short_side)
+                    if not pending or (count >= last and not self._pts):
+                        break
+        except av.error.FFmpegError as exc:
+            raise VideoReadError(self.path, f"decoding failed ({exc})") from exc
+        if pending and self._pts:  # frames skipped by the decoder were not counted: no frame count to tell
+            raise VideoReadError(self.path, f"frame {min(pending)} did not decode (a corrupt or truncated stream)")
+        if pending:
+            self._known_count = count + 1
+            raise VideoReadError(self.path, f"frame {min(pending)} requested but only {count + 1} frames decode",
+                                 num_frames=count + 1)
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``[len(indices), H, W, 3]``."""
