@@ -120,6 +120,7 @@ $("label-set").addEventListener("change", (event) => {
   const labels = labelSets[event.target.value];
   if (labels) $("labels").value = labels.join("\n");
 });
+$("labels").addEventListener("input", () => { $("label-set").value = ""; });
 $("form").addEventListener("submit", classify);
 const drop = $("drop");
 ["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (event) => {
