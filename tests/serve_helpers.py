@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+import actionclip
+
+SRC = Path(actionclip.__file__).resolve().parents[1]  # the server runs the package the tests import
 
 
 def free_port() -> int:
