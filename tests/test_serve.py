@@ -270,3 +270,17 @@ def test_command_line_mistakes_are_one_line(tiny, tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
+
+
+def test_a_crashed_decoding_process_is_replaced(tiny, tmp_path):
+    model, _ = tiny
+    client, _ = client_for(model, tmp_path, workers=1)
+    with client:
+        assert client.post("/v1/classify", files=video_files(EYE_MAKEUP)).status_code == 200
+        pool = client.app.state.batcher.pool
+        (worker,) = pool._processes.values()
+        worker.kill()  # as a file that crashes FFmpeg, or the OOM killer, would
+        worker.join()
+        answer = client.post("/v1/classify", files=video_files(ARM_WRESTLING))
+        assert answer.status_code == 200 and "scores" in answer.json()["results"][0]
+        assert client.app.state.batcher.pool is not pool

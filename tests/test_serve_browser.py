@@ -64,6 +64,8 @@ def test_upload_a_clip_and_read_the_ranked_labels(browser, tmp_path):
         assert browser.find_element(By.ID, "video-name").text == ARM_WRESTLING.name
         assert not browser.find_element(By.ID, "key-row").is_displayed()  # no --api-key
         browser.save_screenshot(str(tmp_path / "page.png"))
+        if os.environ.get("ACTIONCLIP_SERVE_SCREENSHOT"):  # the picture of docs/serve.md
+            shutil.copy(tmp_path / "page.png", os.environ["ACTIONCLIP_SERVE_SCREENSHOT"])
 
         with open(ARM_WRESTLING, "rb") as video:
             expected = httpx.post(f"{url}/v1/classify", files={"video": (ARM_WRESTLING.name, video)},

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from actionclip.apps.predict import _check_labels
-from actionclip.apps.serve.batching import Batcher, TextFeatureCache, check_views, decoding_pool
+from actionclip.apps.serve.batching import Batcher, TextFeatureCache, check_views
 from actionclip.apps.serve.uploads import FILE_FIELD, UploadError, read_form
 from actionclip.prompts import clean_class_name
 
@@ -158,9 +158,9 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = Batcher(model, decoding_pool(settings.workers), lock, max_batch=settings.max_batch,
+        batcher = Batcher(model, settings.workers, lock, max_batch=settings.max_batch,
                           max_wait_ms=settings.max_wait_ms, decode_short_side=settings.decode_short_side)
-        batcher.start()
+        await asyncio.to_thread(batcher.start)
         app.state.batcher = batcher
         if settings.default_labels:
             await asyncio.to_thread(texts.get, settings.default_labels, None)

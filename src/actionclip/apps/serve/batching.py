@@ -10,11 +10,13 @@ import asyncio
 import base64
 import io
 import multiprocessing
+import os
 import queue
 import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -74,6 +76,11 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # the workers together keep the cores busy, as DataLoader workers do
 
 
+def _worker_ready() -> int:
+    time.sleep(0.1)  # held a moment, so that each of the tasks submitted together starts its own process
+    return os.getpid()
+
+
 def decoding_pool(workers: int) -> Executor:
     """``workers`` processes (spawned: the server's threads and torch's thread pool must not be forked), or with 0 a
     thread of the server's own process."""
@@ -127,20 +134,28 @@ def _resolve(future: asyncio.Future, result=None, error: BaseException | None = 
 class Batcher:
     """Decodes uploads in ``pool`` and scores them in one model thread, across requests (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, pool: Executor, lock: threading.Lock, *, max_batch: int = 8,
+    def __init__(self, model: nn.Module, workers: int, lock: threading.Lock, *, max_batch: int = 8,
                  max_wait_ms: float = 20, decode_short_side: int | None = None):
-        self.model, self.pool, self.lock = model, pool, lock
+        self.model, self.workers, self.lock = model, workers, lock
+        self.pool = decoding_pool(workers)
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.decode_short_side = decode_short_side
         self.num_frames = model.config.num_frames
         self.size = model_image_size(model)
         self.device = model.logit_scale.device
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._pool_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="actionclip-serve-model", daemon=True)
         self.batches: list[int] = []  # videos per model batch, the most recent ones (the tests and /v1/health)
 
     def start(self) -> None:
+        """Start the model thread, and the decoding processes now rather than on the first uploads."""
         self._thread.start()
+        self._start_workers()
+
+    def _start_workers(self) -> None:
+        for ready in [self.pool.submit(_worker_ready) for _ in range(self.workers)]:
+            ready.result()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -151,8 +166,10 @@ class Batcher:
                        top_k: int, thumbnails: bool) -> dict:
         """The result dict of one uploaded video (``predict --json``'s, ``video`` being ``name``)."""
         loop = asyncio.get_running_loop()
-        decoded = await asyncio.wrap_future(self.pool.submit(
-            decode_upload, path, self.num_frames, self.size, views, thumbnails, self.decode_short_side))
+        try:
+            decoded = await self._decode(path, views, thumbnails)
+        except BrokenProcessPool:  # twice: this file itself crashes the decoder
+            return {"video": name, "error": "the decoder crashed on this file"}
         if decoded.error is not None:
             return {"video": name, "error": decoded.error}
         future = loop.create_future()
@@ -163,6 +180,21 @@ class Batcher:
         if thumbnails:
             result["thumbnails"] = list(decoded.thumbnails)
         return result
+
+    async def _decode(self, path: str, views: str, thumbnails: bool, retry: bool = True) -> Decoded:
+        pool = self.pool
+        try:
+            return await asyncio.wrap_future(pool.submit(decode_upload, path, self.num_frames, self.size, views,
+                                                         thumbnails, self.decode_short_side))
+        except BrokenProcessPool:
+            if not retry:
+                raise
+            # A worker died (a file that crashes FFmpeg, the OOM killer): a new pool serves this upload and the next.
+            with self._pool_lock:
+                if self.pool is pool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self.pool = decoding_pool(self.workers)
+            return await self._decode(path, views, thumbnails, retry=False)
 
     def _next_batch(self) -> list[_Job] | None:
         first = self._queue.get()
