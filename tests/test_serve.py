@@ -205,7 +205,7 @@ def _reply(connection) -> str:
 
 
 def _multipart_head(boundary: str, size: int, port: int) -> bytes:
-    return (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    return (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\n"
             f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {size}\r\n\r\n").encode()
 
 
@@ -217,15 +217,29 @@ def _part(boundary: str) -> bytes:
 def test_a_real_server_process(tiny, tmp_path):
     _, checkpoint = tiny
     tmpdir = tmp_path / "tmp"
-    with serve_process(checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1") as url:
+    key = {"X-API-Key": "secret"}
+    with serve_process(checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1",
+                       "--api-key", "secret") as url:
         port = int(url.rsplit(":", 1)[1])
-        info = httpx.get(f"{url}/v1/model").json()
+        info = httpx.get(f"{url}/v1/model", headers=key).json()
         assert info["default_labels"] == LABELS and info["max_upload_mb"] == 1
         with open(ARM_WRESTLING, "rb") as a, open(EYE_MAKEUP, "rb") as b:
             answer = httpx.post(f"{url}/v1/classify", files=[("video", (ARM_WRESTLING.name, a)), ("video", (EYE_MAKEUP.name, b))],
-                                timeout=60)
+                                headers=key, timeout=60)
         assert answer.status_code == 200
-        assert [r["video"] for r in answer.json()["results"]] == [ARM_WRESTLING.name, EYE_MAKEUP.name]
+        results = answer.json()["results"]
+        assert [r["video"] for r in results] == [ARM_WRESTLING.name, EYE_MAKEUP.name]
+        assert all(sorted(r["labels"]) == sorted(LABELS) for r in results)  # the default labels
+
+        for case, (request, status, message) in BAD_REQUESTS.items():
+            if request == "truncated":
+                request = dict(files=video_files(truncated_copy(tmp_path)))
+            request = {"files": video_files(EYE_MAKEUP), "headers": key, **request}
+            answer = httpx.post(f"{url}/v1/classify", **request, timeout=60)
+            assert answer.status_code == status and message in answer.json()["detail"], (case, answer.text)
+            good = httpx.post(f"{url}/v1/classify", files=video_files(ARM_WRESTLING), headers=key, timeout=60)
+            assert good.status_code == 200 and "scores" in good.json()["results"][0], case
+        assert not any(tmpdir.glob("actionclip-serve-*"))
 
         # A body announced over the limit is refused before any of it is sent.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
@@ -248,7 +262,7 @@ def test_a_real_server_process(tiny, tmp_path):
         # A file streamed past the limit (chunked, no Content-Length) is refused while it streams: the answer comes
         # while the request is still unfinished.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            head = (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n"
+            head = (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\nTransfer-Encoding: chunked\r\n"
                     "Content-Type: multipart/form-data; boundary=xx\r\n\r\n").encode()
             chunks = [_part("xx")] + [b"0" * 65536] * 24  # 1.5 MB, and no last chunk
             connection.sendall(head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks))
@@ -256,7 +270,8 @@ def test_a_real_server_process(tiny, tmp_path):
         assert reply.startswith("HTTP/1.1 413") and "over the limit of 1 MB" in reply
 
         with open(EYE_MAKEUP, "rb") as b:
-            answer = httpx.post(f"{url}/v1/classify", files={"video": (EYE_MAKEUP.name, b)}, data={"labels": "a,b"}, timeout=60)
+            answer = httpx.post(f"{url}/v1/classify", files={"video": (EYE_MAKEUP.name, b)}, data={"labels": "a,b"},
+                                headers=key, timeout=60)
         assert answer.status_code == 200 and set(answer.json()["results"][0]["labels"]) == {"a", "b"}
     assert not any(tmpdir.glob("actionclip-serve-*"))
 
@@ -284,3 +299,12 @@ def test_a_crashed_decoding_process_is_replaced(tiny, tmp_path):
         answer = client.post("/v1/classify", files=video_files(ARM_WRESTLING))
         assert answer.status_code == 200 and "scores" in answer.json()["results"][0]
         assert client.app.state.batcher.pool is not pool
+
+
+def test_an_xclip_model_is_served_as_predict_scores_it(tmp_path):
+    model = actionclip.create_model("test-tiny", arch="xclip", seed=0).eval()
+    client, _ = client_for(model, tmp_path)
+    with client:
+        answer = client.post("/v1/classify", files=video_files(ARM_WRESTLING), data={"top_k": "4"})
+    assert answer.status_code == 200
+    assert_same(answer.json()["results"][0], predicted(model, [ARM_WRESTLING], LABELS)[0], ARM_WRESTLING.name)
