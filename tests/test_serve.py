@@ -259,6 +259,17 @@ def test_a_real_server_process(tiny, tmp_path):
             time.sleep(0.05)
         assert not any(tmpdir.glob("actionclip-serve-*"))
 
+        # So does one that goes away while its videos wait for the model.
+        views = b'--xx\r\nContent-Disposition: form-data; name="views"\r\n\r\n10x3\r\n'  # slower: 30 views each
+        body = views + b"".join(_part("xx") + EYE_MAKEUP.read_bytes() + b"\r\n" for _ in range(3)) + b"--xx--\r\n"
+        assert len(body) < 1 << 20  # under --max-upload-mb: read whole, then decoded and queued
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(_multipart_head("xx", len(body), port) + body)
+        deadline = time.monotonic() + 20
+        while any(tmpdir.glob("actionclip-serve-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(tmpdir.glob("actionclip-serve-*"))
+
         # A file streamed past the limit (chunked, no Content-Length) is refused while it streams: the answer comes
         # while the request is still unfinished.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
@@ -274,6 +285,7 @@ def test_a_real_server_process(tiny, tmp_path):
                                 headers=key, timeout=60)
         assert answer.status_code == 200 and set(answer.json()["results"][0]["labels"]) == {"a", "b"}
     assert not any(tmpdir.glob("actionclip-serve-*"))
+    assert "Traceback" not in (tmp_path / f"serve-{port}.log").read_text()
 
 
 def test_command_line_mistakes_are_one_line(tiny, tmp_path, capsys):

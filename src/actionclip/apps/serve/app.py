@@ -4,6 +4,7 @@ saying what was wrong; uploads live in a temporary folder for the request's life
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import shutil
@@ -236,6 +237,8 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
             await asyncio.wait([work], timeout=0.25)
             if not work.done() and await request.is_disconnected():
                 work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work  # retrieved, or asyncio logs "exception was never retrieved"
                 raise ClientDisconnect()
         results = work.result()
         if all("error" in result for result in results):
