@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML experiment config (see configs/)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -326,11 +327,12 @@ def _data_check(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from actionclip.apps.collection_cli import add_embed_command, add_search_command
     from actionclip.apps.hub_commands import add_hub_commands
+    from actionclip.apps.serve.command import add_serve_command
 
     parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data,
-                add_embed_command, add_search_command):
+                add_embed_command, add_search_command, add_serve_command):
         add(sub)
     add_hub_commands(sub)
     return parser
