@@ -183,3 +183,16 @@ def test_bad_options_are_one_line(args, message, checkpoint, tmp_path, capsys):
     out, err = capsys.readouterr()
     assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"])
     assert not (tmp_path / "emb").exists()  # nothing written
+
+
+def test_rows_use_the_models_own_normalisation(tmp_path):
+    """An imported model normalises frames as its source did (ViFi-CLIP: ImageNet's mean and std); embed does too."""
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    model.config.normalization = "imagenet"
+    directory = actionclip.save(model, tmp_path / "ckpt")
+    (video,) = make_videos(tmp_path / "videos", 1)
+    actionclip.embed([video], tmp_path / "emb", checkpoint=directory, precision="fp32", dtype="fp32", workers=0,
+                     device="cpu")
+    clip = data.TestTransform(32)(data.open_video(video).read(data.sample_indices(12, 8, "test")))
+    expected = torch.nn.functional.normalize(model.encode_video(data.normalize(clip, "imagenet")[None]), dim=-1)[0]
+    np.testing.assert_allclose(store.load_embeddings(tmp_path / "emb")[1][0], expected.detach().numpy(), atol=1e-5)

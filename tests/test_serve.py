@@ -70,6 +70,15 @@ def test_results_in_upload_order_equal_predict(tiny, tmp_path):
     assert list(uploads.iterdir()) == []
 
 
+def test_a_model_with_its_own_normalisation_is_served_as_predict_scores_it(tmp_path):
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    model.config.normalization = "imagenet"  # as an imported ViFi-CLIP file's
+    client, _ = client_for(model, tmp_path)
+    with client:
+        result = client.post("/v1/classify", files=video_files(ARM_WRESTLING), data={"top_k": "4"}).json()["results"][0]
+    assert_same(result, predicted(model, [ARM_WRESTLING], LABELS)[0], ARM_WRESTLING.name)
+
+
 def test_labels_views_templates_top_k_and_thumbnails_per_request(tiny, tmp_path):
     model, _ = tiny
     labels = ["dancing", "arm wrestling", "cooking"]

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from actionclip.apps import collection_store as store
-from actionclip.apps.predict import PathLike, collect_videos, load_model, model_image_size
+from actionclip.apps.predict import PathLike, collect_videos, load_model, model_image_size, model_normalization
 from actionclip.apps.text_cache import text_weights_digest
 from actionclip.data.transforms import frames_to_device
 from actionclip.data.windows import CollectionClips, check_window
@@ -43,7 +43,8 @@ def iter_clip_outputs(model: nn.Module, paths: Sequence[str], compute: Callable[
     """``(finished, rows)`` for each video as it is done (not in input order): ``finished`` as
     :class:`~actionclip.data.windows.CollectionClips` gives it, ``rows`` ``(start, end, compute(clip))`` of its
     clips in time order (none for a video that could not be read). ``compute`` takes a normalised batch of clips."""
-    dataset = CollectionClips(paths, num_frames, model_image_size(model), window, stride, batch_size, decode_short_side)
+    dataset = CollectionClips(paths, num_frames, model_image_size(model), window, stride, batch_size, decode_short_side,
+                              model_normalization(model))
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=None, num_workers=min(workers, len(paths)), pin_memory=device.type == "cuda")
     pending: dict[int, list] = defaultdict(list)

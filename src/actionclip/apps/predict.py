@@ -137,6 +137,12 @@ def model_image_size(model: nn.Module) -> int:
     return int(size)
 
 
+def model_normalization(model: nn.Module) -> str:
+    """The input mean/std of the model's frames: its source's for an imported model (ViFi-CLIP: ImageNet's), else
+    CLIP's."""
+    return getattr(model.config, "normalization", None) or "clip"
+
+
 def video_clips(paths: Sequence[str], num_frames: int, size: int, views: str = "1x1",
                 decode_short_side: int | None = None, normalization: str = "clip") -> IndexedSamples:
     """Item ``i``: ``(frames, 0, i)`` with ``frames`` ``[T, 3, S, S]`` or ``[V, T, 3, S, S]`` (V = clips x crops),
@@ -195,9 +201,7 @@ def iter_predictions(
     _check_numbers(num_frames, top_k, decode_short_side)
     paths = collect_videos(videos)
     num_frames = model.config.num_frames if num_frames is None else num_frames
-    # An imported model normalises frames as its source did (e.g. ViFi-CLIP: ImageNet's mean and std).
-    dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side,
-                          getattr(model.config, "normalization", None) or "clip")
+    dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side, model_normalization(model))
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
                         collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")

@@ -110,11 +110,12 @@ class CollectionClips(IterableDataset):
     workers each takes every n-th video. Use ``DataLoader(dataset, batch_size=None)``."""
 
     def __init__(self, paths: Sequence[str], num_frames: int, size: int, window: float | None = None,
-                 stride: float | None = None, batch_size: int = 8, decode_short_side: int | None = None):
+                 stride: float | None = None, batch_size: int = 8, decode_short_side: int | None = None,
+                 normalization: str = "clip"):
         self.paths = list(paths)
         self.num_frames = num_frames
         self.window, self.stride = check_window(window, stride)
-        self.transform = TestTransform(size=size)
+        self.transform = TestTransform(size=size, normalization=normalization)
         self.batch_size = batch_size
         self.decode_short_side = decode_short_side
 

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from actionclip.apps.predict import _ranked, model_image_size, video_clips
+from actionclip.apps.predict import _ranked, model_image_size, model_normalization, video_clips
 from actionclip.data.bad_samples import BadSample, PartlyRead
 from actionclip.data.build import parse_views
 from actionclip.engine.evaluate import multiview_probabilities
@@ -229,7 +229,8 @@ class Batcher:
                 with self.lock, torch.inference_mode():
                     frames = torch.stack([job.frames for job in jobs]).to(self.device)
                     probabilities = multiview_probabilities(self.model, frames, jobs[0].text_features,
-                                                            chunk=self.max_batch).cpu()
+                                                            chunk=self.max_batch,
+                                                            normalization=model_normalization(self.model)).cpu()
                 for job, row in zip(jobs, probabilities):
                     job.loop.call_soon_threadsafe(_resolve, job.future, row)
             except Exception as error:  # noqa: BLE001 - answered as a 500 to the requests concerned, the server lives on
