@@ -52,7 +52,7 @@ def read_labels(path: PathLike) -> list[str]:
     return labels
 
 
-def _check_labels(labels: Sequence[str]) -> list[str]:
+def check_labels(labels: Sequence[str]) -> list[str]:
     labels = parse_labels(labels) if isinstance(labels, str) else [str(label) for label in labels]
     if not labels:
         raise ValueError("no labels given")
@@ -169,7 +169,7 @@ def _check_numbers(num_frames: int | None, top_k: int, decode_short_side: int | 
             raise ValueError(f"{name} must be >= 1, got {value}")
 
 
-def _ranked(path: str, probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
+def ranked(path: str, probabilities: torch.Tensor, labels: Sequence[str], top_k: int) -> dict:
     scores, order = probabilities.topk(min(top_k, len(labels)))
     return {"video": path, "labels": [labels[i] for i in order.tolist()], "scores": scores.tolist()}
 
@@ -197,7 +197,7 @@ def iter_predictions(
     ``text_cache``: a directory where the labels' text features are kept between calls (None: no cache).
     ``decode_short_side``: frames with a longer short side are scaled down to it while decoding (None: never).
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     _check_numbers(num_frames, top_k, decode_short_side)
     paths = collect_videos(videos)
     num_frames = model.config.num_frames if num_frames is None else num_frames
@@ -220,7 +220,7 @@ def iter_predictions(
                     probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size,
                                                             normalization=dataset.dataset.normalization)
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
-                        results[index] = _ranked(paths[index], row, labels, top_k)
+                        results[index] = ranked(paths[index], row, labels, top_k)
                     for note in batch.partly_read:
                         results[note.index]["warning"] = note.reason
                 for index in sorted(results):

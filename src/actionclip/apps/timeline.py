@@ -19,7 +19,7 @@ from torch import nn
 
 from actionclip.apps import collection_store as store
 from actionclip.apps.embed import iter_clip_outputs
-from actionclip.apps.predict import PathLike, _check_labels, collect_videos
+from actionclip.apps.predict import PathLike, check_labels, collect_videos
 from actionclip.apps.search import collection_model
 from actionclip.apps.text_cache import cached_class_text_features
 from actionclip.data.windows import check_window
@@ -68,7 +68,7 @@ def iter_timelines(model: nn.Module, videos: PathLike | Sequence[PathLike], labe
                    decode_short_side: int | None = None) -> Iterator[dict]:
     """Timeline dicts (see the module docstring) in input order, or ``{"video", "error"}``; every video is decoded in
     one pass. Arguments as in :func:`actionclip.apps.predict.iter_predictions`."""
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     window, stride = check_window(window, stride)
     if window is None:
         raise ValueError("a timeline needs a window (seconds)")
@@ -104,7 +104,7 @@ def embedding_predictions(directory: PathLike, labels: Sequence[str] | str, mode
     ``{"video", "labels", "scores"}``, or a timeline dict for a collection embedded by windows, or its
     ``{"video", "error"}``; in the manifest's order. ActionCLIP's test arithmetic needs only the normalised video
     embedding; X-CLIP's class texts depend on each video's frames, so its collections are refused."""
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     info = store.read_info(directory)
     if info["arch"] == "xclip":
         raise ValueError(f"{directory}: embedded with X-CLIP, whose class texts depend on each video's frames (its "

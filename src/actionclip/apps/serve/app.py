@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
-from actionclip.apps.predict import _check_labels
+from actionclip.apps.predict import check_labels
 from actionclip.apps.serve.batching import Batcher, TextFeatureCache, check_views
 from actionclip.apps.serve.uploads import FILE_FIELD, UploadError, read_form
 from actionclip.prompts import clean_class_name
@@ -111,7 +111,7 @@ def _labels(fields: dict, default: list[str] | None) -> list[str]:
         raise ValueError("the field 'labels' is empty: give labels, or leave the field out for the default set")
     if len(labels) > MAX_LABELS:
         raise ValueError(f"{len(labels)} labels: at most {MAX_LABELS} per request")
-    return _check_labels(labels)
+    return check_labels(labels)
 
 
 def _templates(text: str | None):
@@ -154,7 +154,7 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
     lock = threading.Lock()
     texts = TextFeatureCache(model, lock)
     if settings.default_labels is not None:
-        settings.default_labels = _check_labels(settings.default_labels)
+        settings.default_labels = check_labels(settings.default_labels)
     check_views(settings.views)
 
     @asynccontextmanager

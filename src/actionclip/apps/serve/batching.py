@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from actionclip.apps.predict import _ranked, model_image_size, model_normalization, video_clips
+from actionclip.apps.predict import ranked, model_image_size, model_normalization, video_clips
 from actionclip.data.bad_samples import BadSample, PartlyRead
 from actionclip.data.build import parse_views
 from actionclip.engine.evaluate import multiview_probabilities
@@ -174,7 +174,7 @@ class Batcher:
             return {"video": name, "error": decoded.error}
         future = loop.create_future()
         self._queue.put(_Job(torch.from_numpy(decoded.frames), text_features, future, loop))
-        result = _ranked(name, await future, labels, top_k)
+        result = ranked(name, await future, labels, top_k)
         if decoded.warning:
             result["warning"] = decoded.warning
         if thumbnails:
