@@ -77,4 +77,7 @@ def test_upload_a_clip_and_read_the_ranked_labels(browser, tmp_path):
         browser.set_window_size(390, 844)  # a phone: nothing wider than the screen
         assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
         browser.save_screenshot(str(tmp_path / "phone.png"))
+
+        browser.get(f"{url}/docs")  # Swagger UI from the app itself: the browser reaches nothing else
+        wait.until(lambda driver: driver.find_elements(By.CSS_SELECTOR, '[data-path="/v1/classify"]'))
     assert (tmp_path / "page.png").stat().st_size > 0

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -170,8 +171,9 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
         finally:
             await asyncio.to_thread(batcher.close)
 
-    app = FastAPI(title="actionclip", version="1", lifespan=lifespan,
-                  description="Classify videos among your own labels (video-text matching with CLIP).")
+    # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc served by the app, where FastAPI's load them from a CDN.
+    app = FastAPIOffline(title="actionclip", version="1", lifespan=lifespan,
+                         description="Classify videos among your own labels (video-text matching with CLIP).")
     app.state.texts = texts
 
     def api_key(request: Request) -> None:
