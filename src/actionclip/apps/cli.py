@@ -131,8 +131,12 @@ def _add_predict(sub) -> None:
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     predict.add_argument("--text-cache", default=str(default_cache_dir()), help="where label text features are kept between runs (default: %(default)s; env ACTIONCLIP_CACHE)")
     predict.add_argument("--no-text-cache", action="store_true", help="always run the text encoder")
-    predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                         help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32 (default: auto)")
+    predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                         help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32; "
+                         "with --runtime onnx: fp32 or int8, auto = int8 on CPUs without native bf16 (default: auto)")
+    predict.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
+                         help="onnx: run with ONNX Runtime, exported on the fly into the cache (default: torch; an "
+                         "export directory as --checkpoint always runs with ONNX Runtime)")
     predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")
     predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
     predict.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while "
@@ -156,7 +160,8 @@ def _predict(args) -> int:
         if args.model and not args.pretrained:
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
-                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
+                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision,
+                           runtime=args.runtime)
         failed = total = 0
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning
@@ -314,8 +319,11 @@ def _data_check(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
+    from actionclip.apps.export import add_export_command
+
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data):
+    for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data,
+                add_export_command):
         add(sub)
     return parser
 
