@@ -185,9 +185,10 @@ def centre_crop_frames(frames: np.ndarray, size: int, mean: Sequence[float], std
     h, w = frames.shape[1:3]
     short = size * 256 // 224
     new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
-    x = np.einsum("oh,thwc->towc", resize_weights(h, new_h), frames.astype(np.float64))
-    x = np.einsum("pw,towc->topc", resize_weights(w, new_w), x)
-    x = np.clip(np.rint(x), 0, 255)
+    # Width first, each pass rounded to uint8: the order and roundings of PIL's resampling, which torchvision follows.
+    x = frames.astype(np.float32).transpose(0, 3, 1, 2)  # [T, 3, H, W]: both passes as matrix products
+    x = np.clip(np.rint(x @ resize_weights(w, new_w).T.astype(np.float32)), 0, 255)
+    x = np.clip(np.rint(resize_weights(h, new_h).astype(np.float32) @ x), 0, 255).transpose(0, 2, 3, 1)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     x = x[:, top:top + size, left:left + size].astype(np.float32) / 255.0
     return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(0, 3, 1, 2)
