@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import open_clip
 import pytest
 from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
@@ -16,6 +17,7 @@ from actionclip import data
 from actionclip.apps import onnx_predict
 from actionclip.apps.bpe import BPETokenizer
 from actionclip.apps.export import export_model
+from actionclip.apps.onnx_benchmark import matmul_peak_session
 from actionclip.apps.onnx_runtime import centre_crop_frames, centre_indices, read_clip
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -148,3 +150,15 @@ def test_an_export_classifies_the_shared_clips_without_torch(exported, tmp_path)
     int8 = actionclip.predict(videos[:2], other, checkpoint=directory, workers=0, device="cpu", precision="int8")
     for result, reference in zip(results[3:5], int8):
         assert result["scores"] == pytest.approx(reference["scores"], abs=5e-3)
+
+
+def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(capsys, tmp_path):
+    code = actionclip.apps.cli.main(["benchmark", "--model", "test-tiny", "--runtime", "onnx", "--precision", "int8",
+                                     "--iterations", "1", "--batch-size", "2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["runtime"] == "onnx" and result["precision"] == "int8"
+    assert result["videos_per_s"] > 0 and result["peak_gflops"] > 0
+    assert result["achieved_gflops"] == pytest.approx(2 * result["gflops_per_video"] * result["videos_per_s"])
+    session = matmul_peak_session(tmp_path, "int8", size=64)
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in onnx.load(tmp_path / "video.int8.onnx").graph.node}
+    assert session.run(None, {"x": np.ones((64, 64), np.float32)})[0].shape == (64, 64)

@@ -197,7 +197,9 @@ def _add_benchmark(sub) -> None:
     bench.add_argument("--batch-size", type=int, default=8, help="videos per batch for the timings (default: 8)")
     bench.add_argument("--iterations", type=int, default=10, help="timed batches, after warm-up (default: 10)")
     bench.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    bench.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="weights' precision (default: fp32)")
+    bench.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                       help="weights' precision; int8 with --runtime onnx (default: fp32)")
+    bench.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="onnx: the exported video graph in ONNX Runtime (default: torch)")
     bench.add_argument("--video", action="append", help="video file or folder: also time decode + transform + model (repeatable)")
     bench.add_argument("--workers", type=int, default=2, help="decoding worker processes for --video (default: 2)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -210,8 +212,14 @@ def _benchmark(args) -> int:
 
     try:
         _check_minimums(args, {"--frames": 1, "--batch-size": 1, "--iterations": 1, "--workers": 0})
-        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, parse_device(args.device, "--device"),
-                           args.iterations, args.video, args.workers, args.precision)
+        if args.runtime == "onnx":
+            from actionclip.apps.onnx_benchmark import onnx_benchmark
+
+            result = onnx_benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, args.iterations,
+                                    args.precision, args.video, args.workers)
+        else:
+            result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch,
+                               parse_device(args.device, "--device"), args.iterations, args.video, args.workers, args.precision)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -95,6 +95,9 @@ class OnnxPredictModel:
             raise ValueError("clean the labels before an ONNX model scores them")
         return torch.from_numpy(self.exported.class_text_features(labels, templates))
 
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.exported.encode_video(video.float().numpy())[0])
+
     def video_probabilities(self, video: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
         frames = video.float().numpy()
         return torch.from_numpy(self.exported.video_probabilities(frames, text_features.numpy(), ensemble))

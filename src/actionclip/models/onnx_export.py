@@ -10,7 +10,8 @@ dynamic, the token length too; the frame count is fixed where the model has one 
 embedding, Transf_cls's positions, X-CLIP's MIT positions; see :func:`fixed_frames_reason`).
 
 ``int8``: ONNX Runtime's dynamic quantisation of the video graph, int8 per-output-channel weights for every MatMul
-whose second operand is a weight (``MatMulConstBOnly``), activations quantised per call. Everything else stays fp32:
+whose second operand is a weight (``MatMulConstBOnly``; the quantiser takes the Gemms torch exports for attention's
+output projections as MatMuls), activations quantised per call. Everything else stays fp32:
 the patch-embedding convolution, LayerNorm, softmax, the activations, attention's two activation x activation
 products, and the text and prompt graphs (they run once per label set, or are a sliver of the work).
 """
@@ -165,9 +166,17 @@ def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = 
 
 def quantize_video_graph(directory: str | Path) -> str:
     """Write ``video.int8.onnx`` beside ``video.onnx``: dynamic int8 quantisation (see the module docstring)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     directory = Path(directory)
-    quantize_dynamic(directory / VIDEO_FILE, directory / VIDEO_INT8_FILE, per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    root = logging.getLogger()  # where the quantiser advises pre-processing the graph, which changes nothing here
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(directory / VIDEO_FILE, directory / VIDEO_INT8_FILE, per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
+    finally:
+        root.setLevel(level)
     return VIDEO_INT8_FILE
