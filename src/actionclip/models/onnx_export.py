@@ -43,6 +43,9 @@ def check_exportable(model: nn.Module) -> None:
     """ValueError naming what cannot be exported, before anything is written."""
     if not hasattr(model, "class_text_features"):
         raise ValueError(f"a {model.config.arch!r} model has a fixed set of classes and no text tower; export exports video-text models")
+    if model.config.clip["text_cfg"].get("hf_tokenizer_name"):
+        raise ValueError("export writes CLIP's BPE tokenizer; this model's text tower uses the Hugging Face tokenizer "
+                         f"{model.config.clip['text_cfg']['hf_tokenizer_name']!r}")
     if model.text.tower is not None:
         raise ValueError("export needs an OpenAI-style CLIP text tower (open_clip.CLIP); this model's text tower is "
                          f"{type(model.text.tower).__name__}")
