@@ -162,3 +162,16 @@ def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(caps
     session = matmul_peak_session(tmp_path, "int8", size=64)
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in onnx.load(tmp_path / "video.int8.onnx").graph.node}
     assert session.run(None, {"x": np.ones((64, 64), np.float32)})[0].shape == (64, 64)
+
+
+def test_the_lazy_public_api_keeps_every_name():
+    names = ["ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier",
+             "VISUAL_PROMPTS", "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip",
+             "from_official_checkpoint", "from_videox_checkpoint", "load", "losses", "predict", "read_videox_checkpoint",
+             "register_model_config", "save"]
+    assert sorted(actionclip.__all__) == names
+    assert actionclip.create_model is actionclip.models.factory.create_model
+    assert actionclip.losses.__name__ == "actionclip.losses" and callable(actionclip.predict)
+    assert all(getattr(actionclip, name) is not None for name in names) and set(names) <= set(dir(actionclip))
+    with pytest.raises(AttributeError):
+        actionclip.not_a_name
