@@ -61,15 +61,14 @@ class ExportedModel:
         self.precision = precision or self.config["precision"]
         if self.precision not in ONNX_PRECISIONS:
             raise ValueError(f"an exported model runs in {' or '.join(ONNX_PRECISIONS)}, not {self.precision!r}")
-        video_file = self.config["files"]["video_int8" if self.precision == "int8" else "video"] if (
-            self.precision == "fp32" or "video_int8" in self.config["files"]) else None
-        if video_file is None:
+        video_key = "video_int8" if self.precision == "int8" else "video"
+        if video_key not in self.config["files"]:
             raise ValueError(f"{self.directory}: exported without int8 graphs (export again with --precision int8)")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self._options = options
-        self.video_session = self._session(video_file)
+        self.video_session = self._session(self.config["files"][video_key])
         self._text_session = self._tokenizer = None
         self.prompts_session = self._session(self.config["files"]["prompts"]) if "prompts" in self.config["files"] else None
 

@@ -17,6 +17,8 @@ products, and the text and prompt graphs (they run once per label set, or are a 
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 
@@ -86,10 +88,24 @@ class XCLIPPromptGraph(nn.Module):
         return self.model._logits(video_features, visual_tokens, text_features)
 
 
+@contextlib.contextmanager
+def _errors_only(*loggers: str | None):
+    """Only errors from these loggers (None: the root logger) for the block: the exporter's and the quantiser's
+    notes on what they did or skipped are not the user's business."""
+    loggers = [logging.getLogger(name) for name in loggers]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_shapes: dict) -> None:
-    with warnings.catch_warnings():
-        # torch.export's and onnxscript's notes on what they did are not the user's business.
+    with warnings.catch_warnings(), _errors_only("onnxscript", "torch.onnx"):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
                                     dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False, external_data=False)
@@ -169,17 +185,10 @@ def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = 
 
 def quantize_video_graph(directory: str | Path) -> str:
     """Write ``video.int8.onnx`` beside ``video.onnx``: dynamic int8 quantisation (see the module docstring)."""
-    import logging
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     directory = Path(directory)
-    root = logging.getLogger()  # where the quantiser advises pre-processing the graph, which changes nothing here
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
+    with _errors_only(None):  # the root logger, where the quantiser advises pre-processing the graph
         quantize_dynamic(directory / VIDEO_FILE, directory / VIDEO_INT8_FILE, per_channel=True, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
-    finally:
-        root.setLevel(level)
     return VIDEO_INT8_FILE
