@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import torch
+if TYPE_CHECKING:  # imported where used: the ONNX runtime reads templates without torch
+    import torch
 
 # The 16 templates of the official code (utils/Text_Prompt.py, in its order). The paper says K=18;
 # the released code has these 16. They are data: do not edit.
@@ -115,6 +116,8 @@ class PromptTokens:
 
     def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Tokens ``[B, L]`` of one uniformly drawn template per label."""
+        import torch
+
         labels = torch.as_tensor(labels)
         template_ids = torch.randint(len(self.templates), (len(labels),), generator=generator)
         return self.tokens[template_ids, labels]

@@ -134,8 +134,12 @@ def _add_predict(sub) -> None:
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     predict.add_argument("--text-cache", default=str(default_cache_dir()), help="where label text features are kept between runs (default: %(default)s; env ACTIONCLIP_CACHE)")
     predict.add_argument("--no-text-cache", action="store_true", help="always run the text encoder")
-    predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
-                         help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32 (default: auto)")
+    predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                         help="weights' precision; auto = bf16 on GPUs and on CPUs with native bf16, else fp16/fp32; "
+                         "with --runtime onnx: fp32 or int8, auto = int8 on CPUs without native bf16 (default: auto)")
+    predict.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
+                         help="onnx: run with ONNX Runtime, exported on the fly into the cache (default: torch; an "
+                         "export directory as --checkpoint always runs with ONNX Runtime)")
     predict.add_argument("--batch-size", type=int, default=8, help="videos per batch (default: 8)")
     predict.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: none)")
     predict.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while "
@@ -167,7 +171,8 @@ def _predict(args) -> int:
         if args.model and not args.pretrained and not is_published(args.model):
             print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
-                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
+                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision,
+                           runtime=args.runtime)
         failed = total = 0
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning
@@ -203,7 +208,9 @@ def _add_benchmark(sub) -> None:
     bench.add_argument("--batch-size", type=int, default=8, help="videos per batch for the timings (default: 8)")
     bench.add_argument("--iterations", type=int, default=10, help="timed batches, after warm-up (default: 10)")
     bench.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    bench.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16"), help="weights' precision (default: fp32)")
+    bench.add_argument("--precision", default="fp32", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                       help="weights' precision; int8 with --runtime onnx (default: fp32)")
+    bench.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="onnx: the exported video graph in ONNX Runtime (default: torch)")
     bench.add_argument("--video", action="append", help="video file or folder: also time decode + transform + model (repeatable)")
     bench.add_argument("--workers", type=int, default=2, help="decoding worker processes for --video (default: 2)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -216,8 +223,14 @@ def _benchmark(args) -> int:
 
     try:
         _check_minimums(args, {"--frames": 1, "--batch-size": 1, "--iterations": 1, "--workers": 0})
-        result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, parse_device(args.device, "--device"),
-                           args.iterations, args.video, args.workers, args.precision)
+        if args.runtime == "onnx":
+            from actionclip.apps.onnx_benchmark import onnx_benchmark
+
+            result = onnx_benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch, args.iterations,
+                                    args.precision, args.video, args.workers)
+        else:
+            result = benchmark(args.model, args.visual_prompt, args.frames, args.batch_size, args.arch,
+                               parse_device(args.device, "--device"), args.iterations, args.video, args.workers, args.precision)
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -325,13 +338,14 @@ def _data_check(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from actionclip.apps.collection_cli import add_embed_command, add_search_command
+    from actionclip.apps.export import add_export_command
     from actionclip.apps.hub_commands import add_hub_commands
     from actionclip.apps.serve.command import add_serve_command
 
     parser = argparse.ArgumentParser(prog="actionclip", description="Video action recognition as video-text matching with CLIP.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_plot, _add_predict, _add_benchmark, _add_demo, _add_pretrain, _add_data,
-                add_embed_command, add_search_command, add_serve_command):
+                add_embed_command, add_export_command, add_search_command, add_serve_command):
         add(sub)
     add_hub_commands(sub)
     return parser

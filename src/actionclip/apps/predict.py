@@ -97,6 +97,7 @@ def load_model(
     arch: str | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    runtime: str = "torch",
 ) -> nn.Module:
     """A video-text model in eval mode on ``device``, from ``checkpoint`` or from ``model_name`` + ``pretrained``.
 
@@ -105,7 +106,21 @@ def load_model(
     ``arch="xclip"`` an original X-CLIP ``.pth``. ``model_name``: an open_clip name, ``pretrained`` an open_clip tag
     or weight file (None: random weights). ``arch`` None accepts what the checkpoint holds; otherwise it must match.
     ``precision``: fp32, bf16, fp16 or auto (see :mod:`actionclip.models.precision`).
+    ``runtime="onnx"``, or an export directory as ``checkpoint``: a model run by ONNX Runtime with the methods the
+    predict loop uses (:mod:`actionclip.apps.onnx_predict`; ``precision`` fp32, int8 or auto).
     """
+    from actionclip.apps.onnx_predict import load_onnx_model, wants_onnx
+
+    if wants_onnx(checkpoint, runtime):
+        return load_onnx_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames,
+                               arch=arch, device=device, precision=precision)
+    model = read_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames, arch=arch)
+    return prepare_for_inference(model.to(device).eval(), resolve_precision(precision, device))
+
+
+def read_model(checkpoint: PathLike | None = None, model_name: str | None = None, pretrained: str | None = None, *,
+               visual_prompt: str = "Transf", num_frames: int = 8, arch: str | None = None) -> nn.Module:
+    """:func:`load_model`'s video-text model as read, in fp32 on the CPU, not prepared for inference."""
     if (checkpoint is None) == (model_name is None):
         raise ValueError("give a checkpoint or a model name (with pretrained weights), one of the two")
     if checkpoint is None:
@@ -124,7 +139,7 @@ def load_model(
         raise CheckpointError(f"{source}: holds an {model.config.arch!r} model, not {arch!r}")
     if not hasattr(model, "class_text_features"):
         raise ValueError(f"{source}: a {model.config.arch!r} model has a fixed set of classes; predict needs a video-text model")
-    return prepare_for_inference(model.to(device).eval(), resolve_precision(precision, device))
+    return model.eval()
 
 
 def model_image_size(model: nn.Module) -> int:
@@ -208,7 +223,7 @@ def iter_predictions(
     was_training = model.training
     model.eval()
     try:
-        if text_cache is None:
+        if text_cache is None or not isinstance(model, nn.Module):  # an ONNX model's label features are its own
             text_features = model.class_text_features(labels, templates)
         else:
             text_features = cached_class_text_features(model, labels, templates, text_cache)

@@ -43,7 +43,7 @@ class TextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.tower is not None:
             return self.tower(tokens)
-        if tokens.device.type == "cpu":
+        if tokens.device.type == "cpu" and not torch.compiler.is_exporting():  # an exported graph takes any length
             tokens = self.trim(tokens)
         length = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:length]

@@ -1,0 +1,122 @@
+"""``actionclip predict`` with ONNX Runtime: an export directory as the checkpoint, or ``--runtime onnx`` with any
+other checkpoint or model, exported on the fly into a cache (``$ACTIONCLIP_CACHE/onnx``, default
+``~/.cache/actionclip/onnx``) keyed by the weights' digest and the export options, so that the next call reuses it.
+
+:class:`OnnxPredictModel` has what the predict loop uses of a torch model (``config``, ``logit_scale.device``,
+``eval``/``train``, ``class_text_features``, ``video_probabilities``), on torch tensors, computed by
+:class:`actionclip.apps.onnx_runtime.ExportedModel`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from actionclip.apps.export import export_model, weights_digest
+from actionclip.apps.onnx_runtime import EXPORT_CONFIG, ExportedModel, is_export_dir
+from actionclip.apps.text_cache import default_cache_dir
+from actionclip.models.precision import cpu_has_native_bf16
+
+RUNTIMES = ("torch", "onnx")
+
+
+def wants_onnx(checkpoint, runtime: str) -> bool:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    return runtime == "onnx" or is_export_dir(checkpoint)
+
+
+def resolve_onnx_precision(precision: str | None, device) -> str | None:
+    """fp32 or int8; ``auto`` (or None): int8 on CPUs without native bf16, where int8 matmuls are the fastest path,
+    fp32 otherwise. None is returned for an export directory's own default only when ``precision`` is None."""
+    if torch.device(device).type != "cpu":
+        raise ValueError("the ONNX runtime runs on the CPU (--device cpu)")
+    if precision in ("fp32", "int8"):
+        return precision
+    if precision == "auto":
+        return "fp32" if cpu_has_native_bf16() else "int8"
+    raise ValueError(f"with the ONNX runtime, precision is fp32, int8 or auto, not {precision!r}")
+
+
+def onnx_cache_dir() -> Path:
+    return default_cache_dir().parent / "onnx"
+
+
+def cached_export(model: torch.nn.Module, frames: int, precision: str, cache_dir: str | Path | None = None) -> Path:
+    """The export directory of ``model`` in the cache, made when missing (atomically: a half-written export is never
+    taken for a finished one)."""
+    request = {"format": 1, "weights": weights_digest(model), "arch": model.config.arch, "frames": frames,
+               "precision": precision}
+    key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:32]
+    path = Path(cache_dir or onnx_cache_dir()) / key
+    if is_export_dir(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=path.parent))
+    try:
+        export_model(model, staging, precision, frames)
+        os.replace(staging, path)
+    except OSError:
+        if not is_export_dir(path):  # another process may have finished the same export first
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+class OnnxPredictModel:
+    """An :class:`ExportedModel` behind the interface of the torch models that ``iter_predictions`` uses."""
+
+    def __init__(self, exported: ExportedModel):
+        self.exported = exported
+        config = exported.config
+        self.config = SimpleNamespace(arch=config["arch"], num_frames=config["num_frames"], normalization=config["normalization"],
+                                      clip={"embed_dim": config["embed_dim"], "vision_cfg": {"image_size": config["image_size"]}})
+        self.default_templates = config["templates"]
+        self.logit_scale = torch.zeros(())  # its device is where the predict loop leaves the frames: the CPU
+        self.training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise ValueError("an ONNX model cannot be trained")
+        return self
+
+    def class_text_features(self, labels, templates=None, clean_labels: bool = False) -> torch.Tensor:
+        if clean_labels:
+            raise ValueError("clean the labels before an ONNX model scores them")
+        return torch.from_numpy(self.exported.class_text_features(labels, templates))
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.exported.encode_video(video.float().numpy())[0])
+
+    def video_probabilities(self, video: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
+        frames = video.float().numpy()
+        return torch.from_numpy(self.exported.video_probabilities(frames, text_features.numpy(), ensemble))
+
+
+def load_onnx_model(checkpoint=None, model_name: str | None = None, pretrained: str | None = None, *,
+                    visual_prompt: str = "Transf", num_frames: int = 8, arch: str | None = None, device="cpu",
+                    precision: str | None = "auto") -> OnnxPredictModel:
+    """An export directory as it is, or any other checkpoint or model (see ``load_model``) exported into the cache."""
+    from actionclip.apps.predict import read_model
+
+    if is_export_dir(checkpoint):
+        exported_precision = json.loads((Path(checkpoint) / EXPORT_CONFIG).read_text())["precision"]
+        # auto keeps the export's own choice: its author picked int8 or fp32 for the deployment
+        wanted = exported_precision if precision in (None, "auto") else resolve_onnx_precision(precision, device)
+        exported = ExportedModel(checkpoint, wanted)
+        if arch is not None and exported.config["arch"] != arch:
+            raise ValueError(f"{checkpoint}: holds an {exported.config['arch']!r} model, not {arch!r}")
+        return OnnxPredictModel(exported)
+    precision = resolve_onnx_precision(precision, device)
+    model = read_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames, arch=arch)
+    return OnnxPredictModel(ExportedModel(cached_export(model, model.config.num_frames, precision), precision))

@@ -1,0 +1,191 @@
+"""Exported models at run time: the BPE tokenizer and frame reading without torch, `predict` with an export directory
+or `--runtime onnx`, and classification in a process where torch cannot be imported."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import open_clip
+import pytest
+from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
+
+import actionclip
+from actionclip import data
+from actionclip.apps import onnx_predict
+from actionclip.apps.bpe import BPETokenizer
+from actionclip.apps.export import export_model
+from actionclip.apps.onnx_benchmark import matmul_peak_session
+from actionclip.apps.onnx_runtime import centre_crop_frames, centre_indices, classify_videos, read_clip
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny model's checkpoint and its export (int8 graphs too, label features of LABELS)."""
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    checkpoint = actionclip.save(model, tmp_path_factory.mktemp("ckpt"))
+    return checkpoint, export_model(model, tmp_path_factory.mktemp("export"), "int8", labels=LABELS)
+
+
+def test_bpe_tokenizer_equals_open_clips():
+    texts = ["a video of a person arm wrestling.", "Playing GUITAR!!", "café naïve — “quotes” &amp; 123 4.5",
+             "日本語のテキスト", "  lots   of\tspace ", "it's they'll we've I'd", "x" * 300, "", "emoji 🎸🏊",
+             "applying_eye_makeup", "Can you recognize the action of {}?", "don't" * 40]
+    ours = BPETokenizer(open_clip.tokenizer.default_bpe())(texts)
+    assert ours.dtype == np.int64
+    assert np.array_equal(ours, open_clip.SimpleTokenizer()(texts).numpy())
+
+
+def test_centre_indices_are_test_sampling():
+    for n in (1, 3, 8, 9, 100, 281):
+        for t in (1, 4, 8, 16):
+            assert centre_indices(n, t) == data.sample_indices(n, t, "test")
+
+
+@needs_peer_videos
+@pytest.mark.parametrize("size", [32, 224])
+def test_frames_read_without_torch_are_those_of_predict(size):
+    for path in (ARM_WRESTLING, EYE_MAKEUP):
+        video = data.open_video(path)
+        frames = video.read(data.sample_indices(video.num_frames, 8, "test"))
+        clip = read_clip(path, 8)
+        assert np.array_equal(clip, np.asarray(frames))
+        expected = data.normalize(data.TestTransform(size)(frames)).numpy()
+        got = centre_crop_frames(clip, size, data.CLIP_MEAN, data.CLIP_STD)
+        # torchvision's fixed-point weights round a few pixels one or two levels away.
+        levels = np.abs(got - expected) * np.asarray(data.CLIP_STD).reshape(1, 3, 1, 1) * 255
+        assert levels.max() <= 2.01 and (levels > 0.01).mean() < 0.01
+
+
+@needs_peer_videos
+def test_predict_with_an_export_directory_gives_the_same_json(exported, capsys):
+    checkpoint, directory = exported
+    arguments = [ARM_WRESTLING, EYE_MAKEUP, "--labels", ",".join(LABELS), "--json", "--workers", "0"]
+    code, out, err = run_cli(capsys, *arguments, "--checkpoint", checkpoint)
+    assert code == 0 and err == ""
+    expected = json_lines(out)
+    code, out, err = run_cli(capsys, *arguments, "--checkpoint", directory)  # run_cli asks for fp32
+    assert code == 0 and err == ""
+    for result, reference in zip(json_lines(out), expected, strict=True):
+        assert result.keys() == reference.keys() and result["labels"] == reference["labels"]
+        assert result["scores"] == pytest.approx(reference["scores"], abs=1e-4)
+
+
+@needs_peer_videos
+def test_an_imported_models_test_settings_travel_with_its_export(tmp_path):
+    """An imported model's normalisation and test scale (ViFi-CLIP's: ImageNet's mean/std, its own logit scale) are
+    those of its export, with the torch runtime and without it."""
+    model = actionclip.create_model("test-tiny", seed=0).eval()
+    model.config.normalization, model.config.test_logit_scale = "imagenet", 7.5
+    directory = export_model(model, tmp_path / "export", "fp32")
+    expected = actionclip.predict([ARM_WRESTLING], LABELS, model, workers=0, top_k=len(LABELS))[0]
+    for result in (actionclip.predict([ARM_WRESTLING], LABELS, checkpoint=directory, workers=0, top_k=len(LABELS))[0],
+                   classify_videos(directory, [ARM_WRESTLING], LABELS)[0]):
+        assert result["labels"] == expected["labels"]
+        assert result["scores"] == pytest.approx(expected["scores"], abs=1e-4)
+
+
+@needs_peer_videos
+def test_runtime_onnx_exports_into_the_cache_once(exported, capsys, tmp_path, monkeypatch):
+    checkpoint, _ = exported
+    monkeypatch.setenv("ACTIONCLIP_CACHE", str(tmp_path))
+    exports = []
+    monkeypatch.setattr(onnx_predict, "export_model", lambda *a, **k: exports.append(a) or export_model(*a, **k))
+    arguments = [ARM_WRESTLING, "--labels", ",".join(LABELS), "--json", "--workers", "0", "--checkpoint", checkpoint]
+    code, out, _ = run_cli(capsys, *arguments)
+    torch_result = json_lines(out)[0]
+    results = []
+    for _ in range(2):
+        code, out, _ = run_cli(capsys, *arguments, "--runtime", "onnx", "--precision", "int8")  # the last --precision counts
+        assert code == 0
+        results.append(json_lines(out)[0])
+    assert len(exports) == 1 and len(list((tmp_path / "onnx").iterdir())) == 1
+    assert results[0] == results[1]
+    assert results[0]["scores"] != pytest.approx(torch_result["scores"], abs=1e-7)  # int8, not the torch model
+    assert sorted(results[0]["scores"]) == pytest.approx(sorted(torch_result["scores"]), abs=0.02)
+
+
+def test_auto_precision_is_int8_on_cpus_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(onnx_predict, "cpu_has_native_bf16", lambda: False)
+    assert onnx_predict.resolve_onnx_precision("auto", "cpu") == "int8"
+    monkeypatch.setattr(onnx_predict, "cpu_has_native_bf16", lambda: True)
+    assert onnx_predict.resolve_onnx_precision("auto", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="fp32, int8 or auto"):
+        onnx_predict.resolve_onnx_precision("bf16", "cpu")
+
+
+BLOCK_TORCH = """
+import sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "open_clip"):
+            raise ImportError(f"{name} is blocked in this test")
+
+sys.meta_path.insert(0, BlockTorch())
+"""
+
+CLASSIFY = """
+import json, sys
+try:
+    import torch
+    sys.exit("torch could be imported")
+except ImportError:
+    pass
+from actionclip.apps.onnx_runtime import classify_videos
+directory, videos, stored, other = json.loads(sys.argv[1])
+results = classify_videos(directory, videos, stored) + classify_videos(directory, videos, other, precision="int8")
+assert not any(name.split(".")[0] in ("torch", "open_clip") for name in sys.modules)
+print(json.dumps(results))
+"""
+
+
+@needs_peer_videos
+def test_an_export_classifies_the_shared_clips_without_torch(exported, tmp_path):
+    checkpoint, directory = exported
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCK_TORCH))
+    videos = [str(ARM_WRESTLING), str(EYE_MAKEUP), str(tmp_path / "missing.mp4")]
+    other = ["swimming", "applying eye makeup", "playing guitar", "juggling"]
+    run = subprocess.run([sys.executable, "-c", CLASSIFY, json.dumps([str(directory), videos, LABELS, other])],
+                         capture_output=True, text=True, env={"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    assert [r["video"] for r in results] == videos * 2
+    assert "error" in results[2] and "error" in results[5]
+    expected = actionclip.predict(videos[:2], LABELS, checkpoint=checkpoint, workers=0, device="cpu", precision="fp32")
+    for result, reference in zip(results[:2], expected):
+        assert result["labels"] == reference["labels"]
+        # Frames within 2 levels of predict's on 0.2% of the values move the 32-pixel model's scores by ~2e-3.
+        assert result["scores"] == pytest.approx(reference["scores"], abs=5e-3)
+    int8 = actionclip.predict(videos[:2], other, checkpoint=directory, workers=0, device="cpu", precision="int8")
+    for result, reference in zip(results[3:5], int8):
+        assert result["scores"] == pytest.approx(reference["scores"], abs=5e-3)
+
+
+def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(capsys, tmp_path):
+    code = actionclip.apps.cli.main(["benchmark", "--model", "test-tiny", "--runtime", "onnx", "--precision", "int8",
+                                     "--iterations", "1", "--batch-size", "2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["runtime"] == "onnx" and result["precision"] == "int8"
+    assert result["videos_per_s"] > 0 and result["peak_gflops"] > 0
+    assert result["achieved_gflops"] == pytest.approx(2 * result["gflops_per_video"] * result["videos_per_s"])
+    session = matmul_peak_session(tmp_path, "int8", size=64)
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in onnx.load(tmp_path / "video.int8.onnx").graph.node}
+    assert session.run(None, {"x": np.ones((64, 64), np.float32)})[0].shape == (64, 64)
+
+
+def test_the_lazy_public_api_keeps_every_name():
+    names = ["ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier",
+             "VISUAL_PROMPTS", "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip",
+             "from_official_checkpoint", "from_videox_checkpoint", "load", "losses", "predict", "read_videox_checkpoint",
+             "register_model_config", "save"]
+    assert sorted(actionclip.__all__) == names
+    assert actionclip.create_model is actionclip.models.factory.create_model
+    assert actionclip.losses.__name__ == "actionclip.losses" and callable(actionclip.predict)
+    assert all(getattr(actionclip, name) is not None for name in names) and set(names) <= set(dir(actionclip))
+    with pytest.raises(AttributeError):
+        actionclip.not_a_name
