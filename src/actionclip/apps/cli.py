@@ -56,17 +56,22 @@ def _add_eval(sub) -> None:
     evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or a "
                           "published checkpoint's name (see `actionclip models`)")
     evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
-    evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="weights' precision (default: eval.precision)")
+    evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                          help="weights' precision (default: eval.precision); ONNX Runtime: fp32, int8 or auto (default: an export's own)")
+    evaluate.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="onnx: run with ONNX Runtime, exported "
+                          "on the fly into the cache (default: torch; an export directory as --checkpoint always runs with ONNX Runtime)")
     evaluate.set_defaults(handler=_eval)
 
 
 def _eval(args) -> int:
+    from actionclip.apps.onnx_eval import onnx_evaluation_model
     from actionclip.engine.run import run_evaluation
 
     config = _config(args)
     if config is None:
         return 2
-    summary = run_evaluation(config, args.checkpoint, args.output)
+    model = onnx_evaluation_model(config, args.checkpoint, args.runtime, args.precision)
+    summary = run_evaluation(config, args.checkpoint, args.output, model=model)
     # The warnings were logged (stderr) when they arose.
     print(json.dumps({k: v for k, v in summary.items() if k not in ("unreadable", "parts", "warnings")}))
     for item in summary["unreadable"]:

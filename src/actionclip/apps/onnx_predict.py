@@ -76,7 +76,10 @@ class OnnxPredictModel:
     def __init__(self, exported: ExportedModel):
         self.exported = exported
         config = exported.config
+        # What `eval` checks and remembers of a torch model's config: an ActionCLIP export's visual prompt decides,
+        # as for the model, whether another frame count is refused; its templates are the model's test templates.
         self.config = SimpleNamespace(arch=config["arch"], num_frames=config["num_frames"], normalization=config["normalization"],
+                                      visual_prompt=config["visual_prompt"], templates=config["templates"],
                                       clip={"embed_dim": config["embed_dim"], "vision_cfg": {"image_size": config["image_size"]}})
         self.default_templates = config["templates"]
         self.logit_scale = torch.zeros(())  # its device is where the predict loop leaves the frames: the CPU
@@ -105,18 +108,24 @@ class OnnxPredictModel:
 
 def load_onnx_model(checkpoint=None, model_name: str | None = None, pretrained: str | None = None, *,
                     visual_prompt: str = "Transf", num_frames: int = 8, arch: str | None = None, device="cpu",
-                    precision: str | None = "auto") -> OnnxPredictModel:
-    """An export directory as it is, or any other checkpoint or model (see ``load_model``) exported into the cache."""
+                    precision: str | None = "auto", threads: int | None = None) -> OnnxPredictModel:
+    """An export directory as it is, or any other checkpoint or model (see ``load_model``) exported into the cache.
+    ``threads``: ONNX Runtime's intra-op threads (None: all cores)."""
     from actionclip.apps.predict import read_model
 
     if is_export_dir(checkpoint):
         exported_precision = json.loads((Path(checkpoint) / EXPORT_CONFIG).read_text())["precision"]
         # auto keeps the export's own choice: its author picked int8 or fp32 for the deployment
         wanted = exported_precision if precision in (None, "auto") else resolve_onnx_precision(precision, device)
-        exported = ExportedModel(checkpoint, wanted)
+        exported = ExportedModel(checkpoint, wanted, threads)
         if arch is not None and exported.config["arch"] != arch:
             raise ValueError(f"{checkpoint}: holds an {exported.config['arch']!r} model, not {arch!r}")
         return OnnxPredictModel(exported)
-    precision = resolve_onnx_precision(precision, device)
     model = read_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames, arch=arch)
-    return OnnxPredictModel(ExportedModel(cached_export(model, model.config.num_frames, precision), precision))
+    return exported_on_the_fly(model, precision, device, threads)
+
+
+def exported_on_the_fly(model: torch.nn.Module, precision: str | None, device="cpu", threads: int | None = None) -> OnnxPredictModel:
+    """A torch model (fp32, as read) run by ONNX Runtime from its export in the cache."""
+    precision = resolve_onnx_precision(precision, device)
+    return OnnxPredictModel(ExportedModel(cached_export(model, model.config.num_frames, precision), precision, threads))

@@ -97,7 +97,7 @@ def remembered_test_settings(model: torch.nn.Module, config: Config) -> tuple:
     return templates, normalization
 
 
-def run_evaluation(config: Config, checkpoint: str | None = None, output: str | None = None) -> dict:
+def run_evaluation(config: Config, checkpoint: str | None = None, output: str | None = None, model=None) -> dict:
     """Evaluate a checkpoint (or the config's model) on the config's validation data with ``eval.views``.
 
     With ``eval.splits`` or ``eval.class_subsets`` each part is evaluated and reported, then the mean and
@@ -106,6 +106,9 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
     once-per-video modules (temporal module, a classifier head) and the similarities stay fp32, which autocast would
     round (``actionclip.models.precision``). On CUDA the fp32 matmuls use TF32.
     A model that cannot score the data (see ``eval_checks``) raises ``EvaluationMismatch`` before any video is decoded.
+    ``model``: one already built (``checkpoint`` then only names it in the report). One that is not a torch module
+    (the ONNX Runtime model of ``actionclip.apps.onnx_predict``) is evaluated as it is, on the CPU frames of the
+    loader: no device move and no ``eval.precision``, which are the torch weights'.
     """
     info = _start_process(config)
     try:
@@ -115,14 +118,15 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         # Rank 0 alone reads the annotations; the other ranks receive the datasets (as for training).
         parts = distributed.made_on_main(lambda: _evaluation_datasets(config), info)
         num_classes = [len(val_set.classes) for _, val_set in parts.values()]
-        model = model_from_config(config.model, num_classes=num_classes[0])
+        model = model if model is not None else model_from_config(config.model, num_classes=num_classes[0])
         source = config.model.checkpoint or f"model {config.model.name}"
         for count in num_classes:
             check_classes(model, source, count)
         check_image_size(model, source, config.data.image_size)
         warning = check_frames(model, source, config.model.num_frames)
-        model = model.to(info.device)
-        prepare_for_inference(model, resolve_precision(config.eval.precision, info.device))
+        if isinstance(model, torch.nn.Module):
+            model = model.to(info.device)
+            prepare_for_inference(model, resolve_precision(config.eval.precision, info.device))
         allow_tf32(info.device)
         summaries = {}
         for name, (part, val_set) in parts.items():
