@@ -1,6 +1,9 @@
 """`actionclip eval` with ONNX Runtime: an export directory as the checkpoint, or `--runtime onnx`, gives the metrics
 of the torch checkpoint it was exported from; what it cannot run is refused in one line."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -80,6 +83,18 @@ def test_runtime_onnx_exports_the_checkpoint_into_the_cache(data_root, plain, tm
     assert json.loads(torch_run[1])["checkpoint"] == json.loads(onnx_run[1])["checkpoint"] == checkpoint
     _same_evaluation(onnx_run, torch_run)
     assert len(list((tmp_path / "cache" / "onnx").iterdir())) == 1
+
+
+def test_torchrun_processes_each_run_a_session_and_score_as_one(data_root, plain, tmp_path, monkeypatch, capsys):
+    code, out, _, _ = _eval(data_root, tmp_path, monkeypatch, capsys, "--checkpoint", plain[1])
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "actionclip", "eval",
+         str(tmp_path / "config.yaml"), "--checkpoint", plain[1], "--output", str(tmp_path / "ddp")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False,
+    )
+    assert code == result.returncode == 0, result.stderr[-3000:]
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [json.loads(out)] * 2  # each rank prints it
+    assert (tmp_path / "ddp" / "per_class.csv").read_text() == (tmp_path / "out" / "eval" / "per_class.csv").read_text()
 
 
 def _refused(code, out, err, result, *phrases):
