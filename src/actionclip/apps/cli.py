@@ -53,11 +53,11 @@ def _train(args) -> int:
 def _add_eval(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation data")
     _add_config_arguments(evaluate)
-    evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or a "
-                          "published checkpoint's name (see `actionclip models`)")
+    evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, an export "
+                          "directory, or a published checkpoint's name (see `actionclip models`)")
     evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
     evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                          help="weights' precision (default: eval.precision); ONNX Runtime: fp32, int8 or auto (default: an export's own)")
+                          help="weights' precision (default: eval.precision); ONNX Runtime: fp32, int8 or auto (default: an export directory's own)")
     evaluate.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="onnx: run with ONNX Runtime, exported "
                           "on the fly into the cache (default: torch; an export directory as --checkpoint always runs with ONNX Runtime)")
     evaluate.set_defaults(handler=_eval)
