@@ -166,6 +166,25 @@ def test_an_export_classifies_the_shared_clips_without_torch(exported, tmp_path)
         assert result["scores"] == pytest.approx(reference["scores"], abs=5e-3)
 
 
+@needs_peer_videos
+def test_without_onnx_runtime_torch_models_still_predict_and_an_export_is_one_line(exported, tmp_path):
+    """ONNX Runtime is an optional extra: without it, predict runs torch checkpoints, and an export directory gets
+    one line saying what to install."""
+    checkpoint, directory = exported
+    # A package of that name that fails as a missing one does (torch probes for it with find_spec, so no meta-path block).
+    (tmp_path / "onnxruntime").mkdir()
+    (tmp_path / "onnxruntime" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'onnxruntime'\")\n")
+    environment = {"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "actionclip", "predict", str(ARM_WRESTLING), "--labels", ",".join(LABELS),
+               "--json", "--workers", "0", "--checkpoint"]
+    torch_run = subprocess.run([*command, str(checkpoint)], capture_output=True, text=True, env=environment)
+    assert torch_run.returncode == 0, torch_run.stderr
+    assert json.loads(torch_run.stdout)["video"] == str(ARM_WRESTLING)
+    onnx_run = subprocess.run([*command, str(directory)], capture_output=True, text=True, env=environment)
+    assert onnx_run.returncode == 2
+    assert onnx_run.stderr == "error: running an ONNX export needs ONNX Runtime: pip install 'actionclip[onnx]'\n"
+
+
 def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(capsys, tmp_path):
     code = actionclip.apps.cli.main(["benchmark", "--model", "test-tiny", "--runtime", "onnx", "--precision", "int8",
                                      "--iterations", "1", "--batch-size", "2", "--json"])
@@ -180,9 +199,10 @@ def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(caps
 
 def test_the_lazy_public_api_keeps_every_name():
     names = ["ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier",
-             "VISUAL_PROMPTS", "XCLIP", "build_model", "clean_class_name", "create_model", "from_hf_xclip",
-             "from_official_checkpoint", "from_videox_checkpoint", "load", "losses", "predict", "read_videox_checkpoint",
-             "register_model_config", "save"]
+             "VISUAL_PROMPTS", "XCLIP", "build_model", "clean_class_name", "create_model", "embed", "from_hf_xclip",
+             "from_mmaction2_checkpoint", "from_official_checkpoint", "from_videox_checkpoint",
+             "from_vificlip_checkpoint", "load", "losses", "predict", "read_videox_checkpoint", "register_model_config",
+             "save", "search"]
     assert sorted(actionclip.__all__) == names
     assert actionclip.create_model is actionclip.models.factory.create_model
     assert actionclip.losses.__name__ == "actionclip.losses" and callable(actionclip.predict)

@@ -17,18 +17,29 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import av
 import numpy as np
-import onnxruntime as ort
 
 from actionclip.apps.bpe import BPETokenizer
 from actionclip.prompts import fill_templates, resolve_templates
 
+if TYPE_CHECKING:
+    import onnxruntime
+
 EXPORT_CONFIG = "export.json"
 EXPORT_FORMAT = "actionclip-onnx"
 ONNX_PRECISIONS = ("fp32", "int8")
+
+
+def _onnxruntime():
+    """ONNX Runtime, an optional dependency: imported when an export runs, so that torch models never need it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError("running an ONNX export needs ONNX Runtime: pip install 'actionclip[onnx]'") from None
+    return onnxruntime
 
 
 def is_export_dir(path: str | os.PathLike | None) -> bool:
@@ -64,7 +75,7 @@ class ExportedModel:
         video_key = "video_int8" if self.precision == "int8" else "video"
         if video_key not in self.config["files"]:
             raise ValueError(f"{self.directory}: exported without int8 graphs (export again with --precision int8)")
-        options = ort.SessionOptions()
+        options = _onnxruntime().SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         self._options = options
@@ -72,8 +83,8 @@ class ExportedModel:
         self._text_session = self._tokenizer = None
         self.prompts_session = self._session(self.config["files"]["prompts"]) if "prompts" in self.config["files"] else None
 
-    def _session(self, name: str) -> ort.InferenceSession:
-        return ort.InferenceSession(str(self.directory / name), self._options, providers=["CPUExecutionProvider"])
+    def _session(self, name: str) -> onnxruntime.InferenceSession:
+        return _onnxruntime().InferenceSession(str(self.directory / name), self._options, providers=["CPUExecutionProvider"])
 
     @property
     def num_frames(self) -> int:
