@@ -440,3 +440,21 @@ def test_a_file_saved_by_hand_in_the_cache_is_used(tiny, cache):
     with pytest.warns(hub.UnverifiedDownloadWarning):
         model = actionclip.create_model("actionclip-vit-b-32-8f-k400")
     assert model.config.visual_prompt == "Transf" and model.config.num_frames == 8
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "v.mp4", "--labels", "a,b"], ["export", "--output", "out"], ["serve"], ["embed", "v.mp4", "--output", "out"],
+    ["search", "collection", "a query"],
+])
+def test_every_command_that_loads_a_model_takes_a_name_and_a_mirror(argv, capsys):
+    from actionclip.apps.cli import build_parser
+    from actionclip.apps.model_options import warn_if_random
+    from actionclip.models.registry import entries
+
+    name = next(iter(entries()))
+    args = build_parser().parse_args([*argv, "--model", name, "--hub-mirror", "http://127.0.0.1:9/"])
+    assert args.model == name and args.hub_mirror == "http://127.0.0.1:9/"
+    warn_if_random(args)  # a published name has its weights
+    args.model = "ViT-B-32"
+    warn_if_random(args)
+    assert capsys.readouterr().err == "warning: ViT-B-32 has random weights (no --pretrained): its scores mean nothing\n"

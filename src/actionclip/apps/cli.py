@@ -115,6 +115,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 def _add_predict(sub) -> None:
     from actionclip.apps.collection_cli import add_predict_collection_options
+    from actionclip.apps.model_options import add_build_options, add_model_source
     from actionclip.apps.text_cache import default_cache_dir
 
     predict = sub.add_parser("predict", help="classify videos (files or folders) among your own labels")
@@ -122,14 +123,8 @@ def _add_predict(sub) -> None:
     labels = predict.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels", help='comma-separated labels, e.g. "arm wrestling,playing guitar,swimming"')
     labels.add_argument("--labels-file", help="a text file with one label per line")
-    source = predict.add_mutually_exclusive_group()  # one of the two, unless --embeddings records the model
-    source.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or an X-CLIP "
-                        "checkpoint (a transformers directory, or with --arch xclip an original .pth)")
-    source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained), or a published "
-                        "checkpoint's name (see `actionclip models`)")
-    predict.add_argument("--pretrained", help="open_clip tag (e.g. openai, downloaded when online) or weight file for --model")
-    predict.add_argument("--arch", choices=("actionclip", "xclip"), help="model kind to build with --model or to expect in --checkpoint")
-    predict.add_argument("--visual-prompt", default="Transf", help="for --model and official .pt files (default: Transf)")
+    add_model_source(predict, required=False)  # one of the two, unless --embeddings records the model
+    add_build_options(predict)
     predict.add_argument("--frames", type=int, help="frames per clip (default: the model's, 8 for --model)")
     predict.add_argument("--views", default="1x1", help="CLIPSxCROPS, probabilities averaged over views, e.g. 10x3 (default: 1x1)")
     predict.add_argument("--top-k", type=int, default=5, help="labels shown per video (default: 5)")
@@ -160,7 +155,7 @@ def _predict(args) -> int:
 
     from actionclip.apps.predict import format_result, iter_predictions, load_model, parse_labels, read_labels
     from actionclip.engine.distributed import parse_device
-    from actionclip.models.hub import is_published
+    from actionclip.apps.model_options import warn_if_random
     from actionclip.models.weight_files import CheckpointError
 
     try:
@@ -173,8 +168,7 @@ def _predict(args) -> int:
             return predict_collection(args, labels, device)
         if not args.videos or not (args.checkpoint or args.model):
             raise ValueError("give videos and --checkpoint or --model (or --embeddings DIR)")
-        if args.model and not args.pretrained and not is_published(args.model):
-            print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
+        warn_if_random(args)
         model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
                            num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision,
                            runtime=args.runtime)

@@ -8,13 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from actionclip.apps.model_options import add_build_options, add_model_source, warn_if_random
+
 
 def _add_model_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    source = parser.add_mutually_exclusive_group(required=required)
-    source.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or an X-CLIP "
-                        "checkpoint (a transformers directory, or with --arch xclip an original .pth)")
-    source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained)")
-    parser.add_argument("--pretrained", help="open_clip tag or weight file for --model")
+    add_model_source(parser, required)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 
@@ -31,8 +29,7 @@ def add_embed_command(sub) -> None:
     embed.add_argument("inputs", nargs="+", help="video files, or folders (every video below them)")
     embed.add_argument("--output", required=True, help="collection folder: collection.json, manifest.jsonl, shard-*.npy")
     _add_model_arguments(embed, required=True)
-    embed.add_argument("--arch", choices=("actionclip", "xclip"), help="model kind to build with --model or to expect in --checkpoint")
-    embed.add_argument("--visual-prompt", default="Transf", help="for --model and official .pt files (default: Transf)")
+    add_build_options(embed)
     embed.add_argument("--frames", type=int, help="frames per clip (default: the model's, 8 for --model)")
     embed.add_argument("--window", type=float, help="one embedding per window of this many seconds (default: one per video)")
     embed.add_argument("--stride", type=float, help="seconds between window starts (default: the window)")
@@ -51,8 +48,7 @@ def _embed(args) -> int:
 
     _check_positive(args, {"--frames": 1, "--batch-size": 1, "--workers": 0, "--shard-size": 1, "--decode-short-side": 1})
     distributed.parse_device(args.device, "--device")
-    if args.model and not args.pretrained:
-        print(f"warning: {args.model} has random weights (no --pretrained): its embeddings mean nothing", file=sys.stderr)
+    warn_if_random(args, "embeddings")
     try:
         summary = embed(args.inputs, args.output, args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
                         visual_prompt=args.visual_prompt, arch=args.arch, num_frames=args.frames, window=args.window,

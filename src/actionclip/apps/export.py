@@ -18,6 +18,7 @@ import numpy as np
 from open_clip.tokenizer import default_bpe
 from torch import nn
 
+from actionclip.apps.model_options import add_build_options, add_model_source, warn_if_random
 from actionclip.apps.onnx_runtime import EXPORT_CONFIG, EXPORT_FORMAT, ONNX_PRECISIONS, ExportedModel
 from actionclip.apps.predict import model_normalization
 from actionclip.data.transforms import NORMALIZATIONS
@@ -78,12 +79,8 @@ def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", 
 
 def add_export_command(sub) -> None:
     export = sub.add_parser("export", help="export a model to ONNX (video and text encoders) for ONNX Runtime")
-    source = export.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, or an X-CLIP checkpoint")
-    source.add_argument("--model", help="open_clip model name (with --pretrained)")
-    export.add_argument("--pretrained", help="open_clip tag or weight file for --model")
-    export.add_argument("--arch", choices=("actionclip", "xclip"), help="model kind to build with --model or to expect in --checkpoint")
-    export.add_argument("--visual-prompt", default="Transf", help="for --model and official .pt files (default: Transf)")
+    add_model_source(export)
+    add_build_options(export)
     export.add_argument("--output", required=True, help="the export directory")
     export.add_argument("--precision", default="fp32", choices=ONNX_PRECISIONS,
                         help="int8: also a dynamically quantised video graph, the default at run time (default: fp32)")
@@ -101,6 +98,7 @@ def _export(args) -> int:
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be >= 1, got {args.frames}")
     labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
+    warn_if_random(args)
     model = read_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
                        num_frames=args.frames or 8, arch=args.arch)
     output = export_model(model, args.output, args.precision, args.frames, labels, args.templates)

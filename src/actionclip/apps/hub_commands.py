@@ -1,5 +1,5 @@
 """``actionclip models``: the published checkpoints that a name loads, and ``--hub-mirror`` for the commands that
-load them (``predict``, ``eval``)."""
+load them (``predict``, ``eval``, ``export``, ``serve``, ``embed``, ``search``)."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,12 @@ _MIRROR_HELP = "fetch published checkpoints from this mirror, which serves the s
 
 
 def add_hub_commands(sub) -> None:
-    """The ``models`` command, and ``--hub-mirror`` on ``predict`` and ``eval``."""
+    """The ``models`` command, and ``--hub-mirror`` on every command that loads a model by name."""
     models = sub.add_parser("models", help="list the published checkpoints that load by name (and ACTIONCLIP_MODELS lists)")
     models.add_argument("--json", action="store_true", help="one JSON list with every field of every entry")
     models.add_argument("--hub-mirror", help=_MIRROR_HELP)
     models.set_defaults(handler=_with_mirror(_models))
-    for name in ("predict", "eval"):
+    for name in ("predict", "eval", "export", "serve", "embed", "search"):
         parser = sub.choices[name]
         parser.add_argument("--hub-mirror", help=_MIRROR_HELP)
         parser.set_defaults(handler=_with_mirror(parser.get_default("handler")))

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import sys
 
+from actionclip.apps.model_options import add_build_options, add_model_source, warn_if_random
+
 
 def add_serve_command(sub) -> None:
     serve = sub.add_parser("serve", help="an HTTP API and a web page to classify videos with your own labels")
-    source = serve.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="any checkpoint `actionclip predict` accepts")
-    source.add_argument("--model", help="open_clip model name, e.g. ViT-B-16 (with --pretrained)")
-    serve.add_argument("--pretrained", help="open_clip tag or weight file for --model")
-    serve.add_argument("--arch", choices=("actionclip", "xclip"), help="model kind to build with --model or to expect in --checkpoint")
-    serve.add_argument("--visual-prompt", default="Transf", help="for --model and official .pt files (default: Transf)")
+    add_model_source(serve)
+    add_build_options(serve)
     serve.add_argument("--frames", type=int, help="frames per clip of a model built with --model or from an official .pt (default: 8)")
     labels = serve.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="the default label set, comma-separated (requests may give their own)")
@@ -51,8 +49,7 @@ def serve_command(args) -> int:
         raise ValueError("--max-upload-mb must be > 0 and --max-wait-ms >= 0")
     device = parse_device(args.device, "--device")
     labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
-    if args.model and not args.pretrained:
-        print(f"warning: {args.model} has random weights (no --pretrained): its scores mean nothing", file=sys.stderr)
+    warn_if_random(args)
     model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
                        num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
     settings = ServeSettings(default_labels=labels, views=args.views, max_upload_mb=args.max_upload_mb,
