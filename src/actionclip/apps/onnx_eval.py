@@ -7,23 +7,20 @@ session on its share of the videos, with its share of the cores.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-# actionclip.apps.onnx_runtime.EXPORT_CONFIG, named here so that evaluating a torch checkpoint never imports ONNX Runtime
-EXPORT_CONFIG = "export.json"
 
 
 def onnx_evaluation_model(config, checkpoint: str | None, runtime: str, precision: str | None):
     """The ONNX Runtime model ``actionclip eval`` evaluates, or None to evaluate the torch model. ``precision``: the
     command line's (None: an export directory's own, else ``eval.precision``; fp32, int8 or auto). Sets
     ``train.device`` to the CPU when it was left to choose."""
+    from actionclip.apps import onnx_predict
+    from actionclip.engine.run import model_from_config
+
     checkpoint = checkpoint or config.model.checkpoint
-    if not _runs_with_onnx(checkpoint, runtime):
+    if not onnx_predict.wants_onnx(checkpoint, runtime):
         if precision == "int8":
             raise ValueError("--precision int8 is ONNX Runtime's: give an export directory as --checkpoint, or --runtime onnx")
         return None
-    from actionclip.apps import onnx_predict
-    from actionclip.engine.run import model_from_config
 
     export_dir = onnx_predict.is_export_dir(checkpoint)
     if config.train.device not in (None, "cpu"):
@@ -38,13 +35,3 @@ def onnx_evaluation_model(config, checkpoint: str | None, runtime: str, precisio
     config.model.checkpoint = checkpoint
     return onnx_predict.exported_on_the_fly(model_from_config(config.model), precision or config.eval.precision, "cpu", threads)
 
-
-def _runs_with_onnx(checkpoint: str | None, runtime: str) -> bool:
-    if runtime != "onnx" and (checkpoint is None or not (Path(checkpoint) / EXPORT_CONFIG).is_file()):
-        return False
-    try:
-        from actionclip.apps.onnx_predict import wants_onnx
-    except ImportError as error:
-        what = "--runtime onnx" if runtime == "onnx" else f"{checkpoint} (an export directory)"
-        raise ValueError(f"{what} needs ONNX Runtime ({error}): pip install 'actionclip[onnx]'") from None
-    return wants_onnx(checkpoint, runtime)
