@@ -12,7 +12,8 @@ import actionclip
 from actionclip.apps.cli import main
 from actionclip.apps.export import export_model
 from actionclip.apps.onnx_runtime import ExportedModel
-from actionclip.models.onnx_export import export_video_graph, quantize_video_graph
+from actionclip.models.onnx_export import export_video_graph
+from actionclip.models.onnx_int8 import quantize_video_graph
 
 LABELS = ["arm wrestling", "playing guitar", "swimming"]
 VARIANTS = [*actionclip.VISUAL_PROMPTS, "xclip"]
@@ -38,7 +39,7 @@ def cosines(a, b):
 def test_video_graph_fp32_equals_torch_and_int8_keeps_the_direction(variant, tmp_path):
     model = tiny_model(variant)
     info = export_video_graph(model, tmp_path / "video.onnx")
-    quantize_video_graph(tmp_path)
+    quantize_video_graph(tmp_path, info["num_frames"], model.config.clip["vision_cfg"]["image_size"])
     fp32 = ort.InferenceSession(str(tmp_path / "video.onnx"), providers=["CPUExecutionProvider"])
     int8 = ort.InferenceSession(str(tmp_path / "video.int8.onnx"), providers=["CPUExecutionProvider"])
     # Another batch size than the export's example; another frame count where the model allows one.

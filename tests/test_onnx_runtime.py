@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import onnx
+import onnxruntime as ort
 import open_clip
 import pytest
 from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
@@ -17,7 +17,7 @@ from actionclip import data
 from actionclip.apps import onnx_predict
 from actionclip.apps.bpe import BPETokenizer
 from actionclip.apps.export import export_model
-from actionclip.apps.onnx_benchmark import matmul_peak_session
+from actionclip.apps.onnx_benchmark import matmul_peak_model
 from actionclip.apps.onnx_runtime import centre_crop_frames, centre_indices, classify_videos, read_clip
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -167,13 +167,14 @@ def test_an_export_classifies_the_shared_clips_without_torch(exported, tmp_path)
 
 
 @needs_peer_videos
-def test_without_onnx_runtime_torch_models_still_predict_and_an_export_is_one_line(exported, tmp_path):
-    """ONNX Runtime is an optional extra: without it, predict runs torch checkpoints, and an export directory gets
-    one line saying what to install."""
+def test_without_the_onnx_extra_torch_models_still_predict_and_an_export_is_one_line(exported, tmp_path):
+    """ONNX Runtime and onnx are an optional extra: without them, predict runs torch checkpoints, and an export
+    directory gets one line saying what to install."""
     checkpoint, directory = exported
-    # A package of that name that fails as a missing one does (torch probes for it with find_spec, so no meta-path block).
-    (tmp_path / "onnxruntime").mkdir()
-    (tmp_path / "onnxruntime" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'onnxruntime'\")\n")
+    # Packages of those names that fail as missing ones do (torch probes for them with find_spec, so no meta-path block).
+    for package in ("onnxruntime", "onnx"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{package}'\")\n")
     environment = {"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     command = [sys.executable, "-m", "actionclip", "predict", str(ARM_WRESTLING), "--labels", ",".join(LABELS),
                "--json", "--workers", "0", "--checkpoint"]
@@ -192,8 +193,9 @@ def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(caps
     assert code == 0 and result["runtime"] == "onnx" and result["precision"] == "int8"
     assert result["videos_per_s"] > 0 and result["peak_gflops"] > 0
     assert result["achieved_gflops"] == pytest.approx(2 * result["gflops_per_video"] * result["videos_per_s"])
-    session = matmul_peak_session(tmp_path, "int8", size=64)
-    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {n.op_type for n in onnx.load(tmp_path / "video.int8.onnx").graph.node}
+    peak = matmul_peak_model("int8", size=64)
+    assert {"QuantizeLinear", "MatMulIntegerToFloat"} <= {n.op_type for n in peak.graph.node}
+    session = ort.InferenceSession(peak.SerializeToString(), providers=["CPUExecutionProvider"])
     assert session.run(None, {"x": np.ones((64, 64), np.float32)})[0].shape == (64, 64)
 
 

@@ -4,7 +4,8 @@ and that ``actionclip predict --checkpoint`` takes like any checkpoint.
 ``export.json`` says what the graphs take and how they score: input size, mean and std, frames (and whether another
 count works), the templates, the test arithmetic (normalised video embedding against normalised text features at
 ActionCLIP's fixed test scale of 100, softmax per template, mean over templates; X-CLIP: its prompt graph's logits),
-the graph files, the default precision and the weights' digest.
+the graph files, the default precision, how many matmuls the int8 video graph runs in int8 and in fp32, and the
+weights' digest.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from actionclip.apps.onnx_runtime import EXPORT_CONFIG, EXPORT_FORMAT, ONNX_PREC
 from actionclip.apps.predict import model_normalization
 from actionclip.data.transforms import NORMALIZATIONS
 from actionclip.models.actionclip import TEST_LOGIT_SCALE
-from actionclip.models.onnx_export import export_graphs, quantize_video_graph
+from actionclip.models.onnx_export import export_graphs
 from actionclip.models.weight_files import tensor_digest
 from actionclip.prompts import resolve_templates
 
@@ -46,17 +47,22 @@ def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", 
     output = Path(output)
     digest = weights_digest(model)
     graphs = export_graphs(model, output, frames)
+    size = model.config.clip["vision_cfg"]["image_size"]
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    int8 = None
     if precision == "int8":
-        graphs["files"]["video_int8"] = quantize_video_graph(output)
+        from actionclip.models.onnx_int8 import quantize_video_graph  # needs the onnx package, an optional extra
+
+        int8 = quantize_video_graph(output, graphs["num_frames"], size)
+        graphs["files"]["video_int8"] = int8.pop("file")
     shutil.copyfile(default_bpe(), output / Path(default_bpe()).name)
     normalization = model_normalization(model)  # what `actionclip predict` normalises with
     mean, std = NORMALIZATIONS[normalization]
-    size = model.config.clip["vision_cfg"]["image_size"]
     xclip = model.config.arch == "xclip"
     config = {
         "format": EXPORT_FORMAT, "version": 1, "arch": model.config.arch, "model_name": model.config.model_name,
         "visual_prompt": None if xclip else model.config.visual_prompt, "embed_dim": model.config.clip["embed_dim"],
-        "image_size": size[0] if isinstance(size, (list, tuple)) else size, "normalization": normalization,
+        "image_size": size, "normalization": normalization,
         "mean": list(mean), "std": list(std), **{k: v for k, v in graphs.items() if k != "files"},
         "tokenizer": Path(default_bpe()).name, "templates": resolve_templates(model.default_templates),
         "test": {"video_features": "L2-normalised output of video.onnx",
@@ -64,7 +70,7 @@ def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", 
                  "logit_scale": None if xclip else model.config.test_logit_scale or TEST_LOGIT_SCALE,
                  "logits": "prompts.onnx" if xclip else "logit_scale x cosine similarity",
                  "templates": "softmax over labels per template, mean over templates"},
-        "files": graphs["files"], "precision": precision, "weights_digest": digest, "label_features": None,
+        "files": graphs["files"], "precision": precision, "int8": int8, "weights_digest": digest, "label_features": None,
     }
     (output / EXPORT_CONFIG).write_text(json.dumps(config, indent=2))
     if labels:
@@ -83,7 +89,7 @@ def add_export_command(sub) -> None:
     add_build_options(export)
     export.add_argument("--output", required=True, help="the export directory")
     export.add_argument("--precision", default="fp32", choices=ONNX_PRECISIONS,
-                        help="int8: also a dynamically quantised video graph, the default at run time (default: fp32)")
+                        help="int8: also a video graph whose per-token matmuls run in int8, the default at run time (default: fp32)")
     export.add_argument("--frames", type=int, help="frames per clip (default: the model's; some models take only theirs)")
     labels = export.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="comma-separated labels whose text features are stored (no text tower needed for them)")

@@ -4,8 +4,8 @@ graph run by ONNX Runtime on the CPU, fp32 or int8.
 The same random-weight model is exported (into a temporary directory) and timed as the torch path is: batches of
 random normalised frames, in alternation with the peak, after warm-up. The peak is that of ONNX Runtime itself in the
 same dtype, in the same process: a graph of one dense 2048 x 2048 MatMul against a weight, run as is for fp32, and
-for int8 quantised the way the video graph is (``quantize_dynamic``: the activations quantised to uint8 per call,
-then ``MatMulInteger`` against int8 weights, which ONNX Runtime fuses into one ``DynamicQuantizeMatMul``). Its
+for int8 quantised the way the video graph is (:mod:`actionclip.models.onnx_int8`: each row quantised to uint8 per
+call, ``MatMulIntegerToFloat`` against int8 weights, the row scales applied). Its
 FLOP/s count two per multiply-add, as the torch peak's do, so ``achieved_gflops / peak_gflops`` says how near the
 model runs to what ONNX Runtime's int8 (or fp32) matmul reaches on this machine.
 """
@@ -26,23 +26,21 @@ from actionclip.apps.export import export_model
 from actionclip.apps.onnx_predict import OnnxPredictModel, resolve_onnx_precision
 from actionclip.apps.onnx_runtime import ExportedModel
 from actionclip.apps.predict import model_image_size
-from actionclip.models.onnx_export import quantize_video_graph
+from actionclip.models.onnx_int8 import quantize_matmuls
 
 PEAK_SIZE = 2048
 CPU = torch.device("cpu")
 
 
-def matmul_peak_session(directory: str | Path, precision: str, size: int = PEAK_SIZE) -> ort.InferenceSession:
-    """A session of ``x [size, size] @ w [size, size]`` (``w`` a weight), fp32 or dynamically quantised to int8 as
-    the video graph is (the file names are the video graph's, so that :func:`quantize_video_graph` applies)."""
-    directory = Path(directory)
+def matmul_peak_model(precision: str, size: int = PEAK_SIZE) -> onnx.ModelProto:
+    """The graph ``x [size, size] @ w [size, size]`` (``w`` a weight), fp32 or in int8 as the video graph's
+    per-token matmuls are."""
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32), "w")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "peak",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), directory / "video.onnx")
-    name = quantize_video_graph(directory) if precision == "int8" else "video.onnx"
-    return ort.InferenceSession(str(directory / name), providers=["CPUExecutionProvider"])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return quantize_matmuls(model)[0] if precision == "int8" else model
 
 
 def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int = 8, batch_size: int = 8,
@@ -62,8 +60,7 @@ def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int =
         model = benchmark.build_random_model(model_name, visual_prompt, frames, arch)
         export_model(model, Path(workdir) / "export", precision, frames)
         exported = ExportedModel(Path(workdir) / "export", precision)
-        (Path(workdir) / "peak").mkdir()
-        peak = matmul_peak_session(Path(workdir) / "peak", precision)
+        peak = ort.InferenceSession(matmul_peak_model(precision).SerializeToString(), providers=["CPUExecutionProvider"])
         result["device_name"] = f"{cpu_model()}, ONNX Runtime {ort.__version__} ({ort.get_device()})"
         size = result["image_size"]
         frames_in = np.random.default_rng(0).standard_normal((batch_size, frames, 3, size, size), dtype=np.float32)

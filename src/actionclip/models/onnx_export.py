@@ -9,11 +9,7 @@ T=4; the dynamo exporter keeps the batch, the frame count and the token length s
 dynamic, the token length too; the frame count is fixed where the model has one table row per frame (Joint's time
 embedding, Transf_cls's positions, X-CLIP's MIT positions; see :func:`fixed_frames_reason`).
 
-``int8``: ONNX Runtime's dynamic quantisation of the video graph, int8 per-output-channel weights for every MatMul
-whose second operand is a weight (``MatMulConstBOnly``; the quantiser takes the Gemms torch exports for attention's
-output projections as MatMuls), activations quantised per call. Everything else stays fp32:
-the patch-embedding convolution, LayerNorm, softmax, the activations, attention's two activation x activation
-products, and the text and prompt graphs (they run once per label set, or are a sliver of the work).
+The int8 video graph is made from the fp32 one by :mod:`actionclip.models.onnx_int8`.
 """
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-VIDEO_FILE, VIDEO_INT8_FILE, TEXT_FILE, PROMPTS_FILE = "video.onnx", "video.int8.onnx", "text.onnx", "prompts.onnx"
+VIDEO_FILE, TEXT_FILE, PROMPTS_FILE = "video.onnx", "text.onnx", "prompts.onnx"
 
 
 def fixed_frames_reason(model: nn.Module) -> str | None:
@@ -89,9 +85,9 @@ class XCLIPPromptGraph(nn.Module):
 
 
 @contextlib.contextmanager
-def _errors_only(*loggers: str | None):
-    """Only errors from these loggers (None: the root logger) for the block: the exporter's and the quantiser's
-    notes on what they did or skipped are not the user's business."""
+def _errors_only(*loggers: str):
+    """Only errors from these loggers for the block: the exporter's notes on what it did or skipped are not the
+    user's business."""
     loggers = [logging.getLogger(name) for name in loggers]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -181,14 +177,3 @@ def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = 
         export_prompt_graph(model, directory / PROMPTS_FILE)
         info["files"]["prompts"] = PROMPTS_FILE
     return info
-
-
-def quantize_video_graph(directory: str | Path) -> str:
-    """Write ``video.int8.onnx`` beside ``video.onnx``: dynamic int8 quantisation (see the module docstring)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    directory = Path(directory)
-    with _errors_only(None):  # the root logger, where the quantiser advises pre-processing the graph
-        quantize_dynamic(directory / VIDEO_FILE, directory / VIDEO_INT8_FILE, per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
-    return VIDEO_INT8_FILE
