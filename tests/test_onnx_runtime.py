@@ -18,7 +18,7 @@ from actionclip.apps import onnx_predict
 from actionclip.apps.bpe import BPETokenizer
 from actionclip.apps.export import export_model
 from actionclip.apps.onnx_benchmark import matmul_peak_model
-from actionclip.apps.onnx_runtime import centre_crop_frames, centre_indices, classify_videos, read_clip
+from actionclip.apps.onnx_runtime import ExportedModel, centre_crop_frames, centre_indices, classify_videos, read_clip
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -164,6 +164,25 @@ def test_an_export_classifies_the_shared_clips_without_torch(exported, tmp_path)
     int8 = actionclip.predict(videos[:2], other, checkpoint=directory, workers=0, device="cpu", precision="int8")
     for result, reference in zip(results[3:5], int8):
         assert result["scores"] == pytest.approx(reference["scores"], abs=5e-3)
+
+
+@needs_peer_videos
+def test_an_exports_text_features_are_cached_between_predict_calls(exported, tmp_path, monkeypatch):
+    """As for torch models: the second call with the same labels reads them back instead of running text.onnx, and
+    the torch model's entry for the same weights is not taken for the export's."""
+    checkpoint, directory = exported
+    other = ["swimming", "applying eye makeup", "juggling"]  # not the labels stored in the export
+    calls = []
+    encode_text = ExportedModel.encode_text
+    monkeypatch.setattr(ExportedModel, "encode_text", lambda self, *a, **k: calls.append(1) or encode_text(self, *a, **k))
+    arguments = dict(checkpoint=directory, workers=0, device="cpu", precision="fp32", text_cache=tmp_path)
+    first = actionclip.predict([str(ARM_WRESTLING)], other, **arguments)
+    assert len(calls) == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1
+    second = actionclip.predict([str(ARM_WRESTLING)], other, **arguments)
+    assert len(calls) == 1 and second == first
+    actionclip.predict([str(ARM_WRESTLING)], other, checkpoint=checkpoint, workers=0, device="cpu", precision="fp32",
+                       text_cache=tmp_path)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
 @needs_peer_videos

@@ -84,6 +84,9 @@ class OnnxPredictModel:
                                       visual_prompt=config["visual_prompt"], templates=config["templates"],
                                       clip={"embed_dim": config["embed_dim"], "vision_cfg": {"image_size": config["image_size"]}})
         self.default_templates = config["templates"]
+        # The key of its class text features in the text-feature cache: the weights it was exported from, run by
+        # ONNX Runtime (within 1e-4 of torch's, so not torch's entries).
+        self.text_features_digest = f"onnx:{config['weights_digest']}"
         self.logit_scale = torch.zeros(())  # its device is where the predict loop leaves the frames: the CPU
         self.training = False
 

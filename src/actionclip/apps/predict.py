@@ -223,7 +223,7 @@ def iter_predictions(
     was_training = model.training
     model.eval()
     try:
-        if text_cache is None or not isinstance(model, nn.Module):  # an ONNX model's label features are its own
+        if text_cache is None:
             text_features = model.class_text_features(labels, templates)
         else:
             text_features = cached_class_text_features(model, labels, templates, text_cache)

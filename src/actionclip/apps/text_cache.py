@@ -100,8 +100,9 @@ def cached_class_text_features(model: nn.Module, labels, templates=None, cache_d
     resolved = resolve_templates(templates if templates is not None else model.default_templates)
     labels = list(labels)
     # "format" 2: files with labels and checksum; older files are left alone rather than each warned about.
-    request = {"format": 2, "arch": model.config.arch, "weights": _cached_text_weights_digest(model), "templates": resolved,
-               "labels": labels}
+    # An ONNX model (apps/onnx_predict.py) names its text graph's weights itself: its features are ONNX Runtime's.
+    weights = getattr(model, "text_features_digest", None) or _cached_text_weights_digest(model)
+    request = {"format": 2, "arch": model.config.arch, "weights": weights, "templates": resolved, "labels": labels}
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     path = Path(cache_dir or default_cache_dir()) / f"{key}.safetensors"
     shape = (len(resolved), len(labels), model.config.clip["embed_dim"])
