@@ -60,6 +60,8 @@ def test_each_row_is_quantised_on_its_own_and_a_layer_norms_offset_moves_into_th
     # The LayerNorm now stops at x_hat * gamma: its beta was moved into the first matmul's bias.
     layer_norm = next(n for n in quantized.graph.node if n.op_type == "LayerNormalization")
     assert list(layer_norm.input) == ["x", "gamma"]
+    # One addition per matmul: the moved beta, the graph's b1 after the first matmul and the Gemm's b2 each join a bias.
+    assert sum(n.op_type == "Add" for n in quantized.graph.node) == 2
 
     normalised = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w["gamma"]
     hidden = np.maximum(int8_rows(normalised.transpose(1, 0, 2), w["w1"]) + w["beta"] @ w["w1"] + w["b1"], 0)

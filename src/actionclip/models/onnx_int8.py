@@ -10,7 +10,7 @@ graphs (they run once per label set). Which matmuls run per token is read from o
 **How.** Weights: int8, symmetric, one scale per output channel. Activations: one scale per row (a token's
 features), ``max |row| / 127``, computed on every call; the row is quantised to uint8 around 128 (QuantizeLinear), the
 product accumulated in int32 by ONNX Runtime's ``MatMulIntegerToFloat`` (uint8 x int8, its VNNI kernel), then scaled
-back per row. ONNX Runtime's ``quantize_dynamic`` instead gives a whole tensor, a whole batch of videos, one scale:
+back per row and its bias (with a bias addition that followed the matmul) added in one pass. ONNX Runtime's ``quantize_dynamic`` instead gives a whole tensor, a whole batch of videos, one scale:
 a video's scores then depended on the other videos of its batch (in ``serve``, other clients' videos), and on the
 demo's evaluation sets int8 lost more top-1s than the per-row scales do (docs/performance.md).
 
@@ -84,6 +84,17 @@ def _layer_norm_beta(name: str, producers: dict, consumers: dict, initializers: 
         name = node.input[0]
 
 
+def _bias_addition(name: str, consumers: dict, initializers: dict, graph_outputs: set, n: int) -> tuple | None:
+    """``(Add node, bias initializer)`` when ``name`` is read only by an addition of a weight of shape ``[n]``."""
+    readers = consumers.get(name, ())
+    if len(readers) != 1 or readers[0].op_type != "Add" or name in graph_outputs:
+        return None
+    other = next((i for i in readers[0].input if i != name), None)
+    if other is None or other not in initializers or tuple(initializers[other].dims) != (n,):
+        return None
+    return readers[0], other
+
+
 def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with its weight matmuls (those whose output is in ``outputs``; None: all) in int8 as the
     module docstring says; returns it and how many were quantised."""
@@ -123,8 +134,11 @@ def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) ->
     inv127, one = constant("int8_inv127", np.float32(1 / 127)), constant("int8_one", np.float32(1.0))
     zero_point, ones = constant("int8_zero_point", np.uint8(128)), constant("int8_one_row", np.array([1], np.int64))
     moved_betas: set[str] = set()
+    absorbed: set[str] = set()  # outputs of bias additions made part of a quantised matmul's own
     count = 0
     for node in graph.node:
+        if node.output[0] in absorbed:
+            continue
         found = _weight(node, initializers)
         if found is None or (outputs is not None and node.output[0] not in outputs):
             nodes.append(node)
@@ -134,6 +148,12 @@ def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) ->
         count += 1
         k, n = weight.shape
         bias_value = numpy_helper.to_array(initializers[bias]).astype(np.float64) if bias else np.zeros(n)
+        output = node.output[0]
+        bias_add = _bias_addition(output, consumers, initializers, graph_outputs, n)
+        if bias_add is not None:  # one addition of both biases instead of two passes over the output
+            bias_value = bias_value + numpy_helper.to_array(initializers[bias_add[1]]).astype(np.float64)
+            output = bias_add[0].output[0]
+            absorbed.add(output)
         layer_norm = _layer_norm_beta(node.input[0], producers, consumers, initializers, graph_outputs)
         if layer_norm is not None and numpy_helper.to_array(initializers[layer_norm.input[2]]).shape == (k,):
             beta = numpy_helper.to_array(initializers[layer_norm.input[2]]).astype(np.float64)
@@ -158,11 +178,11 @@ def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) ->
         shaped = add("Reshape", [product, add("Concat", [leading, constant(p + "n", np.array([n], np.int64))],
                                               p + "out_shape", axis=0)], p + "shaped")
         row_scale = add("Reshape", [scale, add("Concat", [leading, ones], p + "scale_shape", axis=0)], p + "row_scale")
-        if bias is None and not np.any(bias_value):
-            add("Mul", [shaped, row_scale], node.output[0])
+        if not np.any(bias_value):
+            add("Mul", [shaped, row_scale], output)
         else:
             scaled = add("Mul", [shaped, row_scale], p + "scaled")
-            add("Add", [scaled, constant(p + "bias", bias_value.astype(np.float32))], node.output[0])
+            add("Add", [scaled, constant(p + "bias", bias_value.astype(np.float32))], output)
 
     for node in nodes:  # the moved betas: their LayerNorms now end at x_hat * gamma
         if node.op_type == "LayerNormalization" and len(node.input) > 2 and node.input[2] in moved_betas:
