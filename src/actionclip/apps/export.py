@@ -21,7 +21,7 @@ from torch import nn
 
 from actionclip.apps.model_options import add_build_options, add_model_source, warn_if_random
 from actionclip.apps.onnx_runtime import EXPORT_CONFIG, EXPORT_FORMAT, ONNX_PRECISIONS, ExportedModel
-from actionclip.apps.predict import model_normalization
+from actionclip.apps.predict import model_image_size, model_normalization
 from actionclip.data.transforms import NORMALIZATIONS
 from actionclip.models.actionclip import TEST_LOGIT_SCALE
 from actionclip.models.onnx_export import export_graphs
@@ -47,8 +47,7 @@ def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", 
     output = Path(output)
     digest = weights_digest(model)
     graphs = export_graphs(model, output, frames)
-    size = model.config.clip["vision_cfg"]["image_size"]
-    size = size[0] if isinstance(size, (list, tuple)) else size
+    size = model_image_size(model)
     int8 = None
     if precision == "int8":
         from actionclip.models.onnx_int8 import quantize_video_graph  # needs the onnx package, an optional extra

@@ -51,10 +51,12 @@ def onnx_cache_dir() -> Path:
 def cached_export(model: torch.nn.Module, frames: int, precision: str, cache_dir: str | Path | None = None) -> Path:
     """The export directory of ``model`` in the cache, made when missing (atomically: a half-written export is never
     taken for a finished one)."""
-    from actionclip.models.onnx_int8 import INT8_VERSION  # needs the onnx package, which exporting needs anyway
-
     request = {"format": 1, "weights": weights_digest(model), "arch": model.config.arch, "frames": frames,
-               "precision": precision, **({"int8": INT8_VERSION} if precision == "int8" else {})}
+               "precision": precision}
+    if precision == "int8":  # only then: the int8 module needs the onnx package, a cached fp32 export does not
+        from actionclip.models.onnx_int8 import INT8_VERSION
+
+        request["int8"] = INT8_VERSION
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:32]
     path = Path(cache_dir or onnx_cache_dir()) / key
     if is_export_dir(path):
