@@ -3,16 +3,18 @@ config and label features."""
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 from conftest import random_video
+from torch import nn
 
 import actionclip
 from actionclip.apps.cli import main
 from actionclip.apps.export import export_model
 from actionclip.apps.onnx_runtime import ExportedModel
-from actionclip.models.onnx_export import export_video_graph
+from actionclip.models.onnx_export import attention_for_export, export_text_graph, export_video_graph
 from actionclip.models.onnx_int8 import quantize_video_graph
 
 LABELS = ["arm wrestling", "playing guitar", "swimming"]
@@ -56,6 +58,47 @@ def test_video_graph_fp32_equals_torch_and_int8_keeps_the_direction(variant, tmp
         quantized = int8.run(None, {"frames": video.numpy()})[0]
         assert cosines(quantized, got[0]).min() >= 0.999
         assert np.abs(quantized - got[0]).max() > 1e-6  # int8 weights really ran
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("case", ["no mask", "additive mask", "boolean mask", "cross-attention"])
+def test_attention_for_export_computes_the_modules_function_and_leaves_the_module_as_it_was(batch_first, case, monkeypatch):
+    attention = nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
+    x = torch.randn((2, 5, 32) if batch_first else (5, 2, 32))
+    context = torch.randn(x.shape) if case == "cross-attention" else x
+    mask = {"additive mask": torch.full((5, 5), float("-inf")).triu(1), "boolean mask": torch.ones(5, 5, dtype=torch.bool).triu(1)}.get(case)
+    keys = set(attention.state_dict())
+    with torch.no_grad():
+        expected = attention(x, context, context, need_weights=False, attn_mask=mask)[0]
+        calls = []
+        own_forward = nn.MultiheadAttention.forward
+        monkeypatch.setattr(nn.MultiheadAttention, "forward", lambda *a, **k: calls.append(1) or own_forward(*a, **k))
+        with attention_for_export(attention):
+            got = attention(x, context, context, need_weights=False, attn_mask=mask)[0]
+    # Self-attention with no mask or an additive one takes the export's path; anything else the module's own.
+    assert len(calls) == (case in ("boolean mask", "cross-attention"))
+    assert (got - expected).abs().max() <= 1e-5
+    assert "forward" not in vars(attention) and set(attention.state_dict()) == keys
+    assert not hasattr(attention, "export_in_proj_weight")
+
+
+def test_exported_attention_moves_the_heads_in_one_transpose_each_way_and_never_scales_q_or_k(tmp_path):
+    model = tiny_model("MeanP")
+    export_video_graph(model, tmp_path / "video.onnx")
+    export_text_graph(model, tmp_path / "text.onnx")
+    for file, patch_embedding_transposes in (("video.onnx", 1), ("text.onnx", 0)):
+        nodes = onnx.load(tmp_path / file).graph.node
+        producers = {output: node for node in nodes for output in node.output}
+        softmaxes = [node for node in nodes if node.op_type == "Softmax"]
+        assert softmaxes
+        # The heads split (q, k and v at once), k read transposed by q @ k^T, the heads joined.
+        assert sum(node.op_type == "Transpose" for node in nodes) <= 3 * len(softmaxes) + patch_embedding_transposes
+        for softmax in softmaxes:
+            scores = producers[softmax.input[0]]
+            if scores.op_type == "Add":  # the text tower's causal mask
+                scores = next(producers[i] for i in scores.input if i in producers and producers[i].op_type == "MatMul")
+            assert scores.op_type == "MatMul"
+            assert all(producers[i].op_type != "Mul" for i in scores.input if i in producers)
 
 
 @pytest.fixture(scope="module", params=["Transf", "xclip"])

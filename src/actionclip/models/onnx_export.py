@@ -9,16 +9,19 @@ T=4; the dynamo exporter keeps the batch, the frame count and the token length s
 dynamic, the token length too; the frame count is fixed where the model has one table row per frame (Joint's time
 embedding, Transf_cls's positions, X-CLIP's MIT positions; see :func:`fixed_frames_reason`).
 
-The int8 video graph is made from the fp32 one by :mod:`actionclip.models.onnx_int8`.
+Self-attention is traced in the layout ONNX Runtime runs fastest (:func:`attention_for_export`); the int8 video graph
+is made from the fp32 one by :mod:`actionclip.models.onnx_int8`.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import types
 import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 VIDEO_FILE, TEXT_FILE, PROMPTS_FILE = "video.onnx", "text.onnx", "prompts.onnx"
@@ -84,6 +87,52 @@ class XCLIPPromptGraph(nn.Module):
         return self.model._logits(video_features, visual_tokens, text_features)
 
 
+def _self_attention(self: nn.MultiheadAttention, query, key, value, key_padding_mask=None, need_weights=True,
+                    attn_mask=None, average_attn_weights=True, is_causal=False):
+    """``nn.MultiheadAttention.forward`` as exported, for a self-attention with at most a 2-D additive mask (CLIP's
+    towers, the temporal transformer, X-CLIP's message attention); any other call goes to the module's own forward."""
+    if (query is not key or key is not value or key_padding_mask is not None or need_weights or is_causal
+            or (self.training and self.dropout > 0)
+            or (attn_mask is not None and (attn_mask.dim() != 2 or not attn_mask.is_floating_point()))):
+        return nn.MultiheadAttention.forward(self, query, key, value, key_padding_mask, need_weights, attn_mask,
+                                             average_attn_weights, is_causal)
+    x = query if self.batch_first else query.transpose(0, 1)
+    batch, length, width = x.shape
+    q, k, v = (F.linear(x, self.export_in_proj_weight, self.export_in_proj_bias)
+               .view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0))
+    scores = q @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    out = self.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(batch, length, width))
+    return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+@contextlib.contextmanager
+def attention_for_export(module: nn.Module):
+    """For the block, every ``nn.MultiheadAttention`` of ``module`` with one packed input projection computes its
+    self-attention batch-first, with ``1/sqrt(head size)`` folded into the query projection's weights.
+
+    Why: the traced ``nn.MultiheadAttention`` turns the tokens sequence-first and back and moves q, k and v and the
+    heads in five transposes, then scales q and k apart; ONNX Runtime runs each as a pass over memory. Here the heads
+    are split by one transpose and joined by another, and ``q @ k^T`` becomes one matmul reading k transposed (the
+    speed it buys: docs/performance.md). The function is the same to float rounding; the weights exported are
+    ``in_proj_weight`` and ``in_proj_bias`` with their query rows scaled, and the module is as before after the block."""
+    attentions = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)
+                  and m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn]
+    for attention in attentions:
+        scale = torch.ones(3 * attention.embed_dim, device=attention.in_proj_weight.device)
+        scale[: attention.embed_dim] = attention.head_dim ** -0.5
+        bias = attention.in_proj_bias
+        attention.register_buffer("export_in_proj_weight", attention.in_proj_weight.detach() * scale[:, None], persistent=False)
+        attention.register_buffer("export_in_proj_bias", None if bias is None else bias.detach() * scale, persistent=False)
+        attention.forward = types.MethodType(_self_attention, attention)
+    try:
+        yield
+    finally:
+        for attention in attentions:
+            del attention.forward, attention.export_in_proj_weight, attention.export_in_proj_bias
+
+
 @contextlib.contextmanager
 def _errors_only(*loggers: str):
     """Only errors from these loggers for the block: the exporter's notes on what it did or skipped are not the
@@ -101,7 +150,7 @@ def _errors_only(*loggers: str):
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
             dynamic_shapes: dict) -> None:
-    with warnings.catch_warnings(), _errors_only("onnxscript", "torch.onnx"):
+    with warnings.catch_warnings(), _errors_only("onnxscript", "torch.onnx"), attention_for_export(module):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
                                     dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False, external_data=False)
