@@ -51,7 +51,8 @@ def onnx_cache_dir() -> Path:
 def cached_export(model: torch.nn.Module, frames: int, precision: str, cache_dir: str | Path | None = None) -> Path:
     """The export directory of ``model`` in the cache, made when missing (atomically: a half-written export is never
     taken for a finished one)."""
-    request = {"format": 1, "weights": weights_digest(model), "arch": model.config.arch, "frames": frames,
+    # format 2: self-attention traced batch-first (models/onnx_export.py), faster; exports cached before are remade.
+    request = {"format": 2, "weights": weights_digest(model), "arch": model.config.arch, "frames": frames,
                "precision": precision}
     if precision == "int8":  # only then: the int8 module needs the onnx package, a cached fp32 export does not
         from actionclip.models.onnx_int8 import INT8_VERSION
