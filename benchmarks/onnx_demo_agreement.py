@@ -52,12 +52,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
-def held_out_set(config: DemoConfig, draws: int) -> dict:
-    classes = all_classes()
-    return {"held_out": render_videos(classes, draws, config.seed, stream=HELD_OUT_STREAM)}
-
-
-def compare(key: str, clip_path: Path, config: DemoConfig, sets: dict, workdir: Path, held_out: dict) -> dict:
+def compare(key: str, clip_path: Path, config: DemoConfig, sets: dict, workdir: Path, held_out) -> dict:
     variant = VARIANTS[key]
     train = render_videos(splits()[0], config.train_draws, config.seed, stream=3)
     model = build_variant(variant, clip_path, len(splits()[0]), config.seed)
@@ -80,9 +75,9 @@ def compare(key: str, clip_path: Path, config: DemoConfig, sets: dict, workdir: 
                                                                            fp32.encode_video(frames)[0]).min()))
     for name in ("torch_vs_onnx_fp32_top1", "onnx_fp32_vs_int8_top1"):
         row[name] /= row["videos"]
-    for videos in held_out.values():
-        frames = normalize(videos.frames).numpy()
-        text = fp32.class_text_features(videos.names, variant.templates)
+    if held_out is not None:
+        frames = normalize(held_out.frames).numpy()
+        text = fp32.class_text_features(held_out.names, variant.templates)
         full, low = fp32.video_probabilities(frames, text), int8.video_probabilities(frames, text)
         row["held_out"] = {"videos": len(frames), "onnx_fp32_vs_int8_top1": float((full.argmax(1) == low.argmax(1)).mean()),
                            "min_cosine_int8": float(cosines(int8.encode_video(frames)[0], fp32.encode_video(frames)[0]).min())}
@@ -112,7 +107,7 @@ def main() -> None:
         existing = args.demo / pretrain_key(tower) / "clip.pt" if args.demo else None
         clips[tower] = existing if existing and existing.is_file() else pretrain_step(config, args.workdir, context_length, tower, print)[0]
     sets = evaluation_sets(config)
-    held_out = held_out_set(config, args.held_out) if args.held_out else {}
+    held_out = render_videos(all_classes(), args.held_out, config.seed, stream=HELD_OUT_STREAM) if args.held_out else None
     results = {}
     for key in keys:
         start = time.perf_counter()
@@ -124,7 +119,7 @@ def main() -> None:
     for key, r in results.items():
         print(f"| {key} | {r['videos']} | {r['torch_vs_onnx_fp32_top1']:.2%} | {r['onnx_fp32_vs_int8_top1']:.2%} "
               f"| {r['max_prob_diff_fp32']:.1e} | {r['max_prob_diff_int8']:.3f} | {r['min_cosine_int8']:.5f} |")
-    if held_out:
+    if held_out is not None:
         print("| variant | held-out videos | int8 = fp32 top-1 | min cosine int8 |")
         print("|---|---|---|---|")
         for key, r in results.items():

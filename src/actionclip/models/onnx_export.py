@@ -112,11 +112,12 @@ def attention_for_export(module: nn.Module):
     """For the block, every ``nn.MultiheadAttention`` of ``module`` with one packed input projection computes its
     self-attention batch-first, with ``1/sqrt(head size)`` folded into the query projection's weights.
 
-    Why: traced as it is, ``nn.MultiheadAttention`` in a batch-first tower makes eight transposes per layer (the tokens
-    sequence-first and back, q, k and v each, the heads, k for ``q @ k^T``), then scales q and k apart; ONNX Runtime
-    runs each as a pass over memory. Here there are three: the heads split (q, k and v at once), k for ``q @ k^T``, the
-    heads joined (the speed it buys: docs/performance.md). The function is the same to float rounding; the weights exported are
-    ``in_proj_weight`` and ``in_proj_bias`` with their query rows scaled, and the module is as before after the block."""
+    Why: traced as it is, ``nn.MultiheadAttention`` in a batch-first tower makes eight transposes per layer (the
+    tokens sequence-first and back, q, k and v each, the heads, k for ``q @ k^T``), then scales q and k apart; ONNX
+    Runtime runs each as a pass over memory. Here there are three: the heads split (q, k and v at once), k for
+    ``q @ k^T``, the heads joined (the speed it buys: docs/performance.md). The function is the same to float
+    rounding; the weights exported are ``in_proj_weight`` and ``in_proj_bias`` with their query rows scaled, and the
+    module is as before after the block."""
     attentions = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)
                   and m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn]
     for attention in attentions:

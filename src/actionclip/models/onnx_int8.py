@@ -10,9 +10,10 @@ graphs (they run once per label set). Which matmuls run per token is read from o
 **How.** Weights: int8, symmetric, one scale per output channel. Activations: one scale per row (a token's
 features), ``max |row| / 127``, computed on every call; the row is quantised to uint8 around 128 (QuantizeLinear), the
 product accumulated in int32 by ONNX Runtime's ``MatMulIntegerToFloat`` (uint8 x int8, its VNNI kernel), then scaled
-back per row and its bias (with a bias addition that followed the matmul) added in one pass. ONNX Runtime's ``quantize_dynamic`` instead gives a whole tensor, a whole batch of videos, one scale:
-a video's scores then depended on the other videos of its batch (in ``serve``, other clients' videos), and on the
-demo's evaluation sets int8 lost more top-1s than the per-row scales do (docs/performance.md).
+back per row and its bias (with a bias addition that followed the matmul) added in one pass. ONNX Runtime's
+``quantize_dynamic`` instead gives a whole tensor, a whole batch of videos, one scale: a video's scores then depended
+on the other videos of its batch (in ``serve``, other clients' videos), and on the demo's evaluation sets int8 lost
+more top-1s than the per-row scales do (docs/performance.md).
 
 **LayerNorm inputs.** A LayerNorm's output ``x_hat * gamma + beta`` carries ``beta``, the same offset in every row,
 on which a symmetric row range spends its levels. Where a LayerNorm feeds one quantised matmul (through transposes
@@ -30,24 +31,34 @@ from onnx import TensorProto, helper, numpy_helper
 INT8_VERSION = 2  # 1 was quantize_dynamic's per-tensor activations; exports cached under 1 are remade
 
 
-def _weight(node: onnx.NodeProto, initializers: dict) -> tuple[np.ndarray, str | None] | None:
-    """``(W [K, N], bias initializer or None)`` when ``node`` is ``x @ W (+ bias)`` with W a weight, else None."""
+def _weight_operand(node: onnx.NodeProto, initializers: dict) -> tuple[bool, str | None] | None:
+    """``(transposed, bias initializer or None)`` when ``node`` is ``x @ W (+ bias)`` with W the weight
+    ``node.input[1]`` (stored ``[N, K]`` when transposed), else None. Reads no tensor data."""
     if node.op_type == "MatMul" and node.input[1] in initializers and len(initializers[node.input[1]].dims) == 2:
-        return numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32), None
+        return False, None
     if node.op_type == "Gemm" and node.input[1] in initializers:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if (attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0
                 or (bias is not None and bias not in initializers)):
             return None
-        weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
-        return (weight.T if attributes.get("transB", 0) else weight), bias
+        return bool(attributes.get("transB", 0)), bias
     return None
+
+
+def _weight(node: onnx.NodeProto, initializers: dict) -> tuple[np.ndarray, str | None] | None:
+    """``(W [K, N], bias initializer or None)`` when ``node`` is ``x @ W (+ bias)`` with W a weight, else None."""
+    operand = _weight_operand(node, initializers)
+    if operand is None:
+        return None
+    transposed, bias = operand
+    weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+    return (weight.T if transposed else weight), bias
 
 
 def weight_matmuls(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     initializers = {i.name: i for i in model.graph.initializer}
-    return [node for node in model.graph.node if _weight(node, initializers) is not None]
+    return [node for node in model.graph.node if _weight_operand(node, initializers) is not None]
 
 
 def per_token_matmuls(model: onnx.ModelProto, video_shape: tuple[int, ...]) -> set[str]:
