@@ -166,7 +166,7 @@ def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) ->
             output = bias_add[0].output[0]
             absorbed.add(output)
         layer_norm = _layer_norm_beta(node.input[0], producers, consumers, initializers, graph_outputs)
-        if layer_norm is not None and numpy_helper.to_array(initializers[layer_norm.input[2]]).shape == (k,):
+        if layer_norm is not None and tuple(initializers[layer_norm.input[2]].dims) == (k,):
             beta = numpy_helper.to_array(initializers[layer_norm.input[2]]).astype(np.float64)
             bias_value = bias_value + beta @ weight.astype(np.float64)
             moved_betas.add(layer_norm.input[2])
