@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 import actionclip
-from actionclip.apps import collection_store as store
-from actionclip.apps import search
-from actionclip.apps.embed import embed
-from actionclip.apps.predict import iter_predictions, load_model
-from actionclip.apps.timeline import embedding_predictions
 from actionclip.data.synthetic import COLOURS, MOTIONS, SHAPES, draw_clip, write_video
+from actionclip.inference import collection_store as store
+from actionclip.inference import search
+from actionclip.inference.backends import load_model
+from actionclip.inference.classify import iter_predictions
+from actionclip.inference.embed import embed
+from actionclip.inference.timeline import embedding_predictions
 
 
 def make_videos(folder: Path, count: int, seconds: int) -> list[Path]:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "src"))
 import torch
 
 import actionclip
-from actionclip.apps.benchmark import benchmark
+from actionclip.benchmark.throughput import benchmark
 from actionclip.losses import kl_contrastive_loss
 
 BUDGET_S = 8 * 60

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-from data_loader import FPS, scene
 from tqdm import tqdm
 
-from actionclip.apps.benchmark import benchmark
-from actionclip.apps.predict import collect_videos, video_clips
+from actionclip.benchmark.throughput import benchmark
 from actionclip.data import write_video
+from actionclip.inference.inputs import collect_videos, video_clips
+from data_loader import FPS, scene
 
 
 def make_videos(folder: Path, count: int, gop: int | None = None) -> Path:

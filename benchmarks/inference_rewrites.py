@@ -21,7 +21,8 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-from actionclip.apps.benchmark import build_random_model
+from actionclip.benchmark.throughput import build_random_model
+from actionclip.host.devices import cpu_has_native_bf16
 from actionclip.models import precision
 
 
@@ -68,7 +69,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--precisions", default="fp32,bf16")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {precision.cpu_has_native_bf16()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}")
     for name in args.precisions.split(","):
         folded, unfolded = batch_norm_folding(name, args.rounds)
         print(f"{name} RN50 video encoder, batch 4 x 8 frames: BatchNorm folded {folded:.3f} s, unfolded {unfolded:.3f} s "

@@ -22,18 +22,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from actionclip.apps.demo.recipes import MODEL_NAMES, VARIANTS, DemoConfig, build_variant, finetune, model_config, quick_config
-from actionclip.apps.demo.report import class_probabilities, pretrain_key
-from actionclip.apps.demo.run import pretrain_step
-from actionclip.apps.demo.world import all_classes, render_videos, splits
-from actionclip.apps.export import export_model
-from actionclip.apps.onnx_runtime import ExportedModel
-from actionclip.apps.pretrain import check_captions_fit
 from actionclip.data.synthetic import class_text
 from actionclip.data.transforms import normalize
+from actionclip.demo.recipes import (
+    MODEL_NAMES,
+    VARIANTS,
+    DemoConfig,
+    build_variant,
+    finetune,
+    model_config,
+    quick_config,
+)
+from actionclip.demo.report import class_probabilities, pretrain_key
+from actionclip.demo.run import pretrain_step
+from actionclip.demo.world import all_classes, render_videos, splits
+from actionclip.engine.pretrain import check_captions_fit
+from actionclip.export.directory import export_model
 from actionclip.models.backbone import register_model_config
+from actionclip.onnx_runtime.runtime import ExportedModel
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
-
 
 HELD_OUT_STREAM = 7  # the demo draws its training clips from stream 3 and its test clips from stream 4
 

@@ -3,12 +3,12 @@
 ViT-B/32, Transf, 8 frames, batch 8 by default, random weights (nothing is downloaded; each path builds the model
 from the same seed). Model only (``encode_video`` on random normalised frames, what ``actionclip benchmark``
 measures), each against its own same-process matmul peak: torch's dense matmul in fp32 or bf16, ONNX Runtime's MatMul
-in fp32 or in int8 as the video graph's matmuls (see :mod:`actionclip.apps.onnx_benchmark`). Prints the CPU model,
+in fp32 or in int8 as the video graph's matmuls (see :mod:`actionclip.benchmark.onnx_throughput`). Prints the CPU model,
 its matrix-relevant flags and the threads, then a table, which path is fastest and, on a CPU without native bf16,
 whether that path reaches issue 17's goal of 1.8x torch fp32.
 
 Then the int8 scheme against ONNX Runtime's ``quantize_dynamic`` (one activation scale per call, the scheme before
-:mod:`actionclip.models.onnx_int8`) on the same fp32 graph and frames, the two sessions taking turns: videos/s and the
+:mod:`actionclip.export.int8`) on the same fp32 graph and frames, the two sessions taking turns: videos/s and the
 smallest cosine of each to fp32, and whether a video's embedding changes when the rest of its batch does.
 
     python benchmarks/onnx_inference.py [--model ViT-B-32] [--iterations 5] [--json FILE]
@@ -29,10 +29,10 @@ import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from actionclip.apps.benchmark import benchmark, build_random_model
-from actionclip.apps.export import export_model
-from actionclip.apps.onnx_benchmark import cpu_model, onnx_benchmark
-from actionclip.models.precision import cpu_has_native_bf16
+from actionclip.benchmark.onnx_throughput import cpu_model, onnx_benchmark
+from actionclip.benchmark.throughput import benchmark, build_random_model
+from actionclip.export.directory import export_model
+from actionclip.host.devices import cpu_has_native_bf16
 
 GOAL_WITHOUT_NATIVE_BF16 = 1.8  # issue 17: the fastest path against torch fp32 on a CPU without native bf16
 FLAGS = re.compile(r"^(avx2|fma|avx512f|avx512_vnni|avx_vnni|avx512_bf16|amx_bf16|amx_int8|amx_tile)$")

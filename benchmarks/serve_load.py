@@ -32,10 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from inference import make_videos
 
 import actionclip
-from actionclip.apps.predict import iter_predictions, load_model
+from actionclip.inference.backends import load_model
+from actionclip.inference.classify import iter_predictions
+from inference import make_videos
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
 LABELS = ["arm wrestling", "applying eye makeup", "playing guitar", "swimming", "dancing", "cooking", "running",

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import actionclip
-from actionclip.apps.timeline import plot_timeline
 from actionclip.data.synthetic import draw_clip, write_video
 from actionclip.data.transforms import NORMALIZATIONS
+from actionclip.inference.timeline import plot_timeline
 
 ACTIONS = [("circle", "red", "right"), ("square", "blue", "grow"), ("triangle", "green", "down")]
 LABELS = ["red shape", "green shape", "blue shape"]

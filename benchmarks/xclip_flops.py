@@ -17,7 +17,7 @@ import argparse
 import torch
 
 import actionclip
-from actionclip.apps.benchmark import count_gmacs
+from actionclip.benchmark.throughput import count_gmacs
 
 PAPER_GFLOPS = {("ViT-B-32", 8): 39, ("ViT-B-32", 16): 75, ("ViT-B-16", 8): 145, ("ViT-B-16", 16): 287}
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.apps.benchmark import _timed, benchmark, build_random_model, count_gflops, count_parameters
-from actionclip.apps.cli import main
+from actionclip.benchmark.throughput import _timed, benchmark, build_random_model, count_gflops, count_parameters
+from actionclip.cli.main import main
 from actionclip.data import write_video
 
 # Table 7 of the paper: ActionCLIP with the Transf prompt, 8 frames.

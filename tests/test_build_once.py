@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-from run_helpers import losses, overrides, write_config
 
 from actionclip.engine.config import load_config
 from actionclip.engine.run import run_evaluation, run_training
+from run_helpers import losses, overrides, write_config
 
 # Run by torchrun: counts, per rank, the calls of the function that reads annotations (for synthetic data: writes or
 # finds the generated videos). With "datasets", the default group's collectives time out after 3 s (NCCL's 10 minutes,

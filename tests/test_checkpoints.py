@@ -11,10 +11,10 @@ from torch import nn
 
 import actionclip
 from actionclip import CheckpointError
-from actionclip.apps.cli import main
-from actionclip.models import checkpoints
-from actionclip.models.checkpoints import load_any
-from actionclip.models.torchscript_archive import read_torchscript_state_dict
+from actionclip.checkpoints import ours as checkpoints
+from actionclip.checkpoints.sources import read_model
+from actionclip.cli.main import main
+from actionclip.weights.torchscript import read_torchscript_state_dict
 from conftest import TINY, random_video
 
 
@@ -288,7 +288,7 @@ def test_no_loader_runs_the_code_in_a_torchscript_archive(tmp_path, capsys):
         lambda: actionclip.create_model(None, pretrained=str(evil)),
         lambda: actionclip.create_model("test-tiny", pretrained=str(evil)),
         lambda: actionclip.from_official_checkpoint(evil, visual_prompt="Transf"),
-        lambda: load_any(evil),  # a training config's model.checkpoint
+        lambda: read_model(evil),  # a training config's model.checkpoint
         lambda: actionclip.from_hf_xclip(hf),
     ]
     for load in loaders:

@@ -13,8 +13,8 @@ import torch
 
 import actionclip
 from actionclip import data
-from actionclip.apps import collection_store as store
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
+from actionclip.inference import collection_store as store
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 

@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import actionclip
-from actionclip.apps import collection_store as store
-from actionclip.apps import search as search_module
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
+from actionclip.inference import collection_store as store
+from actionclip.inference import search as search_module
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
-
 from test_collection_embed import make_videos
 
 QUERY = "someone playing guitar"

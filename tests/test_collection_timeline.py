@@ -9,14 +9,13 @@ import torch
 import torch.nn.functional as F
 
 import actionclip
-import actionclip.apps.timeline
+import actionclip.inference.timeline
 from actionclip import data
-from actionclip.apps.cli import main
-from actionclip.data import decode
+from actionclip.cli.main import main
 from actionclip.data.synthetic import draw_clip
 from actionclip.data.transforms import NORMALIZATIONS
 from actionclip.data.windows import plan_windows
-
+from actionclip.video import decode
 from test_collection_embed import make_videos
 
 # Three actions of 6 s each: the colour names the action.
@@ -168,7 +167,7 @@ def test_embedded_windows_label_like_the_timeline_of_the_video(videos, tmp_path,
     assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == 18
     (expected,) = actionclip.predict(path, labels, checkpoint=directory, window=2, stride=1, precision="fp32", device="cpu",
                                      workers=0, top_k=3)
-    (got,) = actionclip.apps.timeline.embedding_predictions(tmp_path / "emb", labels, top_k=3)
+    (got,) = actionclip.inference.timeline.embedding_predictions(tmp_path / "emb", labels, top_k=3)
     assert [(w["start"], w["end"], w["labels"]) for w in got["windows"]] == [
         (w["start"], w["end"], w["labels"]) for w in expected["windows"]]
     for a, b in zip(got["windows"], expected["windows"]):

@@ -1,6 +1,6 @@
 import pytest
 
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
 from actionclip.data.build import parse_views
 from actionclip.engine.config import load_config, save_config
 

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 import torch
-from run_helpers import losses, overrides, write_config
 
 import actionclip
-from actionclip.apps.benchmark import _timed
+from actionclip.benchmark.throughput import _timed
 from actionclip.data import make_synthetic_dataset
 from actionclip.engine.config import load_config
 from actionclip.engine.run import run_evaluation, run_training
+from run_helpers import losses, overrides, write_config
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 GIB = 2**30

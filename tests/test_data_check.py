@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from actionclip.apps.cli import main as actionclip_main
+from actionclip.cli.main import main as actionclip_main
 from actionclip.data import check_video, write_video
 from actionclip.data.check import config_targets
 from actionclip.engine.config import load_config
@@ -109,7 +109,7 @@ def test_check_a_config_covers_train_and_val(tmp_path):
     )
     targets = config_targets(load_config(config).data)
     assert len(targets) == 5 and targets[-1][0].endswith("videos/missing.mp4")
-    from actionclip.apps.cli import main
+    from actionclip.cli.main import main
 
     assert main(["data", "check", str(config), "--workers", "0"]) == 1
 

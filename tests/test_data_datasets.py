@@ -5,11 +5,29 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from actionclip.data import (AnnotationError, BadSample, BadSampleGuard, IndexedSamples, Sample, SeededSamples,
-                             ThreeCropTransform,
-                             TooManyBadSamples, VideoDataset, charades_csv, collate_skip_bad, folder_dataset,
-                             hmdb51_split, kinetics_csv, make_synthetic_dataset, parse_official_list,
-                             parse_video_list, read_class_names, ucf101_split, video_list_dataset, write_video)
+from actionclip.data import (
+    AnnotationError,
+    BadSample,
+    BadSampleGuard,
+    IndexedSamples,
+    Sample,
+    SeededSamples,
+    ThreeCropTransform,
+    TooManyBadSamples,
+    VideoDataset,
+    charades_csv,
+    collate_skip_bad,
+    folder_dataset,
+    hmdb51_split,
+    kinetics_csv,
+    make_synthetic_dataset,
+    parse_official_list,
+    parse_video_list,
+    read_class_names,
+    ucf101_split,
+    video_list_dataset,
+    write_video,
+)
 
 
 def write(path, text):

@@ -246,7 +246,7 @@ def test_decoding_scales_large_frames_down_to_the_short_side(tmp_path):
 def test_decoder_threads_follow_torch_and_give_the_same_frames(videos, monkeypatch):
     import torch
 
-    import actionclip.data.decode as decode
+    import actionclip.video.decode as decode
 
     threads = []
 

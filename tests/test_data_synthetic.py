@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from actionclip.data import (VideoDataset, count_frames, make_synthetic_dataset, parse_video_list, read_class_names,
-                             read_frames)
+from actionclip.data import (
+    VideoDataset,
+    count_frames,
+    make_synthetic_dataset,
+    parse_video_list,
+    read_class_names,
+    read_frames,
+)
 from actionclip.data.build import DataConfig, DataOptions, dataset_samples
 from actionclip.data.synthetic import OPTIONS_FILE
 

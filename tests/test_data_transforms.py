@@ -5,8 +5,15 @@ import torchvision.transforms.v2.functional as F
 
 from actionclip.data import CLIP_MEAN, CLIP_STD, ThreeCropTransform, TrainTransform, normalize
 from actionclip.data import TestTransform as EvalTransform  # a Test* name would be collected by pytest
-from actionclip.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, adjust_hue, fixed_crop_offsets, frames_to_device,
-                                        multi_scale_crop_box, to_tchw)
+from actionclip.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    adjust_hue,
+    fixed_crop_offsets,
+    frames_to_device,
+    multi_scale_crop_box,
+    to_tchw,
+)
 
 MEAN = torch.tensor(CLIP_MEAN).view(3, 1, 1)
 STD = torch.tensor(CLIP_STD).view(3, 1, 1)

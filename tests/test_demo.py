@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.apps.cli import main
-from actionclip.apps.demo import report, world
-from actionclip.apps.pretrain import check_captions_fit
+from actionclip.cli.main import main
+from actionclip.demo import report, world
 from actionclip.engine.objectives import class_logits
+from actionclip.engine.pretrain import check_captions_fit
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
 from conftest import random_video
 

@@ -12,15 +12,16 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.engine.config import load_config
 from actionclip.data.build import build_dataset
 from actionclip.data.transforms import normalize
-from actionclip.engine import distributed
+from actionclip.engine.config import load_config
 from actionclip.engine.evaluate import predict_dataset
 from actionclip.engine.run import run_evaluation, run_training
 from actionclip.engine.train import Trainer, TrainingDiverged
-
-from run_helpers import losses as _losses, overrides as _overrides, write_config as _write_config
+from actionclip.host import distributed
+from run_helpers import losses as _losses
+from run_helpers import overrides as _overrides
+from run_helpers import write_config as _write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -212,15 +213,20 @@ def test_kinetics_configs_evaluate_in_low_precision_on_gpus():
         assert load_config(str(path), []).eval.precision == "auto", path
 
 
-def test_evaluation_on_cuda_allows_tf32_matmuls(monkeypatch):
+def test_evaluation_on_cuda_allows_tf32_matmuls():
     from actionclip.engine.run import allow_tf32
 
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    allow_tf32(torch.device("cpu"))
-    assert not torch.backends.cuda.matmul.allow_tf32
-    allow_tf32(torch.device("cuda"))  # sets the flags only: no GPU needed
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    # Saved and restored by hand: the CUDA build's cuBLAS module does not let pytest's monkeypatch restore them.
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    saved = matmul.fp32_precision, conv.fp32_precision
+    try:
+        matmul.fp32_precision = conv.fp32_precision = "ieee"
+        allow_tf32(torch.device("cpu"))
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")
+        allow_tf32(torch.device("cuda"))  # sets the flags only: no GPU needed
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
 
 
 def test_an_epoch_is_saved_before_its_report_can_fail(data_root, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
 from actionclip.engine.config import load_config, save_config
 from actionclip.engine.eval_checks import EvaluationMismatch
 from actionclip.engine.evaluate import EvalResult, summarize

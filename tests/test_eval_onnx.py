@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.apps.cli import main
-from actionclip.apps.export import export_model
+from actionclip.cli.main import main
 from actionclip.engine import run
 from actionclip.engine.config import load_config, save_config
+from actionclip.export.directory import export_model
 
 DATA = {"shapes": ["circle", "square", "triangle"], "colours": ["red", "blue"], "motions": ["left"], "clips_per_class": 2,
         "size": 32, "num_frames": 8}  # 6 classes (top-5 is reported), 12 videos

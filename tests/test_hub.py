@@ -18,12 +18,12 @@ import yaml
 
 import actionclip
 from actionclip import CheckpointError
-from actionclip.apps.cli import main
+from actionclip.checkpoints import hub, registry
+from actionclip.checkpoints.download import hub_cache
+from actionclip.cli.main import main
 from actionclip.data import write_video
 from actionclip.engine.config import ModelConfig
 from actionclip.engine.run import model_from_config
-from actionclip.models import hub, registry
-from actionclip.models.download import cache_root
 from conftest import random_video
 
 
@@ -221,7 +221,7 @@ def test_404_and_no_server_name_the_url_and_the_mirror_option(tiny, server, tmp_
 
 
 def test_a_timeout_names_the_url_and_leaves_nothing(tiny, server, tmp_path, monkeypatch, capsys, cache):
-    from actionclip.models import download
+    from actionclip.checkpoints import download
 
     _, data = tiny
     server.stall.add("/tiny.pt")
@@ -325,7 +325,7 @@ def test_the_builtin_list_names_every_published_family_and_only_published_checks
 
 
 def test_cache_root_follows_actionclip_cache(cache):
-    assert cache_root() == cache
+    assert hub_cache() == cache
 
 
 @pytest.fixture
@@ -333,6 +333,7 @@ def hf_cache(tmp_path, monkeypatch):
     """A Hugging Face hub cache holding ``microsoft/xclip-tiny``, and huggingface_hub offline: the real resolution of a
     hub id by huggingface_hub, without a network."""
     import huggingface_hub.constants
+
     from test_xclip import tiny_hf_xclip
 
     hf = tiny_hf_xclip()
@@ -447,9 +448,9 @@ def test_a_file_saved_by_hand_in_the_cache_is_used(tiny, cache):
     ["search", "collection", "a query"],
 ])
 def test_every_command_that_loads_a_model_takes_a_name_and_a_mirror(argv, capsys):
-    from actionclip.apps.cli import build_parser
-    from actionclip.apps.model_options import warn_if_random
-    from actionclip.models.registry import entries
+    from actionclip.checkpoints.registry import entries
+    from actionclip.cli.main import build_parser
+    from actionclip.cli.model_options import warn_if_random
 
     name = next(iter(entries()))
     args = build_parser().parse_args([*argv, "--model", name, "--hub-mirror", "http://127.0.0.1:9/"])

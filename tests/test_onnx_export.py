@@ -7,15 +7,15 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import random_video
 from torch import nn
 
 import actionclip
-from actionclip.apps.cli import main
-from actionclip.apps.export import export_model
-from actionclip.apps.onnx_runtime import ExportedModel
-from actionclip.models.onnx_export import attention_for_export, export_text_graph, export_video_graph
-from actionclip.models.onnx_int8 import quantize_video_graph
+from actionclip.cli.main import main
+from actionclip.export.directory import export_model
+from actionclip.export.graphs import attention_for_export, export_text_graph, export_video_graph
+from actionclip.export.int8 import quantize_video_graph
+from actionclip.onnx_runtime.runtime import ExportedModel
+from conftest import random_video
 
 LABELS = ["arm wrestling", "playing guitar", "swimming"]
 VARIANTS = [*actionclip.VISUAL_PROMPTS, "xclip"]

@@ -1,4 +1,4 @@
-"""The int8 video graph (actionclip.models.onnx_int8): the arithmetic it promises, per row, against numpy; a video's
+"""The int8 video graph (actionclip.export.int8): the arithmetic it promises, per row, against numpy; a video's
 embedding independent of its batch; per-frame and per-video matmuls left in fp32."""
 import json
 
@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import random_video
 from onnx import TensorProto, helper, numpy_helper
 
 import actionclip
-from actionclip.apps.export import export_model
-from actionclip.apps.onnx_runtime import ExportedModel
-from actionclip.models.onnx_int8 import per_token_matmuls, quantize_matmuls, weight_matmuls
+from actionclip.export.directory import export_model
+from actionclip.export.int8 import per_token_matmuls, quantize_matmuls, weight_matmuls
+from actionclip.onnx_runtime.runtime import ExportedModel
+from conftest import random_video
 
 K, HIDDEN, OUT = 24, 40, 8
 

@@ -10,15 +10,21 @@ import numpy as np
 import onnxruntime as ort
 import open_clip
 import pytest
-from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
 
 import actionclip
 from actionclip import data
-from actionclip.apps import onnx_predict
-from actionclip.apps.bpe import BPETokenizer
-from actionclip.apps.export import export_model
-from actionclip.apps.onnx_benchmark import matmul_peak_model
-from actionclip.apps.onnx_runtime import ExportedModel, centre_crop_frames, centre_indices, classify_videos, read_clip
+from actionclip.benchmark.onnx_throughput import matmul_peak_model
+from actionclip.export.directory import export_model
+from actionclip.inference import onnx_backend as onnx_predict
+from actionclip.onnx_runtime.bpe import BPETokenizer
+from actionclip.onnx_runtime.runtime import (
+    ExportedModel,
+    centre_crop_frames,
+    centre_indices,
+    classify_videos,
+    read_clip,
+)
+from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -136,7 +142,7 @@ try:
     sys.exit("torch could be imported")
 except ImportError:
     pass
-from actionclip.apps.onnx_runtime import classify_videos
+from actionclip.onnx_runtime.runtime import classify_videos
 directory, videos, stored, other = json.loads(sys.argv[1])
 results = classify_videos(directory, videos, stored) + classify_videos(directory, videos, other, precision="int8")
 assert not any(name.split(".")[0] in ("torch", "open_clip") for name in sys.modules)
@@ -206,7 +212,7 @@ def test_without_the_onnx_extra_torch_models_still_predict_and_an_export_is_one_
 
 
 def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(capsys, tmp_path):
-    code = actionclip.apps.cli.main(["benchmark", "--model", "test-tiny", "--runtime", "onnx", "--precision", "int8",
+    code = actionclip.cli.main.main(["benchmark", "--model", "test-tiny", "--runtime", "onnx", "--precision", "int8",
                                      "--iterations", "1", "--batch-size", "2", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["runtime"] == "onnx" and result["precision"] == "int8"
@@ -225,7 +231,7 @@ def test_the_lazy_public_api_keeps_every_name():
              "from_vificlip_checkpoint", "load", "losses", "predict", "read_videox_checkpoint", "register_model_config",
              "save", "search"]
     assert sorted(actionclip.__all__) == names
-    assert actionclip.create_model is actionclip.models.factory.create_model
+    assert actionclip.create_model is actionclip.checkpoints.sources.create_model
     assert actionclip.losses.__name__ == "actionclip.losses" and callable(actionclip.predict)
     assert all(getattr(actionclip, name) is not None for name in names) and set(names) <= set(dir(actionclip))
     with pytest.raises(AttributeError):

@@ -5,9 +5,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
 from actionclip.engine.config import load_config
-from actionclip.apps.plots import shots_of
+from actionclip.engine.plots import shots_of
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

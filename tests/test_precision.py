@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import actionclip
+from actionclip.host.devices import resolve_precision
 from actionclip.models import precision as precision_module
-from actionclip.models.precision import prepare_for_inference, resolve_precision
+from actionclip.models.precision import prepare_for_inference
 from conftest import random_video
 
 
@@ -60,8 +61,8 @@ def test_bf16_predictions_agree_with_fp32():
 
 
 def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
-    from actionclip.apps.benchmark import benchmark
-    from actionclip.apps.cli import main
+    from actionclip.benchmark.throughput import benchmark
+    from actionclip.cli.main import main
     from actionclip.data.synthetic import make_synthetic_dataset
 
     written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
@@ -77,7 +78,7 @@ def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
 
 def test_a_second_predict_with_the_same_labels_does_not_run_the_text_encoder(tmp_path):
     from actionclip.data.synthetic import make_synthetic_dataset
-    from actionclip.apps.predict import iter_predictions
+    from actionclip.inference.classify import iter_predictions
 
     written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
     video = written.samples[0].path
@@ -124,7 +125,7 @@ def test_a_prepared_model_is_not_saved(tmp_path):
 
 _PAGE_FAULTS = """
 import resource, sys, torch
-from actionclip.models.precision import retain_freed_memory
+from actionclip.host.memory import retain_freed_memory
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 faults = []

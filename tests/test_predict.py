@@ -14,11 +14,12 @@ from safetensors.torch import load_file, save_file
 from transformers import XCLIPConfig, XCLIPModel
 
 import actionclip
-from actionclip.apps.cli import main
 from actionclip import data
-from actionclip.apps.predict import collect_videos, format_result, iter_predictions
-from actionclip.apps import text_cache
-from actionclip.apps.text_cache import TextCacheWarning, cached_class_text_features
+from actionclip.cli.main import main
+from actionclip.inference import text_cache
+from actionclip.inference.classify import format_result, iter_predictions
+from actionclip.inference.inputs import collect_videos
+from actionclip.inference.text_cache import TextCacheWarning, cached_class_text_features
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
 ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"

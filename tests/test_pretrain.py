@@ -6,9 +6,14 @@ import torch
 from PIL import Image
 
 import actionclip
-from actionclip.apps.cli import main
-from actionclip.apps.pretrain import ImageCaptionPairs, PretrainConfig, caption_groups, check_captions_fit, pretrain_from_files
-
+from actionclip.cli.main import main
+from actionclip.engine.pretrain import (
+    ImageCaptionPairs,
+    PretrainConfig,
+    caption_groups,
+    check_captions_fit,
+    pretrain_from_files,
+)
 from conftest import TINY
 
 

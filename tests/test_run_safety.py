@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import losses, overrides, write_config
 
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
 from actionclip.engine import run_dir
 from actionclip.engine.config import load_config
 from actionclip.engine.run import run_training
 from actionclip.engine.signals import EXIT_INTERRUPTED
+from run_helpers import losses, overrides, write_config
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ import pytest
 pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import serve_process  # noqa: E402
 
 import actionclip  # noqa: E402
-from actionclip.apps.cli import main  # noqa: E402
-from actionclip.apps.serve.app import MAX_LABELS, ServeSettings, create_app  # noqa: E402
+from actionclip.cli.main import main  # noqa: E402
+from actionclip.serve.app import MAX_LABELS, ServeSettings, create_app  # noqa: E402
+from serve_helpers import serve_process  # noqa: E402
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
 ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import tomllib
 import torch
-from run_helpers import overrides
 
 import actionclip
-from actionclip.engine import distributed, run
+from actionclip.engine import run
 from actionclip.engine.config import load_config
 from actionclip.engine.objectives import create_objective
 from actionclip.engine.train import EpochSampler, Trainer
+from actionclip.host import distributed
+from run_helpers import overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 _RANKS = """
 import json, math, os, sys, torch
 import actionclip
-from actionclip.engine import distributed
+from actionclip.host import distributed
 from actionclip.engine.config import load_config
 from actionclip.engine.train import EpochSampler, Trainer, TrainingDiverged
 

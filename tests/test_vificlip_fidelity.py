@@ -118,7 +118,7 @@ def test_eval_by_name_uses_the_remembered_templates_and_normalisation(tmp_path, 
 
     import yaml
 
-    from actionclip.apps.cli import main
+    from actionclip.cli.main import main
     from actionclip.engine import run
     from run_helpers import overrides, write_config
 

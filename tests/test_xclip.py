@@ -10,7 +10,8 @@ from transformers import XCLIPConfig, XCLIPModel
 
 import actionclip
 from actionclip import CheckpointError
-from actionclip.models import checkpoints, xclip_checkpoints
+from actionclip.checkpoints import ours as checkpoints
+from actionclip.checkpoints import xclip as xclip_checkpoints
 from actionclip.models.backbone import build_clip
 from conftest import TINY, random_video
 

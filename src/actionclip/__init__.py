@@ -1,6 +1,6 @@
 """actionclip: video action recognition as video-text matching with CLIP.
 
-The public names are imported on first use (PEP 562), so that ``actionclip.apps.onnx_runtime`` runs exported
+The public names are imported on first use (PEP 562), so that ``actionclip.onnx_runtime.runtime`` runs exported
 models where torch is not installed.
 """
 from importlib import import_module
@@ -10,16 +10,18 @@ __version__ = "0.1.0"
 # name -> the module that defines it
 _PUBLIC = {
     "losses": "actionclip",
-    "predict": "actionclip.apps.predict",
-    "embed": "actionclip.apps.embed",
-    "search": "actionclip.apps.search",
+    "predict": "actionclip.inference.predict",
+    "embed": "actionclip.inference.embed",
+    "search": "actionclip.inference.search",
     **dict.fromkeys(("VISUAL_PROMPTS", "XCLIP", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier",
                      "register_model_config"), "actionclip.models"),
-    **dict.fromkeys(("from_official_checkpoint", "load", "save"), "actionclip.models.checkpoints"),
-    **dict.fromkeys(("build_model", "create_model"), "actionclip.models.factory"),
-    **dict.fromkeys(("from_hf_xclip", "from_videox_checkpoint", "read_videox_checkpoint"), "actionclip.models.xclip_checkpoints"),
-    "from_mmaction2_checkpoint": "actionclip.models.mmaction2_checkpoints",
-    "from_vificlip_checkpoint": "actionclip.models.vificlip_checkpoints",
+    **dict.fromkeys(("load", "save"), "actionclip.checkpoints.ours"),
+    "from_official_checkpoint": "actionclip.checkpoints.official",
+    "build_model": "actionclip.models.build",
+    "create_model": "actionclip.checkpoints.sources",
+    **dict.fromkeys(("from_hf_xclip", "from_videox_checkpoint", "read_videox_checkpoint"), "actionclip.checkpoints.xclip"),
+    "from_mmaction2_checkpoint": "actionclip.checkpoints.mmaction2",
+    "from_vificlip_checkpoint": "actionclip.checkpoints.vificlip",
     **dict.fromkeys(("ACTIONCLIP_TEMPLATES", "clean_class_name"), "actionclip.prompts"),
 }
 

@@ -1,3 +1,3 @@
-from actionclip.apps.cli import main
+from actionclip.cli.main import main
 
 raise SystemExit(main())

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .decode import is_video_file
+from actionclip.video.decode import is_video_file
 
 logger = logging.getLogger("actionclip.data")
 

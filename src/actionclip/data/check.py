@@ -14,10 +14,19 @@ from typing import Sequence
 from PIL import Image
 from tqdm import tqdm
 
+from actionclip.video.decode import (
+    FRAME_OFFSET,
+    FRAME_TEMPLATE,
+    FrameFolder,
+    VideoFile,
+    VideoReadError,
+    count_frames,
+    find_videos,
+    is_truncated,
+)
+
 from .annotations import parse_official_list, parse_video_list, read_text
 from .build import DataConfig, dataset_samples, has_train, has_val
-from .decode import (FRAME_OFFSET, FRAME_TEMPLATE, FrameFolder, VideoFile, VideoReadError, count_frames, find_videos,
-                     is_truncated)
 
 
 @dataclass

@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..prompts import clean_class_name
+from actionclip.prompts import clean_class_name
+from actionclip.video.decode import FRAME_OFFSET, FRAME_TEMPLATE, VideoReadError, open_video
+from actionclip.video.sampling import sample_clips, sample_indices
+
 from .annotations import Sample, check_labels
 from .bad_samples import BadSample, PartlyRead
-from .decode import FRAME_OFFSET, FRAME_TEMPLATE, VideoReadError, open_video
 from .sample_table import SampleTable
-from .sampling import sample_clips, sample_indices
 from .transforms import TestTransform, TrainTransform
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .decode import VideoFile, VideoReadError, open_video
-from .sampling import sample_indices
+from actionclip.video.decode import VideoFile, VideoReadError, open_video
+from actionclip.video.sampling import sample_indices
+
 from .transforms import TestTransform
 
 # Where the packets carry no usable timestamps (AVI) and the header states no frame rate.

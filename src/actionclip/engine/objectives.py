@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actionclip.engine import distributed
-from actionclip.engine.distributed import DistInfo
 from actionclip.engine.mixing import mix_clips, smoothed_targets, soft_cross_entropy
+from actionclip.host import distributed
+from actionclip.host.distributed import DistInfo
 from actionclip.losses import kl_contrastive_loss
 from actionclip.prompts import PromptTokens
 

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import torch
 
+from actionclip.checkpoints.sources import create_model, read_model
 from actionclip.data.build import DataConfig, build_dataset, has_val
 from actionclip.data.datasets import VideoDataset
 from actionclip.data.subsets import class_subsets
-from actionclip.engine import distributed
 from actionclip.engine.config import Config, ModelConfig, PromptConfig
 from actionclip.engine.eval_checks import check_classes, check_frames, check_image_size
 from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
-from actionclip.models import checkpoints
-from actionclip.models.factory import create_model
-from actionclip.models.precision import prepare_for_inference, resolve_precision
+from actionclip.host import distributed
+from actionclip.host.devices import resolve_precision
+from actionclip.models.precision import prepare_for_inference
 
 
 def model_from_config(config: ModelConfig, num_classes: int | None = None) -> torch.nn.Module:
     if config.checkpoint:
-        return checkpoints.load_any(config.checkpoint, config.visual_prompt, config.num_frames)
+        return read_model(config.checkpoint, visual_prompt=config.visual_prompt, num_frames=config.num_frames)
     return create_model(
         config.name,
         config.pretrained,
@@ -80,8 +80,8 @@ def allow_tf32(device: torch.device) -> None:
     """TF32 matmuls and convolutions on a CUDA device: the fp32 parts of an evaluation (all of it with
     ``eval.precision: fp32``) run on the tensor cores, with 10 mantissa bits in the products instead of 23."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
 
 
 def remembered_test_settings(model: torch.nn.Module, config: Config) -> tuple:
@@ -107,7 +107,7 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
     round (``actionclip.models.precision``). On CUDA the fp32 matmuls use TF32.
     A model that cannot score the data (see ``eval_checks``) raises ``EvaluationMismatch`` before any video is decoded.
     ``model``: one already built (``checkpoint`` then only names it in the report). One that is not a torch module
-    (the ONNX Runtime model of ``actionclip.apps.onnx_predict``) is evaluated as it is, on the CPU frames of the
+    (the ONNX Runtime model of ``actionclip.inference.onnx_backend``) is evaluated as it is, on the CPU frames of the
     loader: no device move and no ``eval.precision``, which are the torch weights'.
     """
     info = _start_process(config)

@@ -1,6 +1,6 @@
 """A training run's directory: one run at a time, the configs it ran with, and checkpoints verified when read.
 
-- ``RunLock``: an exclusive ``flock`` on ``<output>/.lock``. The kernel drops it when the process dies, so a killed
+- ``RunLock``: an exclusive lock on ``<output>/.lock``. The kernel drops it when the process dies, so a killed
   run never leaves a stale lock behind.
 - ``record_config``: ``config.yaml`` is the config of the latest start or resume; ``configs/`` keeps every one.
 - ``resume_changes``: what changed since the run started that would break its schedule or its model.
@@ -9,10 +9,8 @@
 """
 from __future__ import annotations
 
-import errno
-import fcntl
+import contextlib
 import os
-import secrets
 import socket
 from pathlib import Path
 from typing import Callable
@@ -21,7 +19,8 @@ import torch
 import yaml
 
 from actionclip.engine.config import Config, plain_dict, save_config
-from actionclip.models.weight_files import tensor_digest
+from actionclip.host.files import LockHeld, atomic_file, file_lock
+from actionclip.weights.readers import tensor_digest
 
 # Settings that change neither the model nor the optimisation: they may differ when a run is resumed (data moved
 # to another disk, more workers, another evaluation protocol). Every other change is refused.
@@ -45,28 +44,20 @@ class RunLock:
 
     def __init__(self, output: str | Path):
         self.path = Path(output) / ".lock"
-        self.handle = None
+        self._held = contextlib.ExitStack()
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "a process that has not written its pid yet"
-            handle.close()
+            self._held.enter_context(file_lock(self.path, blocking=False))
+        except LockHeld:
+            holder = self.path.read_text().strip() or "a process that has not written its pid yet"
             raise RunDirError(f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or choose "
                               f"another output") from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        handle.flush()
-        self.handle = handle
+        self.path.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+        self._held.close()
 
 
 def record_config(config: Config, output: Path, event: str) -> Path:
@@ -97,32 +88,12 @@ def resume_changes(saved_config: Path, config: Config) -> list[str]:
             if saved[key] != current[key] and not key.startswith(RESUMABLE)]
 
 
-def _os_error(error: BaseException) -> OSError | None:
-    """The OSError behind an exception: torch's zip writer reports a failed write as "unexpected pos"."""
-    while error is not None:
-        if isinstance(error, OSError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Write ``payload`` and its digest to ``path`` atomically; on failure remove the partial file and say why."""
     payload = {**payload, "digest": tensor_digest(payload)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        # Through a Python file, so that a failed write keeps its OSError (torch's own writer loses the errno).
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException as error:
-        tmp.unlink(missing_ok=True)
-        cause = _os_error(error)
-        if cause is not None and cause.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left on device while writing {path} (the partial file was removed)") from None
-        raise
-    os.replace(tmp, path)
+    # Through a Python file, so that a failed write keeps its OSError (torch's own writer loses the errno).
+    with atomic_file(path) as handle:
+        torch.save(payload, handle)
 
 
 def remove_partial_files(directory: Path) -> None:

@@ -16,9 +16,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from actionclip.data.bad_samples import collate_skip_bad
-from actionclip.engine.distributed import DistInfo
 from actionclip.engine.workers import init_worker
-from actionclip.models.precision import cuda_has_native_bf16
+from actionclip.host.devices import cuda_has_native_bf16
+from actionclip.host.distributed import DistInfo
 
 
 class EpochSampler(Sampler):

@@ -22,11 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from actionclip.checkpoints import ours as checkpoints
 from actionclip.data.bad_samples import BadSample, SeededSamples, fail_if_too_many
 from actionclip.data.transforms import frames_to_device
-from actionclip.engine import distributed
 from actionclip.engine.config import Config
-from actionclip.engine.distributed import DistInfo
 from actionclip.engine.evaluate import evaluation_loader, predict_dataset, summarize, write_report
 from actionclip.engine.objectives import create_objective
 from actionclip.engine.optim import build_optimizer, build_scheduler
@@ -48,7 +47,8 @@ from actionclip.engine.steps import (
     step_seed,
     train_loader,
 )
-from actionclip.models import checkpoints
+from actionclip.host import distributed
+from actionclip.host.distributed import DistInfo
 
 RESUMABLE_KEYS = ("model", "optimizer", "scheduler", "scaler", "state")
 # fp16: GradScaler skips a step whose loss overflowed; this many in a row is divergence, not an overflow.

@@ -3,8 +3,8 @@ from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig, UnimodalC
 from actionclip.models.backbone import register_model_config
 from actionclip.models.temporal import VISUAL_PROMPTS
 from actionclip.models.video import VideoEncoder
-from actionclip.models.weight_files import CheckpointError
 from actionclip.models.xclip import XCLIP
+from actionclip.weights.readers import CheckpointError
 
 __all__ = [
     "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "VISUAL_PROMPTS", "VideoEncoder", "XCLIP",

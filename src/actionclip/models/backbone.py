@@ -13,7 +13,7 @@ from typing import Any
 import open_clip
 from torch import nn
 
-from actionclip.models.weight_files import (
+from actionclip.weights.readers import (
     CheckpointError,
     infer_openai_config,
     is_torchscript,

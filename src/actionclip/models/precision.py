@@ -2,15 +2,11 @@
 and logits returned in fp32, QuickGELU and BatchNorm folded into the weights before them and the ViT's patch embedding
 run as a matmul.
 
-On CPUs with native bf16 matrix units (AVX512-BF16, AMX) bf16 *weights* run ViTs about 3x faster than fp32,
-while bf16 autocast alone gains nothing at small batches (it re-casts the fp32 weights at every call).
+On CPUs with native bf16 matrix units (AVX512-BF16, AMX) bf16 *weights* run ViTs several times faster than fp32,
+while bf16 autocast alone gains nothing at small batches (it re-casts the fp32 weights at every call); figures in
+docs/performance.md.
 """
 from __future__ import annotations
-
-import ctypes
-import ctypes.util
-import platform
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,43 +16,10 @@ from open_clip.transformer import LayerNormFp32, VisionTransformer
 from open_clip.transformer import QuickGELU as OpenClipQuickGELU
 from torch import nn
 
+from actionclip.host.devices import DTYPES
+from actionclip.host.memory import retain_freed_memory
 from actionclip.models.temporal import QuickGELU
 from actionclip.models.video import VideoEncoder
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (x86 AVX512-BF16 or AMX-BF16; ARM bf16)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
-
-
-def cuda_has_native_bf16(device: str | torch.device) -> bool:
-    """Whether the GPU ``device`` (not the current one) computes bf16 natively (Ampere and later). Plain
-    ``torch.cuda.is_bf16_supported()`` also says yes for V100 and T4, which only emulate bf16, far slower than fp16."""
-    if not torch.cuda.is_available():
-        return False
-    with torch.cuda.device(torch.device(device)):
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-
-
-def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """``auto``: bf16 on GPUs with native bf16 (else fp16) and on CPUs with native bf16, fp32 otherwise."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    device = torch.device(device)
-    if precision == "auto":
-        if device.type == "cuda":
-            return "bf16" if cuda_has_native_bf16(device) else "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("fp16 is for GPUs; on a CPU use bf16 (or fp32)")
-    return precision
 
 
 class MixedLayerNorm(nn.LayerNorm):
@@ -134,38 +97,6 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
         if isinstance(module, Bottleneck) and module.downsample is not None:
             _fold_batch_norm(module.downsample, "0", "1")
     return model
-
-
-# glibc mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP_BYTES = 1 << 30
-
-
-def retain_freed_memory() -> bool:
-    """Have glibc's malloc keep up to 1 GiB of freed memory for reuse instead of handing it back to the kernel
-    (process-wide; a no-op elsewhere). By default every block over 32 MiB is a fresh mmap, so each of ViT-B's
-    [64 x 50 x 3072] fp32 MLP activations (39 MB) was a new mapping whose pages faulted in one by one: 15% of
-    fp32 ViT-B/32 inference time on a 2-core CPU. Returns whether the setting took."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    # A fixed mmap threshold turns off glibc's dynamic one, which would otherwise also raise the trim threshold.
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
-
-
-# glibc's own values (its dynamic mmap threshold, turned off by any setting, stays off)
-_DEFAULT_THRESHOLD = 128 * 1024
-
-
-def release_freed_memory() -> bool:
-    """Undo :func:`retain_freed_memory` in a process that inherited it by fork (a DataLoader worker, which holds no
-    large activations), and hand back the freed memory it inherited. Returns whether the setting took."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    done = bool(libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD))
-    libc.malloc_trim(0)
-    return done
 
 
 def _cast_per_frame_weights(model: nn.Module, dtype: torch.dtype) -> None:

@@ -1,0 +1,148 @@
+"""Downloads of published checkpoints into the cache: resumed after a cut (HTTP Range), verified against the
+publisher's sha256, with a progress bar. A partial download lives only as ``<file>.part`` (the next call resumes it);
+the finished name appears, by rename, only once the checksum holds. ``ACTIONCLIP_HUB_MIRROR`` replaces every
+publisher URL by ``<mirror>/<file name>``."""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from tqdm import tqdm
+
+from actionclip.checkpoints.registry import Entry
+from actionclip.host.files import cache_root, file_lock
+from actionclip.weights.readers import CheckpointError
+
+MIRROR_ENV = "ACTIONCLIP_HUB_MIRROR"
+TIMEOUT_S = 30.0
+_CHUNK = 1 << 20
+
+
+def hub_cache() -> Path:
+    """``$ACTIONCLIP_CACHE/hub`` (default ``~/.cache/actionclip/hub``)."""
+    return cache_root() / "hub"
+
+
+def mirror_url() -> str | None:
+    return os.environ.get(MIRROR_ENV) or None
+
+
+def source_urls(entry: Entry) -> list[str]:
+    """Where the file of ``entry`` is fetched from: the mirror alone when one is set, else the publisher's URLs."""
+    mirror = mirror_url()
+    if mirror:
+        if not entry.file_name:
+            raise CheckpointError(f"{entry.name}: no file name for the mirror to serve (this entry has neither url nor filename)")
+        return [mirror.rstrip("/") + "/" + entry.file_name]
+    return list(entry.url)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hint(entry: Entry) -> str:
+    name = entry.file_name or entry.name
+    if mirror_url():
+        return f"does the mirror {mirror_url()} serve {name}?"
+    return f"set {MIRROR_ENV}=URL (or --hub-mirror URL) to fetch {name} from a mirror"
+
+
+def _verify(entry: Entry, path: Path, url: str) -> str:
+    """The file's sha256 after checking it against the entry's; a mismatch deletes the file and says so."""
+    actual = sha256_of(path)
+    expected = (entry.sha256 or entry.sha256_prefix or "").lower()
+    if expected and not actual.startswith(expected):
+        path.unlink(missing_ok=True)
+        raise CheckpointError(f"{url}: checksum mismatch for {entry.name}: sha256 {actual}, expected "
+                              f"{'a sha256 starting with ' if not entry.sha256 else ''}{expected}; the file was deleted")
+    return actual
+
+
+def fetch(entry: Entry, progress: bool = True) -> Path:
+    """The verified file of ``entry`` in the cache, downloaded (or resumed) first if it is not there."""
+    name = entry.file_name
+    if not name:
+        raise CheckpointError(f"{entry.name}: nothing to download (no url and no filename)")
+    directory = hub_cache() / "files"
+    target = directory / name
+    with file_lock(directory / f".{name}.lock"):
+        expected = (entry.sha256 or entry.sha256_prefix or "").lower()
+        if target.is_file() and sha256_of(target).startswith(expected):
+            return target
+        target.unlink(missing_ok=True)  # another entry's file of the same name
+        urls = source_urls(entry)
+        if not urls:
+            where = f" (by hand: {'; '.join(entry.pages)})" if entry.pages else ""
+            raise CheckpointError(f"{entry.name}: its publisher gives no direct download{where}; save the file as {target}, "
+                                  f"or set {MIRROR_ENV}=URL (or --hub-mirror URL) to a mirror that serves {name}")
+        failures = []
+        for url in urls:
+            part = directory / f"{name}.part"
+            try:
+                _download(url, part, progress)
+            except _Failed as failure:
+                failures.append(f"{url}: {failure}")
+                continue
+            _verify(entry, part, url)
+            os.replace(part, target)
+            return target
+        raise CheckpointError(f"cannot download {entry.name}: {'; '.join(failures)}; {_hint(entry)}")
+
+
+class _Failed(Exception):
+    """One URL that did not give the file (the next URL is tried)."""
+
+
+def _download(url: str, part: Path, progress: bool) -> None:
+    if urlsplit(url).scheme == "file":
+        source = Path(url2pathname(urlsplit(url).path))
+        if not source.is_file():
+            raise _Failed("no such file")
+        shutil.copyfile(source, part)
+        return
+    have = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "actionclip", **({"Range": f"bytes={have}-"} if have else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # the part is already whole; the checksum decides
+            return
+        raise _Failed(f"HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, socket.timeout, OSError) as error:
+        reason = getattr(error, "reason", error)
+        text = "timed out" if isinstance(reason, (socket.timeout, TimeoutError)) else f"cannot connect ({reason})"
+        raise _Failed(text) from None
+    with response:
+        if response.status != 206:
+            have = 0  # the server ignored the Range header: start again
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        written = have
+        with open(part, "ab" if have else "wb") as handle, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[: -len(".part")],
+            disable=not progress, file=sys.stderr, leave=False,
+        ) as bar:
+            try:
+                for block in iter(lambda: response.read(_CHUNK), b""):
+                    handle.write(block)
+                    written += len(block)
+                    bar.update(len(block))
+            except (OSError, http.client.HTTPException, socket.timeout) as error:
+                raise _Failed(f"connection cut after {written} of {total or '?'} bytes ({type(error).__name__}); "
+                              f"the partial file {part} is kept and the next call resumes it") from None
+    if total is not None and written < total:
+        raise _Failed(f"connection cut after {written} of {total} bytes; the partial file {part} is kept and the next call resumes it")

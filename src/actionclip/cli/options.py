@@ -1,0 +1,12 @@
+"""What every command checks of its options before anything slow starts."""
+from __future__ import annotations
+
+import argparse
+
+
+def check_minimums(args: argparse.Namespace, minimums: dict[str, int]) -> None:
+    """ValueError naming the first option given a value below its minimum (options left out are None)."""
+    for option, minimum in minimums.items():
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None and value < minimum:
+            raise ValueError(f"{option} must be >= {minimum}, got {value}")

@@ -1,0 +1,65 @@
+"""``actionclip serve``: its options, and the handler that loads the model and runs uvicorn."""
+from __future__ import annotations
+
+import sys
+
+from actionclip.cli.model_options import add_build_options, add_model_source, warn_if_random
+from actionclip.cli.options import check_minimums
+
+
+def add_serve_command(sub) -> None:
+    serve = sub.add_parser("serve", help="an HTTP API and a web page to classify videos with your own labels")
+    add_model_source(serve)
+    add_build_options(serve)
+    serve.add_argument("--frames", type=int, help="frames per clip of a model built with --model or from an official .pt (default: 8)")
+    labels = serve.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help="the default label set, comma-separated (requests may give their own)")
+    labels.add_argument("--labels-file", help="the default label set, one label per line")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    serve.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    serve.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="as for predict (default: auto)")
+    serve.add_argument("--views", default="1x1", help="default CLIPSxCROPS of a request (default: 1x1)")
+    serve.add_argument("--max-upload-mb", type=float, default=200, help="largest request body, its videos together (default: 200)")
+    serve.add_argument("--max-batch", type=int, default=8, help="videos through the model at once, across requests (default: 8)")
+    serve.add_argument("--max-wait-ms", type=float, default=20, help="how long a batch waits for more videos (default: 20)")
+    serve.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: a thread)")
+    serve.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while decoding")
+    serve.add_argument("--api-key", help="require this key (header X-API-Key or Authorization: Bearer) on every API call "
+                       "(default: env ACTIONCLIP_API_KEY if set, else none)")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args) -> int:
+    import os
+
+    from actionclip.host.devices import resolve_precision
+    from actionclip.host.distributed import parse_device
+    from actionclip.inference.backends import load_model
+    from actionclip.inference.inputs import parse_labels, read_labels
+
+    try:
+        import uvicorn
+
+        from actionclip.serve.app import ServeSettings, create_app
+    except ImportError as error:
+        raise ValueError(f"actionclip serve needs FastAPI and uvicorn ({error.name} is missing): "
+                         "pip install 'actionclip[serve]'") from None
+    check_minimums(args, {"--frames": 1, "--port": 0, "--max-batch": 1, "--workers": 0, "--decode-short-side": 1})
+    if args.max_upload_mb <= 0 or args.max_wait_ms < 0:
+        raise ValueError("--max-upload-mb must be > 0 and --max-wait-ms >= 0")
+    device = parse_device(args.device, "--device")
+    labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
+    warn_if_random(args)
+    model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
+                       num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
+    settings = ServeSettings(default_labels=labels, views=args.views, max_upload_mb=args.max_upload_mb,
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             api_key=args.api_key or os.environ.get("ACTIONCLIP_API_KEY"), workers=args.workers,
+                             decode_short_side=args.decode_short_side, precision=resolve_precision(args.precision, device))
+    app = create_app(model, settings)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {args.host}: other machines can reach this server"
+              + ("" if settings.api_key else " (no --api-key)"), file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0

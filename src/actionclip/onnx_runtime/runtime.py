@@ -1,0 +1,235 @@
+"""Exported models run with ONNX Runtime, without torch: this module imports only numpy, onnxruntime, av, the BPE
+tokenizer (:mod:`actionclip.onnx_runtime.bpe`) and the prompt templates, so a deployment can classify videos with
+``pip install onnxruntime numpy av regex ftfy`` and the package source alone::
+
+    from actionclip.onnx_runtime.runtime import classify_videos
+    classify_videos("export_dir", ["clip.mp4"], ["arm wrestling", "swimming"])
+    # [{"video": "clip.mp4", "labels": ["arm wrestling", "swimming"], "scores": [0.93, 0.07]}]
+
+An export directory (``actionclip export``) holds ``export.json`` (what the graphs take and the test arithmetic),
+the graphs of :mod:`actionclip.export.graphs`, CLIP's BPE merges and, optionally, the normalised text features
+of a label list, with which classifying those labels needs neither the text graph nor the tokenizer. The frames are
+read as ``actionclip predict`` reads them with one view (centre sampling of T segments, short side resized bicubic
+with antialiasing, centre crop), here with numpy: pixels may differ from torchvision's by a level of 255.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import av
+import numpy as np
+
+from actionclip.onnx_runtime.bpe import BPETokenizer
+from actionclip.prompts import fill_templates, resolve_templates
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+EXPORT_CONFIG = "export.json"
+EXPORT_FORMAT = "actionclip-onnx"
+ONNX_PRECISIONS = ("fp32", "int8")
+
+
+def _onnxruntime():
+    """ONNX Runtime, an optional dependency: imported when an export runs, so that torch models never need it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ValueError("running an ONNX export needs ONNX Runtime: pip install 'actionclip[onnx]'") from None
+    return onnxruntime
+
+
+def is_export_dir(path: str | os.PathLike | None) -> bool:
+    if path is None:
+        return False
+    try:
+        return json.loads((Path(path) / EXPORT_CONFIG).read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class ExportedModel:
+    """An export directory's graphs in ONNX Runtime sessions. ``precision``: fp32 or int8 (the video graph; None:
+    the export's default); ``threads``: ONNX Runtime's intra-op threads (None: its default, all cores)."""
+
+    def __init__(self, directory: str | os.PathLike, precision: str | None = None, threads: int | None = None):
+        self.directory = Path(directory)
+        if not is_export_dir(self.directory):
+            raise ValueError(f"{self.directory}: not an export directory (no {EXPORT_CONFIG} written by `actionclip export`)")
+        self.config = json.loads((self.directory / EXPORT_CONFIG).read_text())
+        self.precision = precision or self.config["precision"]
+        if self.precision not in ONNX_PRECISIONS:
+            raise ValueError(f"an exported model runs in {' or '.join(ONNX_PRECISIONS)}, not {self.precision!r}")
+        video_key = "video_int8" if self.precision == "int8" else "video"
+        if video_key not in self.config["files"]:
+            raise ValueError(f"{self.directory}: exported without int8 graphs (export again with --precision int8)")
+        options = _onnxruntime().SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._options = options
+        self.video_session = self._session(self.config["files"][video_key])
+        self._text_session = self._tokenizer = None
+        self.prompts_session = self._session(self.config["files"]["prompts"]) if "prompts" in self.config["files"] else None
+
+    def _session(self, name: str) -> onnxruntime.InferenceSession:
+        return _onnxruntime().InferenceSession(str(self.directory / name), self._options, providers=["CPUExecutionProvider"])
+
+    @property
+    def num_frames(self) -> int:
+        return self.config["num_frames"]
+
+    @property
+    def image_size(self) -> int:
+        return self.config["image_size"]
+
+    def check_frames(self, frames: int) -> None:
+        if not self.config["dynamic_frames"] and frames != self.num_frames:
+            raise ValueError(f"this export takes exactly {self.num_frames} frames ({self.config['fixed_frames_reason']}), not {frames}")
+        if frames > self.config["max_frames"]:
+            raise ValueError(f"this export takes at most {self.config['max_frames']} frames, not {frames}")
+
+    def encode_video(self, frames: np.ndarray) -> list[np.ndarray]:
+        """Normalised float32 frames ``[B, T, 3, H, W]`` -> the video graph's outputs: the un-normalised embedding
+        ``[B, D]`` (and X-CLIP's visual tokens)."""
+        self.check_frames(frames.shape[1])
+        return self.video_session.run(None, {"frames": np.ascontiguousarray(frames, dtype=np.float32)})
+
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        if self._tokenizer is None:
+            self._tokenizer = BPETokenizer(self.directory / self.config["tokenizer"], self.config["context_length"])
+        return self._tokenizer(list(texts))
+
+    def encode_text(self, tokens: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Token ids ``[N, L]`` -> un-normalised text embeddings ``[N, D]``; the tokens are cut to the longest text
+        (the end token has the highest id), as :class:`actionclip.models.text.TextEncoder` does."""
+        if self._text_session is None:
+            self._text_session = self._session(self.config["files"]["text"])
+        tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1].astype(np.int64)
+        return np.concatenate([self._text_session.run(None, {"tokens": tokens[i:i + batch_size]})[0]
+                               for i in range(0, len(tokens), batch_size)])
+
+    def templates(self, templates=None) -> list[str]:
+        return resolve_templates(self.config["templates"] if templates is None else templates)
+
+    def class_text_features(self, labels: Sequence[str], templates=None) -> np.ndarray:
+        """``[K, C, D]`` text features of every template x label: L2-normalised for ActionCLIP, un-normalised for
+        X-CLIP (its prompts add to them first), as the models' ``class_text_features``. The export's precomputed
+        features when labels and templates are theirs."""
+        templates, labels = self.templates(templates), list(labels)
+        stored = self.config.get("label_features")
+        if stored and stored["labels"] == labels and stored["templates"] == templates:
+            return np.load(self.directory / stored["file"], allow_pickle=False)
+        features = self.encode_text(self.tokenize(fill_templates(templates, labels)))
+        if self.config["arch"] != "xclip":
+            features = _normalize(features)
+        return features.reshape(len(templates), len(labels), -1)
+
+    def video_probabilities(self, frames: np.ndarray, text_features: np.ndarray, ensemble: str = "softmax") -> np.ndarray:
+        """``[B, C]`` probabilities with the test arithmetic of ``export.json`` (that of the models'
+        ``video_probabilities``)."""
+        outputs = self.encode_video(frames)
+        if self.config["arch"] == "xclip":
+            if ensemble != "softmax":
+                raise ValueError("X-CLIP combines templates by averaging probabilities (ensemble='softmax')")
+            video, tokens = outputs
+            logits = [self.prompts_session.run(None, {"video_features": video, "visual_tokens": tokens,
+                                                      "text_features": np.ascontiguousarray(f, dtype=np.float32)})[0]
+                      for f in text_features]
+            return np.mean([_softmax(x) for x in logits], axis=0)
+        video = _normalize(outputs[0])
+        scale = self.config["test"]["logit_scale"]
+        if ensemble == "softmax":
+            return _softmax(scale * np.einsum("bd,kcd->bkc", video, text_features)).mean(axis=1)
+        if ensemble == "embedding":
+            return _softmax(scale * video @ _normalize(text_features.mean(axis=0)).T)
+        raise ValueError(f"ensemble must be 'softmax' or 'embedding', got {ensemble!r}")
+
+
+def centre_indices(num_frames: int, t: int) -> list[int]:
+    """The centre of each of ``t`` segments (``actionclip.video.sampling.sample_indices`` in test mode)."""
+    if t == 1:
+        return [num_frames // 2]
+    if num_frames <= t:
+        return [i * num_frames // t for i in range(t)]
+    return [int(i * num_frames / t + (num_frames / t - 1) / 2.0) for i in range(t)]
+
+
+def _bicubic(x: float) -> float:
+    x, a = abs(x), -0.5  # the antialiased bicubic kernel of PIL and torchvision
+    if x < 1:
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+    if x < 2:
+        return (((x - 5) * x + 8) * x - 4) * a
+    return 0.0
+
+
+def resize_weights(source: int, target: int) -> np.ndarray:
+    """``[target, source]`` weights of an antialiased bicubic resize along one axis (the kernel widened by the
+    downscale factor, each row summing to one)."""
+    scale = source / target
+    support = 2.0 * max(scale, 1.0)
+    weights = np.zeros((target, source))
+    for i in range(target):
+        centre = (i + 0.5) * scale
+        lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), source)
+        taps = np.array([_bicubic((j - centre + 0.5) / max(scale, 1.0)) for j in range(lo, hi)])
+        weights[i, lo:hi] = taps / taps.sum()
+    return weights
+
+
+def centre_crop_frames(frames: np.ndarray, size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> float32 ``[T, 3, size, size]``: short side to ``size * 256 // 224`` (bicubic,
+    antialiased, rounded to uint8 as torchvision does), centre crop, scaled to [0, 1] and normalised."""
+    h, w = frames.shape[1:3]
+    short = size * 256 // 224
+    new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+    # Width first, each pass rounded to uint8: the order and roundings of PIL's resampling, which torchvision follows.
+    x = frames.astype(np.float32).transpose(0, 3, 1, 2)  # [T, 3, H, W]: both passes as matrix products
+    x = np.clip(np.rint(x @ resize_weights(w, new_w).T.astype(np.float32)), 0, 255)
+    x = np.clip(np.rint(resize_weights(h, new_h).astype(np.float32) @ x), 0, 255).transpose(0, 2, 3, 1)
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    x = x[:, top:top + size, left:left + size].astype(np.float32) / 255.0
+    return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(0, 3, 1, 2)
+
+
+def read_clip(path: str | os.PathLike, frames: int) -> np.ndarray:
+    """uint8 ``[frames, H, W, 3]``: the centre frames of ``frames`` segments of the video's decoded frames."""
+    with av.open(str(path)) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if not decoded:
+        raise ValueError(f"{path}: no video frames could be decoded")
+    return np.stack([decoded[i] for i in centre_indices(len(decoded), frames)])
+
+
+def classify_videos(directory: str | os.PathLike | ExportedModel, videos: Sequence[str | os.PathLike], labels: Sequence[str],
+                    top_k: int = 5, templates=None, precision: str | None = None) -> list[dict]:
+    """One result dict per video, as ``actionclip.predict`` gives them with one view: ``{"video", "labels",
+    "scores"}`` best first, or ``{"video", "error"}`` for a video that cannot be read."""
+    model = directory if isinstance(directory, ExportedModel) else ExportedModel(directory, precision)
+    labels = list(labels)
+    text_features = model.class_text_features(labels, templates)
+    results = []
+    for path in videos:
+        try:
+            clip = read_clip(path, model.num_frames)
+        except (OSError, ValueError, av.error.FFmpegError) as error:
+            results.append({"video": str(path), "error": str(error)})
+            continue
+        frames = centre_crop_frames(clip, model.image_size, model.config["mean"], model.config["std"])
+        probabilities = model.video_probabilities(frames[None], text_features)[0]
+        order = np.argsort(-probabilities, kind="stable")[: min(top_k, len(labels))]
+        results.append({"video": str(path), "labels": [labels[i] for i in order],
+                        "scores": [float(probabilities[i]) for i in order]})
+    return results
