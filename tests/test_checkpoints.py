@@ -14,6 +14,7 @@ from actionclip import CheckpointError
 from actionclip.checkpoints import ours as checkpoints
 from actionclip.checkpoints.sources import read_model
 from actionclip.cli.main import main
+from actionclip.host import files
 from actionclip.weights.torchscript import read_torchscript_state_dict
 from conftest import TINY, random_video
 
@@ -38,7 +39,7 @@ def test_saving_onto_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_p
     actionclip.save(model, tmp_path / "last")
     before = {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()}
     real_open = open
-    monkeypatch.setattr(checkpoints, "open", lambda path, mode="r": real_open("/dev/full", mode), raising=False)
+    monkeypatch.setattr(files, "open", lambda path, mode="r": real_open("/dev/full", mode), raising=False)
     with pytest.raises(OSError, match=r"no space left on device while writing .*last/model\.safetensors"):
         actionclip.save(model, tmp_path / "last")
     assert {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()} == before  # no partial file, nothing replaced

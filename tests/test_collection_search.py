@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import actionclip
 from actionclip.cli.main import main
+from actionclip.host.files import write_atomically
 from actionclip.inference import collection_store as store
 from actionclip.inference import search as search_module
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
@@ -61,7 +62,7 @@ def test_exact_search_over_chunks_and_faiss_built_once(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     directory = tmp_path / "random"
     directory.mkdir()
-    store.write_atomically(directory / store.INFO, json.dumps({"dim": 32, "dtype": "fp32"}).encode())
+    write_atomically(directory / store.INFO, json.dumps({"dim": 32, "dtype": "fp32"}).encode())
     matrix = rng.standard_normal((3000, 32)).astype(np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     for part in np.split(np.arange(3000), 3):

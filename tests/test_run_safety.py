@@ -15,6 +15,7 @@ from actionclip.engine import run_dir
 from actionclip.engine.config import load_config
 from actionclip.engine.run import run_training
 from actionclip.engine.signals import EXIT_INTERRUPTED
+from actionclip.host import files
 from run_helpers import losses, overrides, write_config
 
 
@@ -121,7 +122,7 @@ def test_a_truncated_or_foreign_checkpoint_is_named_and_none_intact_is_one_error
 
 def test_disk_full_while_saving_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
     real_open = open
-    monkeypatch.setattr(run_dir, "open", lambda path, mode="r": real_open("/dev/full", mode), raising=False)
+    monkeypatch.setattr(files, "open", lambda path, mode="r": real_open("/dev/full", mode), raising=False)
     with pytest.raises(OSError, match="no space left on device while writing .*step1.pt") as raised:
         run_dir.save_checkpoint({"model": {"w": torch.randn(100_000)}}, tmp_path / "step1.pt")
     assert raised.value.errno == errno.ENOSPC

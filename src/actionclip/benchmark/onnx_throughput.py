@@ -51,7 +51,7 @@ def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int =
     precision = resolve_onnx_precision(precision, "cpu")
     shapes = benchmark.build_random_model(model_name, visual_prompt, frames, arch, "meta")
     result = {
-        "model": model_name, "arch": arch, "visual_prompt": shapes.config.visual_prompt if arch != "xclip" else None,
+        "model": model_name, "arch": arch, "visual_prompt": shapes.config.visual_prompt if shapes.uses_visual_prompt else None,
         "frames": frames, "image_size": model_image_size(shapes), "batch_size": batch_size, "device": "cpu",
         "runtime": "onnx", "onnxruntime": ort.__version__, **benchmark.count_parameters(shapes),
         "gflops_per_video": benchmark.count_gflops(shapes, frames), "precision": precision,

@@ -215,7 +215,7 @@ def benchmark(
     result = {
         "model": model_name,
         "arch": arch,
-        "visual_prompt": shapes.config.visual_prompt if arch != "xclip" else None,
+        "visual_prompt": shapes.config.visual_prompt if shapes.uses_visual_prompt else None,
         "frames": frames,
         "image_size": model_image_size(shapes),
         "batch_size": batch_size,

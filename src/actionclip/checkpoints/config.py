@@ -20,7 +20,8 @@ from safetensors import safe_open
 
 from actionclip.models.actionclip import ActionCLIPConfig
 from actionclip.models.build import build_model
-from actionclip.weights.readers import CheckpointError, key_mismatches
+from actionclip.weights.errors import CheckpointError
+from actionclip.weights.readers import key_mismatches
 
 # Far above the 8-32 frames CLIP video models run at; a num_frames that no weight pins down (MeanP, Conv1D, LSTM,
 # Shift) is what predict and eval sample and decode per clip.

@@ -19,8 +19,8 @@ from urllib.request import url2pathname
 from tqdm import tqdm
 
 from actionclip.checkpoints.registry import Entry
-from actionclip.host.files import cache_root, file_lock
-from actionclip.weights.readers import CheckpointError
+from actionclip.host.files import HUB, cache_root, file_lock
+from actionclip.weights.errors import CheckpointError
 
 MIRROR_ENV = "ACTIONCLIP_HUB_MIRROR"
 TIMEOUT_S = 30.0
@@ -29,7 +29,12 @@ _CHUNK = 1 << 20
 
 def hub_cache() -> Path:
     """``$ACTIONCLIP_CACHE/hub`` (default ``~/.cache/actionclip/hub``)."""
-    return cache_root() / "hub"
+    return cache_root() / HUB
+
+
+def converted_dir(name: str) -> Path:
+    """Where the published checkpoint ``name`` is kept once converted to our format."""
+    return hub_cache() / "models" / name.replace("/", "--")
 
 
 def mirror_url() -> str | None:

@@ -19,12 +19,12 @@ import torch
 
 from actionclip.checkpoints import ours as checkpoints
 from actionclip.checkpoints import registry
-from actionclip.checkpoints.download import fetch, hub_cache, sha256_of
+from actionclip.checkpoints.download import converted_dir, fetch, sha256_of
 from actionclip.checkpoints.formats import read_format
 from actionclip.checkpoints.registry import Entry
 from actionclip.checkpoints.xclip import HF_WEIGHT_FILES, hf_snapshot
 from actionclip.host.files import file_lock, temporary_path
-from actionclip.weights.readers import CheckpointError
+from actionclip.weights.errors import CheckpointError
 
 SOURCE_FILE = "source.json"
 # The files of a checkpoint directory that an archive may hold; nothing else in it is read.
@@ -41,10 +41,6 @@ class UnverifiedDownloadWarning(UserWarning):
 def is_published(name: object) -> bool:
     """Whether ``name`` is a published checkpoint's name (built-in or from ``ACTIONCLIP_MODELS``) and no local path."""
     return isinstance(name, str) and not Path(name).exists() and registry.find(name) is not None
-
-
-def converted_dir(name: str) -> Path:
-    return hub_cache() / "models" / name.replace("/", "--")
 
 
 def load_published(name: str, device: str | torch.device = "cpu", progress: bool = True) -> torch.nn.Module:

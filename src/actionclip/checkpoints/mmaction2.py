@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
-from actionclip.weights.readers import CheckpointError, infer_openai_config, load_strict, read_checkpoint
+from actionclip.weights.errors import CheckpointError
+from actionclip.weights.readers import infer_openai_config, load_strict, read_checkpoint
 
 # Buffers of mmengine's data preprocessor, saved by some versions; the normalisation is CLIP's either way.
 _IGNORED = ("data_preprocessor.",)

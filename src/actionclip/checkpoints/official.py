@@ -5,7 +5,8 @@ from pathlib import Path
 
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
 from actionclip.models.temporal import canonical_prompt_name
-from actionclip.weights.readers import CheckpointError, infer_openai_config, load_strict, read_checkpoint
+from actionclip.weights.errors import CheckpointError
+from actionclip.weights.readers import infer_openai_config, load_strict, read_checkpoint
 
 
 def _strip_module(key: str) -> str:

@@ -12,7 +12,8 @@ from actionclip.checkpoints.config import check_against_weights, check_config_di
 from actionclip.host.files import write_atomically
 from actionclip.models.actionclip import ActionCLIPConfig
 from actionclip.models.build import build_model
-from actionclip.weights.readers import CheckpointError, load_strict
+from actionclip.weights.errors import CheckpointError
+from actionclip.weights.readers import load_strict
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

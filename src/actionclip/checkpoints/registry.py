@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from actionclip.weights.readers import CheckpointError
+from actionclip.weights.errors import CheckpointError
 
 BUILTIN = Path(__file__).with_name("published_checkpoints.yaml")
 FORMATS = ("actionclip", "official", "mmaction2", "vificlip", "videox", "hf_xclip")

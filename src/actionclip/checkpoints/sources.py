@@ -10,7 +10,7 @@ from torch import nn
 from actionclip.checkpoints import hub
 from actionclip.checkpoints.formats import local_format, read_format
 from actionclip.models.build import from_open_clip
-from actionclip.weights.readers import CheckpointError
+from actionclip.weights.errors import CheckpointError
 
 
 def create_model(model_name: str | None, pretrained: str | None = None, visual_prompt: str = "Transf",

@@ -19,13 +19,8 @@ from actionclip.checkpoints.xclip import read_videox_checkpoint
 from actionclip.models.actionclip import ActionCLIP, ActionCLIPConfig
 from actionclip.models.backbone import create_clip
 from actionclip.models.text import make_tokenizer
-from actionclip.weights.readers import (
-    CheckpointError,
-    infer_openai_config,
-    load_strict,
-    read_checkpoint,
-    unwrap_state_dict,
-)
+from actionclip.weights.errors import CheckpointError
+from actionclip.weights.readers import infer_openai_config, load_strict, read_checkpoint, unwrap_state_dict
 
 # The prompt learner of ViFi-CLIP's second stage ("bridge and prompt") learns context vectors that CLIP has not.
 _PROMPTING_KEYS = ("prompt_learner.ctx", "prompt_learner.token_prefix", "prompt_learner.token_suffix")

@@ -19,14 +19,8 @@ import torch
 from actionclip.checkpoints.config import check_against_weights
 from actionclip.models.actionclip import ActionCLIPConfig
 from actionclip.models.xclip import XCLIP
-from actionclip.weights.readers import (
-    CheckpointError,
-    infer_openai_config,
-    load_strict,
-    read_checkpoint,
-    refusal,
-    unwrap_state_dict,
-)
+from actionclip.weights.errors import CheckpointError
+from actionclip.weights.readers import infer_openai_config, load_strict, read_checkpoint, refusal, unwrap_state_dict
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")

@@ -17,7 +17,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser, required: bool) -> Non
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 
-def add_embed_command(sub) -> None:
+def add_commands(sub) -> None:
+    _add_embed(sub)
+    _add_search(sub)
+
+
+def _add_embed(sub) -> None:
     embed = sub.add_parser("embed", help="normalised video embeddings of a collection, in shards with a manifest "
                            "(resumable; torchrun for several processes)")
     embed.add_argument("inputs", nargs="+", help="video files, or folders (every video below them)")
@@ -58,7 +63,7 @@ def _embed(args) -> int:
     return 1 if summary["failed"] else 0
 
 
-def add_search_command(sub) -> None:
+def _add_search(sub) -> None:
     search = sub.add_parser("search", help="rank the videos (or windows) of an embedded collection against a text or a video")
     search.add_argument("collection", help="folder written by `actionclip embed`")
     search.add_argument("query", nargs="?", help='text, e.g. "someone playing guitar"')

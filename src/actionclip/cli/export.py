@@ -8,7 +8,7 @@ from actionclip.cli.options import check_minimums
 from actionclip.onnx_runtime.runtime import ONNX_PRECISIONS
 
 
-def add_export_command(sub) -> None:
+def add_commands(sub) -> None:
     export = sub.add_parser("export", help="export a model to ONNX (video and text encoders) for ONNX Runtime")
     add_model_source(export)
     add_build_options(export)

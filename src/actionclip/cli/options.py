@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def check_minimums(args: argparse.Namespace, minimums: dict[str, int]) -> None:
@@ -10,3 +11,10 @@ def check_minimums(args: argparse.Namespace, minimums: dict[str, int]) -> None:
         value = getattr(args, option[2:].replace("-", "_"))
         if value is not None and value < minimum:
             raise ValueError(f"{option} must be >= {minimum}, got {value}")
+
+
+def print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` for the command line: one ``warning: ...`` line, no source location."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)

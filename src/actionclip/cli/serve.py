@@ -7,7 +7,7 @@ from actionclip.cli.model_options import add_build_options, add_model_source, wa
 from actionclip.cli.options import check_minimums
 
 
-def add_serve_command(sub) -> None:
+def add_commands(sub) -> None:
     serve = sub.add_parser("serve", help="an HTTP API and a web page to classify videos with your own labels")
     add_model_source(serve)
     add_build_options(serve)

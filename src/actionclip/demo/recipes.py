@@ -28,6 +28,7 @@ from actionclip.engine.objectives import create_objective
 from actionclip.engine.optim import OptimConfig, warmup_cosine_factor
 from actionclip.engine.pretrain import PretrainConfig, check_captions_fit, fused_adamw, pretrain_clip
 from actionclip.models.backbone import build_clip
+from actionclip.models.build import ARCHITECTURES
 from actionclip.models.text import make_tokenizer
 
 # The tiny CLIP of each image tower, as registered with open_clip.
@@ -146,7 +147,7 @@ def build_variant(variant: Variant, clip_path: Path, num_classes: int, seed: int
         visual_prompt=variant.visual_prompt,
         num_frames=FRAMES,
         arch=variant.arch,
-        num_classes=num_classes if variant.arch == "unimodal" else None,
+        num_classes=num_classes if ARCHITECTURES[variant.arch].has_class_head else None,
         freeze_text=variant.freeze_text,
         seed=seed,
     )

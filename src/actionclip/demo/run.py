@@ -43,6 +43,7 @@ from actionclip.demo.report import (
 from actionclip.demo.world import HELD_OUT, all_classes, render_videos, splits
 from actionclip.engine.pretrain import check_captions_fit, save_clip
 from actionclip.models.backbone import register_model_config
+from actionclip.models.build import ARCHITECTURES
 from actionclip.models.precision import prepare_for_inference
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
 
@@ -88,7 +89,7 @@ def run_variant(key: str, clip_path: Path, config: DemoConfig, log: Callable[[st
     model = build_variant(variant, clip_path, len(train_classes), config.seed)
     losses = finetune(model, variant, train, config, config.seed)
     test_sets = {"supervised": test_seen}
-    if variant.arch != "unimodal":  # a linear head has no output for classes it was not trained on
+    if not ARCHITECTURES[variant.arch].has_class_head:  # a linear head has no output for classes it was not trained on
         test_sets["zero_shot"] = render_videos(unseen_classes, config.test_draws, config.seed, stream=4)
         classes = all_classes()
         # Generalised zero-shot: the unseen videos scored against all 72 classes, seen ones included.

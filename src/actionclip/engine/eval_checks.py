@@ -13,10 +13,6 @@ from torch import nn
 
 logger = logging.getLogger("actionclip.engine")
 
-# Their parameters do not depend on a frame's index (mean, a shift between neighbours, a kernel-3 convolution, an
-# LSTM), so any frame count runs the computation they were trained with. Joint, Transf and Transf_cls learn one
-# position per frame of the trained count: at another count each position would stand for another moment of the clip.
-ANY_FRAME_COUNT = ("MeanP", "Shift", "Conv1D", "LSTM")
 
 
 class EvaluationMismatch(ValueError):
@@ -25,7 +21,7 @@ class EvaluationMismatch(ValueError):
 
 def check_classes(model: nn.Module, source: str, num_classes: int) -> None:
     """A classifier head scores only the classes it was trained on; a video-text model scores any class list."""
-    head = model.config.num_classes if model.config.arch == "unimodal" else None
+    head = model.config.num_classes if model.has_class_head else None
     if head is not None and head != num_classes:
         raise EvaluationMismatch(
             f"{source} has a {head}-class head (model.arch unimodal) but the config's validation data (data section) "
@@ -39,8 +35,8 @@ def check_frames(model: nn.Module, source: str, num_frames: int) -> str | None:
     trained = model.config.num_frames
     if num_frames == trained:
         return None
-    prompt = "X-CLIP's MIT" if model.config.arch == "xclip" else f"its {model.config.visual_prompt} prompt"
-    if model.config.arch == "xclip" or model.config.visual_prompt not in ANY_FRAME_COUNT:
+    prompt = model.temporal_module
+    if not model.any_frame_count:
         raise EvaluationMismatch(
             f"{source} was trained on {trained} frames per clip and {prompt} learned a position for each; "
             f"model.num_frames is {num_frames}: set model.num_frames={trained}"

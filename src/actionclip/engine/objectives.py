@@ -26,7 +26,6 @@ from actionclip.losses import kl_contrastive_loss
 from actionclip.prompts import PromptTokens
 
 # Each architecture's own objective.
-OBJECTIVES = {"actionclip": "kl", "xclip": "ce", "unimodal": "head"}
 
 
 class VideoTextKL:
@@ -104,19 +103,19 @@ def create_objective(model: nn.Module, class_names: Sequence[str], templates=Non
                      label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
                      mixup_switch_prob: float = 0.5, gather_features: bool | None = None,
                      info: DistInfo = DistInfo()) -> VideoTextKL | ClassCrossEntropy:
-    """The objective ``kind`` (None: the model's own, ``OBJECTIVES[arch]``) for ``model`` over ``class_names``.
+    """The objective ``kind`` (None: the model's own, ``model.objective``) for ``model`` over ``class_names``.
 
     ``templates`` are the textual prompts (``kl`` draws one per sample, ``ce`` takes the first). ``ce`` must run with
     ``model`` on its training device, where the class features of a frozen text tower are computed."""
     arch = model.config.arch
-    kind = kind or OBJECTIVES[arch]
+    kind = kind or model.objective
     if kind not in ("kl", "ce", "head"):
         raise ValueError(f"unknown objective {kind!r}; choose kl, ce or head")
-    if (kind == "head") != (arch == "unimodal"):
+    if (kind == "head") != model.has_class_head:
         raise ValueError(f"the {kind} objective does not fit an {arch!r} model: head is for the unimodal classifier, "
                          "kl and ce for video-text models")
     if kind == "kl":
-        if arch == "xclip":
+        if model.video_specific_text:
             raise ValueError("X-CLIP's logits are per video x class, not per video-text pair: train it with ce")
         if label_smoothing or mixup_alpha > 0 or cutmix_alpha > 0:
             raise ValueError("label smoothing, mixup and cutmix apply to the ce and head objectives, not to kl")

@@ -18,6 +18,7 @@ from actionclip.engine.evaluate import predict_dataset, summarize, write_report
 from actionclip.engine.train import Trainer
 from actionclip.host import distributed
 from actionclip.host.devices import resolve_precision
+from actionclip.models.build import ARCHITECTURES
 from actionclip.models.precision import prepare_for_inference
 
 
@@ -30,7 +31,7 @@ def model_from_config(config: ModelConfig, num_classes: int | None = None) -> to
         config.visual_prompt,
         config.num_frames,
         arch=config.arch,
-        num_classes=num_classes if config.arch == "unimodal" else None,
+        num_classes=num_classes if ARCHITECTURES[config.arch].has_class_head else None,
         quick_gelu=config.quick_gelu,
         init_vision=config.init_vision,
         init_text=config.init_text,

@@ -55,10 +55,10 @@ def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", 
     shutil.copyfile(default_bpe(), output / Path(default_bpe()).name)
     normalization = model_normalization(model)  # what `actionclip predict` normalises with
     mean, std = NORMALIZATIONS[normalization]
-    xclip = model.config.arch == "xclip"
+    xclip = model.video_specific_text  # X-CLIP: text features from its prompt graph
     config = {
         "format": EXPORT_FORMAT, "version": 1, "arch": model.config.arch, "model_name": model.config.model_name,
-        "visual_prompt": None if xclip else model.config.visual_prompt, "embed_dim": model.config.clip["embed_dim"],
+        "visual_prompt": model.config.visual_prompt if model.uses_visual_prompt else None, "embed_dim": model.config.clip["embed_dim"],
         "image_size": size, "normalization": normalization,
         "mean": list(mean), "std": list(std), **{k: v for k, v in graphs.items() if k != "files"},
         "tokenizer": Path(default_bpe()).name, "templates": resolve_templates(model.default_templates),

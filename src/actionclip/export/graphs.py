@@ -30,8 +30,8 @@ VIDEO_FILE, TEXT_FILE, PROMPTS_FILE = "video.onnx", "text.onnx", "prompts.onnx"
 def fixed_frames_reason(model: nn.Module) -> str | None:
     """Why the video graph of ``model`` takes exactly its built frame count, or None when any count up to its
     limit works."""
-    if model.config.arch == "xclip":
-        return "X-CLIP's MIT has one position embedding per frame"
+    if not model.uses_visual_prompt:
+        return f"{model.temporal_module} has one position embedding per frame"
     prompt = model.config.visual_prompt
     if prompt == "Joint":
         return "Joint's time embedding has one row per frame"
@@ -60,7 +60,7 @@ class VideoGraph(nn.Module):
         self.model = model
 
     def forward(self, frames: torch.Tensor):
-        if self.model.config.arch == "xclip":
+        if self.model.video_specific_text:  # its text graph needs the video's visual tokens
             features, tokens = self.model.video(frames)
             return features.float(), tokens.float()
         return self.model.encode_video(frames)
@@ -182,7 +182,7 @@ def export_video_graph(model: nn.Module, path: str | Path, frames: int | None = 
     if reason and frames != model.config.num_frames:
         raise ValueError(f"this model takes exactly {model.config.num_frames} frames ({reason}), not {frames}")
     frame_dim = {} if reason else {1: torch.export.Dim("frames", min=2, max=model.config.max_frames)}
-    outputs = ["video_features", "visual_tokens"] if model.config.arch == "xclip" else ["video_features"]
+    outputs = ["video_features", "visual_tokens"] if model.video_specific_text else ["video_features"]
     _export(VideoGraph(model), (_example_video(model, frames),), Path(path), ["frames"], outputs,
             {"frames": {0: _BATCH, **frame_dim}})
     return {"num_frames": frames, "dynamic_frames": reason is None, "fixed_frames_reason": reason,
@@ -223,7 +223,7 @@ def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = 
     info = export_video_graph(model, directory / VIDEO_FILE, frames)
     info["context_length"] = export_text_graph(model, directory / TEXT_FILE)
     info["files"] = {"video": VIDEO_FILE, "text": TEXT_FILE}
-    if model.config.arch == "xclip":
+    if model.video_specific_text:
         export_prompt_graph(model, directory / PROMPTS_FILE)
         info["files"]["prompts"] = PROMPTS_FILE
     return info

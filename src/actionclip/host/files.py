@@ -12,6 +12,8 @@ from typing import BinaryIO, Iterator
 import filelock
 
 CACHE_ENV = "ACTIONCLIP_CACHE"
+# The cache's folders, one per kind of thing kept in it
+TEXT_FEATURES, HUB, ONNX = "text_features", "hub", "onnx"
 
 
 class LockHeld(OSError):

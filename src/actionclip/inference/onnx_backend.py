@@ -21,7 +21,8 @@ import torch
 from actionclip.checkpoints.sources import read_model
 from actionclip.export.directory import export_model, weights_digest
 from actionclip.host.devices import cpu_has_native_bf16
-from actionclip.host.files import cache_root
+from actionclip.host.files import ONNX, cache_root
+from actionclip.models.build import ARCHITECTURES
 from actionclip.onnx_runtime.runtime import EXPORT_CONFIG, ExportedModel, is_export_dir
 
 RUNTIMES = ("torch", "onnx")
@@ -46,7 +47,7 @@ def resolve_onnx_precision(precision: str | None, device) -> str | None:
 
 
 def onnx_cache_dir() -> Path:
-    return cache_root() / "onnx"
+    return cache_root() / ONNX
 
 
 def cached_export(model: torch.nn.Module, frames: int, precision: str, cache_dir: str | Path | None = None) -> Path:
@@ -88,6 +89,12 @@ class OnnxPredictModel:
                                       visual_prompt=config["visual_prompt"], templates=config["templates"],
                                       clip={"embed_dim": config["embed_dim"], "vision_cfg": {"image_size": config["image_size"]}})
         self.default_templates = config["templates"]
+        # The attributes of its architecture that the engine and search ask of a model (a property reads this config).
+        architecture = ARCHITECTURES[config["arch"]]
+        for name in ("objective", "has_class_head", "video_specific_text", "uses_visual_prompt", "temporal_module",
+                     "any_frame_count"):
+            value = getattr(architecture, name)
+            setattr(self, name, value.fget(self) if isinstance(value, property) else value)
         # The key of its class text features in the text-feature cache: the weights it was exported from, run by
         # ONNX Runtime (within 1e-4 of torch's, so not torch's entries).
         self.text_features_digest = f"onnx:{config['weights_digest']}"

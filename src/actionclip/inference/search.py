@@ -61,7 +61,7 @@ def collection_model(directory: PathLike, model: nn.Module | str | None = None, 
 
 def text_query_embedding(model: nn.Module, query: str, templates=None) -> torch.Tensor:
     """``[D]``: the normalised mean of the query's normalised template embeddings."""
-    if model.config.arch == "xclip":
+    if model.video_specific_text:
         raise ValueError("X-CLIP's text embeddings depend on each video's frames (its video-specific prompts): an "
                          "embedded collection cannot be searched by text with it; search with like=VIDEO instead")
     features = F.normalize(model.class_text_features([query], templates).float(), dim=-1)

@@ -20,7 +20,7 @@ from safetensors.torch import save
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
-from actionclip.host.files import cache_root, write_atomically
+from actionclip.host.files import TEXT_FEATURES, cache_root, write_atomically
 from actionclip.prompts import resolve_templates
 from actionclip.weights.readers import tensor_digest
 
@@ -30,7 +30,7 @@ class TextCacheWarning(UserWarning):
 
 
 def default_cache_dir() -> Path:
-    return cache_root() / "text_features"
+    return cache_root() / TEXT_FEATURES
 
 
 def text_weights_digest(model: nn.Module) -> str:

@@ -4,7 +4,7 @@ from actionclip.models.backbone import register_model_config
 from actionclip.models.temporal import VISUAL_PROMPTS
 from actionclip.models.video import VideoEncoder
 from actionclip.models.xclip import XCLIP
-from actionclip.weights.readers import CheckpointError
+from actionclip.weights.errors import CheckpointError
 
 __all__ = [
     "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "VISUAL_PROMPTS", "VideoEncoder", "XCLIP",

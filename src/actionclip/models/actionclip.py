@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from actionclip.models.backbone import build_clip, build_vision_tower
-from actionclip.models.temporal import canonical_prompt_name, default_temporal_heads
+from actionclip.models.temporal import ANY_FRAME_COUNT, canonical_prompt_name, default_temporal_heads
 from actionclip.models.text import TextEncoder, make_tokenizer
 from actionclip.models.video import VideoEncoder
 from actionclip.prompts import clean_class_name, fill_templates, resolve_templates
@@ -86,6 +86,21 @@ def _check_normalised(video: torch.Tensor) -> None:
 
 
 class ActionCLIP(nn.Module):
+    # What the rest of the library asks of an architecture, instead of comparing its name.
+    objective = "kl"  # the training objective of its paper: KL over in-batch video-text pairs
+    has_class_head = False  # a fixed set of classes (a linear head) rather than text
+    video_specific_text = False  # text features that depend on each video (X-CLIP's prompts)
+    uses_visual_prompt = True  # config.visual_prompt is its temporal module
+
+    @property
+    def temporal_module(self) -> str:
+        return f"its {self.config.visual_prompt} prompt"
+
+    @property
+    def any_frame_count(self) -> bool:
+        """Whether it computes correctly on another number of frames than it was trained on."""
+        return self.config.visual_prompt in ANY_FRAME_COUNT
+
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
         super().__init__()
         clip = build_clip(config.clip) if clip is None else clip
@@ -189,6 +204,13 @@ def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Te
 
 class UnimodalClassifier(nn.Module):
     """Table 1's baseline: ActionCLIP's video encoder, then a linear layer trained with cross-entropy."""
+
+    objective = "head"
+    has_class_head = True
+    video_specific_text = False
+    uses_visual_prompt = True
+    temporal_module = ActionCLIP.temporal_module
+    any_frame_count = ActionCLIP.any_frame_count
 
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
         super().__init__()

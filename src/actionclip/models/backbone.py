@@ -13,8 +13,8 @@ from typing import Any
 import open_clip
 from torch import nn
 
+from actionclip.weights.errors import CheckpointError
 from actionclip.weights.readers import (
-    CheckpointError,
     infer_openai_config,
     is_torchscript,
     load_strict,

@@ -9,6 +9,9 @@ from actionclip.models.backbone import build_clip, create_clip
 from actionclip.models.xclip import XCLIP
 
 _INITS = ("pretrained", "random")
+# config.arch -> its class; what each architecture does differently is a class attribute of it (objective,
+# has_class_head, video_specific_text, uses_visual_prompt, ...), so a new architecture is one class and one row here.
+ARCHITECTURES = {"actionclip": ActionCLIP, "unimodal": UnimodalClassifier, "xclip": XCLIP}
 
 
 def from_open_clip(
@@ -62,13 +65,9 @@ def from_open_clip(
 
 def build_model(config: ActionCLIPConfig, clip=None):
     """The model an ``ActionCLIPConfig`` describes, around ``clip`` (random weights when None)."""
-    if config.arch == "actionclip":
-        return ActionCLIP(config, clip)
-    if config.arch == "unimodal":
-        return UnimodalClassifier(config, clip)
-    if config.arch == "xclip":
-        return XCLIP(config, clip)
-    raise ValueError(f"unknown arch {config.arch!r}; choose 'actionclip', 'unimodal' or 'xclip'")
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {config.arch!r}; choose {', '.join(repr(a) for a in ARCHITECTURES)}")
+    return ARCHITECTURES[config.arch](config, clip)
 
 
 def _reinitialise_towers(clip, clip_config: dict, vision: bool, text: bool) -> None:

@@ -184,6 +184,11 @@ class TransfCls(nn.Module):
         return self.transformer(x)
 
 
+# Their parameters do not depend on a frame's index (mean, a shift between neighbours, a kernel-3 convolution, an
+# LSTM), so any frame count runs the computation they were trained with. Joint, Transf and Transf_cls learn one
+# position per frame of the trained count: at another count each position would stand for another moment of the clip.
+ANY_FRAME_COUNT = ("MeanP", "Shift", "Conv1D", "LSTM")
+
 VISUAL_PROMPTS = ("Joint", "Shift", "MeanP", "Conv1D", "LSTM", "Transf", "Transf_cls")
 _ALIASES = {p.lower(): p for p in VISUAL_PROMPTS} | {"conv_1d": "Conv1D", "meanp": "MeanP", "transfcls": "Transf_cls"}
 

@@ -185,6 +185,12 @@ class XCLIPVideoEncoder(nn.Module):
 class XCLIP(nn.Module):
     """X-CLIP around an open_clip CLIP: image tower -> :class:`XCLIPVideoEncoder`, CLIP's text tower as is."""
     default_templates = "label_only"  # X-CLIP trains and tests on the label alone
+    objective = "ce"  # cross-entropy over all class texts: its logits are per video x class
+    has_class_head = False
+    video_specific_text = True  # its prompts generator adds each video's visual tokens to the text features
+    uses_visual_prompt = False  # its temporal modelling is its own: cross-frame attention and the MIT
+    temporal_module = "X-CLIP's MIT"
+    any_frame_count = False  # its cross-frame attention and MIT learn a position per frame
 
 
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):

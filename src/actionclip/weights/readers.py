@@ -18,14 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from actionclip.weights.errors import CheckpointError
 from actionclip.weights.torchscript import read_torchscript_state_dict
 
 # Keys of OpenAI's TorchScript archives that are not parameters.
 _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
-
-
-class CheckpointError(RuntimeError):
-    """A weight file that cannot be read, or does not fit the model it is loaded into."""
 
 
 def is_torchscript(path: Path) -> bool:

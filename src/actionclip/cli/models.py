@@ -10,7 +10,7 @@ import sys
 _MIRROR_HELP = "fetch published checkpoints from this mirror, which serves the same file names (env ACTIONCLIP_HUB_MIRROR)"
 
 
-def add_hub_commands(sub) -> None:
+def add_commands(sub) -> None:
     """The ``models`` command, and ``--hub-mirror`` on every command that loads a model by name."""
     models = sub.add_parser("models", help="list the published checkpoints that load by name (and ACTIONCLIP_MODELS lists)")
     models.add_argument("--json", action="store_true", help="one JSON list with every field of every entry")
@@ -51,7 +51,7 @@ def _accuracy(entry) -> str:
 
 
 def _models(args) -> int:
-    from actionclip.checkpoints.hub import converted_dir
+    from actionclip.checkpoints.download import converted_dir
     from actionclip.checkpoints.registry import entries
 
     found = list(entries().values())
