@@ -120,12 +120,14 @@ def _decode(container, stream, wanted_pts: set[int] | None = None) -> Iterator[l
 
 
 def _to_rgb(frame: av.VideoFrame, short_side: int | None = None) -> np.ndarray:
+    # threads=1: PyAV 17+ scales with FFmpeg's threads by default, and a DataLoader worker forked from a process that
+    # had scaled that way hung in its first conversion; the workers are the parallelism anyway.
     scale = short_side / min(frame.width, frame.height) if short_side else 1.0
     if scale < 1:
         width, height = round(frame.width * scale), round(frame.height * scale)
-        image = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
+        image = frame.reformat(width=width, height=height, format="rgb24", interpolation="AREA", threads=1).to_ndarray()
     else:
-        image = frame.to_ndarray(format="rgb24")
+        image = frame.to_ndarray(format="rgb24", threads=1)
     # Phones store portrait video as landscape plus a display matrix; show it the way players do.
     quarter_turns = round((frame.rotation or 0) / 90) % 4
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
