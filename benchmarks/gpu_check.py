@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 # This checkout's package, whatever else is installed (the machine may have none).
 sys.path.insert(0, str(REPO / "src"))
 
-import torch
+import torch  # noqa: E402 (after the path insert above)
 
-import actionclip
-from actionclip.benchmark.throughput import benchmark
-from actionclip.losses import kl_contrastive_loss
+import actionclip  # noqa: E402
+from actionclip.benchmark.throughput import benchmark  # noqa: E402
+from actionclip.losses import kl_contrastive_loss  # noqa: E402
 
 BUDGET_S = 8 * 60
 # Table 7: ActionCLIP, Transf, 8 frames, one view, on one NVIDIA GeForce RTX 3090.

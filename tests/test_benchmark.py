@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import actionclip
-from actionclip.benchmark.throughput import _timed, benchmark, build_random_model, count_gflops, count_parameters
+from actionclip.benchmark.throughput import benchmark, build_random_model, count_parameters, count_video_gmacs, timed
 from actionclip.cli.main import main
 from actionclip.data import write_video
 
@@ -31,7 +31,7 @@ def test_vit_b32_matches_table_7():
 
 def test_vit_b16_counts_match_table_7():
     model = build_random_model("ViT-B-16", "Transf", 8, device="meta")
-    assert_near_paper({**count_parameters(model), "gflops_per_video": count_gflops(model, 8)}, "ViT-B-16")
+    assert_near_paper({**count_parameters(model), "gflops_per_video": count_video_gmacs(model, 8)}, "ViT-B-16")
 
 
 def test_tiny_model_counts_by_hand():
@@ -42,10 +42,10 @@ def test_tiny_model_counts_by_hand():
     per_frame = 4 * (3 * 16 * 16) * width + block(tokens) + width * 64  # patch conv, the block, the projection
     expected = 8 * per_frame + 6 * block(8)
     model = build_random_model("test-tiny", "Transf", 8, device="meta")
-    assert count_gflops(model, 8) * 1e9 == expected == 6_005_760
+    assert count_video_gmacs(model, 8) * 1e9 == expected == 6_005_760
     real = actionclip.create_model("test-tiny", visual_prompt="Transf").eval()
     # The meta-device count is the count of the real model.
-    assert count_gflops(real, 8) == count_gflops(model, 8)
+    assert count_video_gmacs(real, 8) == count_video_gmacs(model, 8)
     assert count_parameters(model) == count_parameters(real)
     assert count_parameters(real)["params_all"] == sum(p.numel() for p in real.parameters())
     assert count_parameters(real)["params_video"] == sum(p.numel() for p in real.video.parameters())
@@ -70,7 +70,7 @@ def test_cli_json_schema(arch, video_folder, capsys):
     assert result["videos_per_s"] > 0 and result["videos_per_s_end_to_end"] > 0
     model = build_random_model("test-tiny", "Transf", 8, arch, "meta")
     assert result["params"] == count_parameters(model)["params"]
-    assert result["gflops_per_video"] == count_gflops(model, 8)
+    assert result["gflops_per_video"] == count_video_gmacs(model, 8)
     assert (result["arch"], result["frames"], result["batch_size"], result["workers"]) == (arch, 8, 3, 1)
     assert result["visual_prompt"] == ("Transf" if arch == "actionclip" else None)
 
@@ -126,5 +126,5 @@ def test_waiting_for_the_gpu_is_wall_time_not_cpu_time(monkeypatch):
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: _simulated_gpu_wait(blocking=False))
     monkeypatch.setattr(torch.cuda, "Event", _SimulatedCudaEvent)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
-    wall, cpu = _timed(lambda: None, torch.device("cuda"))
+    wall, cpu = timed(lambda: None, torch.device("cuda"))
     assert wall >= 0.3 and cpu < 0.1, (wall, cpu)

@@ -70,8 +70,8 @@ def decoded_times(path):
 def test_segments_recover_the_boundaries_and_windows_follow_the_pts(kind, videos, colour_model, monkeypatch):
     path, start = videos[kind]
     passes = []
-    real_decode = decode._decode
-    monkeypatch.setattr(decode, "_decode", lambda *a, **k: passes.append(1) or real_decode(*a, **k))
+    real_decode = decode.decode_frames
+    monkeypatch.setattr(decode, "decode_frames", lambda *a, **k: passes.append(1) or real_decode(*a, **k))
     (result,) = actionclip.predict(path, LABELS, colour_model, window=2, stride=1, workers=0, top_k=3)
     assert len(passes) == 1  # one decoding pass for the 17 or 18 windows
     times = decoded_times(path)
@@ -147,12 +147,12 @@ def test_an_xclip_collection_is_refused_for_labels(tmp_path, capsys):
 
 @pytest.mark.parametrize("kind", ["constant", "variable"])
 def test_the_one_pass_gives_the_pixels_of_a_sparse_read(kind, videos):
-    from actionclip.data.windows import _window_frames
+    from actionclip.data.windows import window_frames
 
     path, _ = videos[kind]
     video = data.VideoFile(path)
     windows = plan_windows(video.frame_times, 8, 2.0, 1.0)
-    streamed = list(_window_frames(video, windows))
+    streamed = list(window_frames(video, windows))
     assert [w for w, _ in streamed] == windows
     for window, frames in streamed:
         assert np.array_equal(frames, data.VideoFile(path).read(window.indices))

@@ -255,8 +255,8 @@ def test_decoder_threads_follow_torch_and_give_the_same_frames(videos, monkeypat
         threads.append(stream.codec_context.thread_count)
         return stream
 
-    original = decode._video_stream
-    monkeypatch.setattr(decode, "_video_stream", recording)
+    original = decode.video_stream
+    monkeypatch.setattr(decode, "video_stream", recording)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # as in a DataLoader worker

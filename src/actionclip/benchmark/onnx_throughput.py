@@ -54,7 +54,7 @@ def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int =
         "model": model_name, "arch": arch, "visual_prompt": shapes.config.visual_prompt if shapes.uses_visual_prompt else None,
         "frames": frames, "image_size": model_image_size(shapes), "batch_size": batch_size, "device": "cpu",
         "runtime": "onnx", "onnxruntime": ort.__version__, **benchmark.count_parameters(shapes),
-        "gflops_per_video": benchmark.count_gflops(shapes, frames), "precision": precision,
+        "gflops_per_video": benchmark.count_video_gmacs(shapes, frames), "precision": precision,
     }
     with tempfile.TemporaryDirectory(prefix="actionclip-bench-") as workdir:
         model = benchmark.build_random_model(model_name, visual_prompt, frames, arch)
@@ -78,9 +78,9 @@ def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int =
             peak_step()
         model_seconds = model_cpu = peak_seconds = 0.0
         for _ in range(iterations):
-            wall, cpu = benchmark._timed(model_step, CPU)
+            wall, cpu = benchmark.timed(model_step, CPU)
             model_seconds, model_cpu = model_seconds + wall, model_cpu + cpu
-            peak_seconds += benchmark._timed(peak_step, CPU)[0]
+            peak_seconds += benchmark.timed(peak_step, CPU)[0]
         videos = batch_size * iterations
         result["videos_per_s"] = videos / model_seconds
         result["cpu_s_per_video"] = model_cpu / videos

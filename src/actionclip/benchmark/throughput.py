@@ -90,7 +90,7 @@ def count_gmacs(fn: Callable[[], object]) -> float:
     return counter.get_total_flops() / 2 / 1e9
 
 
-def count_gflops(model: nn.Module, frames: int) -> float:
+def count_video_gmacs(model: nn.Module, frames: int) -> float:
     """Multiply-accumulates (in billions) of ``model.encode_video`` for one video of ``frames`` frames."""
     size = model_image_size(model)
     video = torch.zeros(1, frames, 3, size, size, device=model.logit_scale.device)
@@ -118,7 +118,7 @@ def throughput(step: Callable[[], int], iterations: int, warmup: int, device: to
     return items / (time.perf_counter() - start)
 
 
-def _timed(step: Callable[[], object], device: torch.device) -> tuple[float, float]:
+def timed(step: Callable[[], object], device: torch.device) -> tuple[float, float]:
     """Wall and process CPU seconds (all threads) of one call of ``step``, until the device has done its work; the CPU
     time does not include waiting for the device."""
     _synchronize(device)
@@ -157,9 +157,9 @@ def model_and_peak_throughput(model: nn.Module, batch_size: int, frames: int, dt
         peak_step()
     model_seconds = model_cpu = peak_seconds = 0.0
     for _ in range(iterations):
-        wall, cpu = _timed(model_step, device)
+        wall, cpu = timed(model_step, device)
         model_seconds, model_cpu = model_seconds + wall, model_cpu + cpu
-        peak_seconds += _timed(peak_step, device)[0]
+        peak_seconds += timed(peak_step, device)[0]
     videos = batch_size * iterations
     return videos / model_seconds, 2 * peak_size**3 * peak_matmuls * iterations / peak_seconds / 1e9, model_cpu / videos
 
@@ -222,7 +222,7 @@ def benchmark(
         "device": str(device),
         "device_name": _device_name(device),
         **count_parameters(shapes),
-        "gflops_per_video": count_gflops(shapes, frames),
+        "gflops_per_video": count_video_gmacs(shapes, frames),
     }
     result["precision"] = resolve_precision(precision, device)
     model = prepare_for_inference(build_random_model(model_name, visual_prompt, frames, arch, device), result["precision"])

@@ -83,7 +83,7 @@ def plan_windows(times: Sequence[float], num_frames: int, window: float | None, 
         k += 1
 
 
-def _window_frames(video: VideoFile, windows: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
+def window_frames(video: VideoFile, windows: list[Window]) -> Iterator[tuple[Window, np.ndarray]]:
     """Each window with its frames ``[T, H, W, 3]``, from one forward decoding pass over ``video``. A frame is kept
     only until the last window that samples it has been handed on."""
     last_use: dict[int, int] = {}
@@ -148,7 +148,7 @@ class CollectionClips(IterableDataset):
                 frames = video.read(windows[0].indices)
             yield frames, windows[0].start, windows[0].end
         else:
-            for window, frames in _window_frames(video, windows):
+            for window, frames in window_frames(video, windows):
                 yield frames, window.start, window.end
         done = {"position": position, "start": times[0], "end": video_end(times)}
         if video.shortfall:

@@ -91,7 +91,7 @@ def _decoder_threads() -> int:
     return torch.get_num_threads() if torch is not None else 0
 
 
-def _video_stream(container, path: str):
+def video_stream(container, path: str):
     if not container.streams.video:
         raise VideoReadError(path, "no video stream")
     stream = container.streams.video[0]
@@ -99,7 +99,7 @@ def _video_stream(container, path: str):
     return stream
 
 
-def _decode(container, stream, wanted_pts: set[int] | None = None) -> Iterator[list[av.VideoFrame]]:
+def decode_frames(container, stream, wanted_pts: set[int] | None = None) -> Iterator[list[av.VideoFrame]]:
     """Yield the frames of each packet, tolerating corrupt packets and a truncated tail like ffmpeg:
     a packet that fails to decode is dropped, a demuxer error ends the stream. With ``wanted_pts``,
     the decoder drops non-reference frames whose timestamp is not wanted."""
@@ -158,7 +158,7 @@ class VideoFile:
             raise VideoReadError(self.path, "empty file (0 bytes)")
         container = _open(self.path)
         with container:
-            stream = _video_stream(container, self.path)
+            stream = video_stream(container, self.path)
             trusted = container.format.name not in _UNTRUSTED_FORMATS
             # What the header claims, kept only to spot truncated files (it is not used to find frames).
             self.header_frames: int | None = stream.frames or None
@@ -224,8 +224,8 @@ class VideoFile:
         wanted_pts = {self._pts[i] for i in pending if i < len(self._pts)} if self._pts else None
         try:
             with _open(self.path) as container:
-                stream = _video_stream(container, self.path)
-                for decoded in _decode(container, stream, wanted_pts):
+                stream = video_stream(container, self.path)
+                for decoded in decode_frames(container, stream, wanted_pts):
                     for frame in decoded:
                         count += 1
                         index = self._index_of_pts.get(frame.pts) if self._pts else count
@@ -273,12 +273,12 @@ class VideoFile:
         wanted_pts = {self._pts[t] for t in targets}
         frames: dict[int, np.ndarray] = {}
         with _open(self.path) as container:
-            stream = _video_stream(container, self.path)
+            stream = video_stream(container, self.path)
             for start, run in self._plan(targets):
                 if start is not None:
                     container.seek(self._pts[start], stream=stream, backward=True)
                 pending, last, first, previous = set(run), run[-1], True, -1
-                for decoded in _decode(container, stream, wanted_pts):
+                for decoded in decode_frames(container, stream, wanted_pts):
                     for frame in decoded:
                         index = self._index_of_pts.get(frame.pts)
                         if index is None or index <= previous or (first and start is not None and index > start):
@@ -299,8 +299,8 @@ class VideoFile:
         frames: dict[int, np.ndarray] = {}
         pending, last, index = set(targets), targets[-1], -1
         with _open(self.path) as container:
-            stream = _video_stream(container, self.path)
-            for decoded in _decode(container, stream):
+            stream = video_stream(container, self.path)
+            for decoded in decode_frames(container, stream):
                 for frame in decoded:
                     index += 1
                     if index in pending:
@@ -374,8 +374,8 @@ def count_frames(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset
     VideoFile(path)  # clear errors for missing, empty and non-video files
     count = 0
     with _open(str(path)) as container:
-        stream = _video_stream(container, str(path))
-        for decoded in _decode(container, stream):
+        stream = video_stream(container, str(path))
+        for decoded in decode_frames(container, stream):
             count += len(decoded)
     return count
 
