@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 import shutil
@@ -6,6 +7,7 @@ from typing import Tuple
 import open_clip
 import pytest
 import torch
+from open_clip.model import CLIPVisionCfg
 from safetensors.torch import save_file
 from torch import nn
 
@@ -96,8 +98,8 @@ CONFIG_MISTAKES = {
     "temporal_layers": (lambda c: c.update(temporal_layers=10**6), "config.json: temporal_layers is 1000000 but {weights} has 6 Transf temporal blocks"),
     "vision width": (lambda c: c["clip"]["vision_cfg"].update(width=10**9),
                      "config.json: vision_cfg.width is 1000000000 but {weights} has 64 (video.visual.conv1.weight: [64, 3, 16, 16])"),
-    "vision key": (lambda c: c["clip"]["vision_cfg"].update(depth=12), "config.json: unknown key vision_cfg.depth (not a setting of any model here)"),
-    "top key": (lambda c: c.update(dropout=0.1), "config.json: unknown key dropout (not a setting of any model here)"),
+    "vision key": (lambda c: c["clip"]["vision_cfg"].update(depth=12), "config.json: clip.vision_cfg: unknown key(s) depth; known: {vision_keys}"),
+    "top key": (lambda c: c.update(dropout=0.1), "config.json: unknown key(s) dropout; known: {config_keys}"),
     "text layers": (lambda c: c["clip"]["text_cfg"].update(layers=3), "config.json: text_cfg.layers is 3 but {weights} has 1 text blocks"),
     "text width": (lambda c: c["clip"]["text_cfg"].update(width=128), "config.json: text_cfg.width is 128 but {weights} has 64 (text.ln_final.weight: [64])"),
     "vocab": (lambda c: c["clip"]["text_cfg"].update(vocab_size=10**9),
@@ -108,7 +110,7 @@ CONFIG_MISTAKES = {
     "max_frames": (lambda c: c.update(max_frames=10**9),
                    "config.json: max_frames is 1000000000 but {weights} has 77 (video.temporal.frame_position_embeddings.weight: [77, 64])"),
     "heads": (lambda c: c.update(temporal_heads=7), "config.json: temporal_heads is 7, which does not divide embed_dim 64"),
-    "type": (lambda c: c.update(num_frames="8"), "config.json: num_frames is '8', expected a positive integer"),
+    "type": (lambda c: c.update(num_frames="8"), "config.json: num_frames: expected an integer, got '8'"),
     "frames": (lambda c: c.update(num_frames=100), "config.json: describes no model that can be built (num_frames=100 exceeds Transf's max_frames=77)"),
     "mlp_ratio": (lambda c: c["clip"]["vision_cfg"].update(mlp_ratio=10**6),
                   ("model.safetensors does not fit the model {config} describes: shape mismatches: video.visual.transformer.resblocks.0.mlp."
@@ -125,7 +127,9 @@ def test_a_config_that_does_not_fit_its_weights_is_refused_in_one_line_before_bu
     monkeypatch.setattr(checkpoints, "build_model", _never_built)  # the only model built is on the meta device
     with pytest.raises(CheckpointError) as error:
         actionclip.load(directory)
-    assert str(error.value) == f"{directory}/" + message.format(weights=directory / "model.safetensors", config=directory / "config.json")
+    keys = {"vision_keys": ", ".join(sorted(f.name for f in dataclasses.fields(CLIPVisionCfg))),
+            "config_keys": ", ".join(sorted(f.name for f in dataclasses.fields(actionclip.ActionCLIPConfig)))}
+    assert str(error.value) == f"{directory}/" + message.format(weights=directory / "model.safetensors", config=directory / "config.json", **keys)
 
 
 def test_a_frame_count_that_no_weight_pins_down_is_bounded(tmp_path):

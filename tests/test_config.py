@@ -1,3 +1,9 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from actionclip.cli.main import main
@@ -21,10 +27,10 @@ def test_yaml_overrides_and_number_coercion(tmp_path):
 def test_unknown_keys_and_bad_values_name_the_file(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim:\n  learning_rate: 1.0e-5\n")
-    with pytest.raises(ValueError, match=r"typo\.yaml\.optim: unknown key\(s\) learning_rate"):
+    with pytest.raises(ValueError, match=r"typo\.yaml: optim: unknown key\(s\) learning_rate"):
         load_config(path)
     path.write_text("optim:\n  lr: fast\n")
-    with pytest.raises(ValueError, match=r"typo\.yaml\.optim\.lr: expected a number, got 'fast'"):
+    with pytest.raises(ValueError, match=r"typo\.yaml: optim\.lr: expected a number, got 'fast'"):
         load_config(path)
     with pytest.raises(ValueError, match="must look like section.key=value"):
         load_config(None, ["optim.lr"])
@@ -39,10 +45,10 @@ def test_parse_views():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("data:\n  options:\n    shot: 4\n", r"exp\.yaml\.data\.options: unknown key\(s\) shot; known: .*shots"),
-    ("data:\n  train_transform: {grayscale: 0}\n", r"exp\.yaml\.data\.train_transform: unknown key\(s\) grayscale; known: .*grayscale_p"),
-    ("eval:\n  class_subsets: {size: 160, cout: 3}\n", r"exp\.yaml\.eval\.class_subsets: unknown key\(s\) cout"),
-    ("eval:\n  class_subsets: {size: 160}\n", r"exp\.yaml\.eval\.class_subsets: missing key\(s\) count"),
+    ("data:\n  options:\n    shot: 4\n", r"exp\.yaml: data\.options: unknown key\(s\) shot; known: .*shots"),
+    ("data:\n  train_transform: {grayscale: 0}\n", r"exp\.yaml: data\.train_transform: unknown key\(s\) grayscale; known: .*grayscale_p"),
+    ("eval:\n  class_subsets: {size: 160, cout: 3}\n", r"exp\.yaml: eval\.class_subsets: unknown key\(s\) cout"),
+    ("eval:\n  class_subsets: {size: 160}\n", r"exp\.yaml: eval\.class_subsets: missing key\(s\) count"),
 ])
 def test_a_misspelt_key_in_any_section_names_the_key_and_the_file(tmp_path, text, message):
     path = tmp_path / "exp.yaml"
@@ -68,19 +74,19 @@ def test_train_and_eval_report_a_config_mistake_in_one_line(tmp_path, capsys):
     for command in (["train", str(path)], ["eval", str(path)]):
         assert main(command) == 2
         error = capsys.readouterr().err
-        assert error.startswith(f"error: {path}.data.options: unknown key(s) shot") and error.count("\n") == 1
+        assert error.startswith(f"error: {path}: data.options: unknown key(s) shot") and error.count("\n") == 1
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.lr=[1, 2]", r"config\.optim\.lr: expected a number, got \[1, 2\]"),
-    ("optim.betas=0.9", r"config\.optim\.betas: expected two numbers"),
-    ("data.batch_size=2.5", r"config\.data\.batch_size: expected an integer, got 2\.5"),
-    ("data.batch_size=0", r"config: data\.batch_size must be >= 1, got 0"),
-    ("model.num_frames=0", r"config: model\.num_frames must be >= 1"),
-    ("eval.splits=abc", r"config\.eval\.splits: expected a list of an integer or null, got 'abc'"),
-    ("eval.splits=[1, x]", r"config\.eval\.splits\[1\]: expected an integer, got 'x'"),
-    ("prompts.templates={a: 1}", r"config\.prompts\.templates: expected a string or a list of a string"),
-    ("train.gather_features=maybe", r"config\.train\.gather_features: expected true or false or null, got 'maybe'"),
+    ("optim.lr=[1, 2]", r"config: optim\.lr: expected a number, got \[1, 2\]"),
+    ("optim.betas=0.9", r"config: optim\.betas: expected two numbers"),
+    ("data.batch_size=2.5", r"config: data\.batch_size: expected an integer, got 2\.5"),
+    ("data.batch_size=0", r"config: data\.batch_size: must be >= 1, got 0"),
+    ("model.num_frames=0", r"config: model\.num_frames: must be >= 1"),
+    ("eval.splits=abc", r"config: eval\.splits: expected a list of integers or null, got 'abc'"),
+    ("eval.splits=[1, x]", r"config: eval\.splits\[1\]: expected an integer, got 'x'"),
+    ("prompts.templates={a: 1}", r"config: prompts\.templates: expected a string or a list of strings"),
+    ("train.gather_features=maybe", r"config: train\.gather_features: expected true or false or null, got 'maybe'"),
     ("optim.warmup_epochs=60", r"optim\.warmup_epochs \(60\.0\) must be >= 0 and less than optim\.epochs \(50\)"),
     ("eval.views=garbage", r"config: eval\.views must look like CLIPSxCROPS"),
 ])
@@ -108,3 +114,18 @@ def test_a_device_that_is_not_one_or_not_here_is_one_line(tmp_path, capsys, devi
         assert main(command) == 2
         error = capsys.readouterr().err
         assert error == f"error: {message}\n"
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REGENERATE = "python -m actionclip.engine.config --schema > configs/schema.json"
+
+
+def test_the_committed_schema_is_the_generated_one_and_every_config_names_it_and_validates():
+    generated = subprocess.run([sys.executable, "-m", "actionclip.engine.config", "--schema"], capture_output=True, text=True,
+                               check=True).stdout
+    assert (CONFIGS / "schema.json").read_text() == generated, f"configs/schema.json is stale; regenerate it: {REGENERATE}"
+    assert json.loads(generated)["$defs"]["OptimConfig"]["additionalProperties"] is False  # editors flag misspelt keys
+    for path in sorted(CONFIGS.rglob("*.yaml")):
+        schema = os.path.relpath(CONFIGS / "schema.json", path.parent)
+        assert path.read_text().split("\n", 1)[0] == f"# yaml-language-server: $schema={schema}", path
+        load_config(path)

@@ -274,11 +274,11 @@ def test_user_lists_add_our_own_format_by_file_url_to_the_listing(tiny, tmp_path
 
 
 @pytest.mark.parametrize("entry, message", [
-    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "official", "visual_prompt": "Transf", "sha": "00"}, "unknown key 'sha'"),
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "official", "visual_prompt": "Transf", "sha": "00"}, "unknown key(s) sha; known: "),
     ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "official"}, "format official needs visual_prompt"),
     ({"name": "x", "url": "ftp://127.0.0.1/x.pt", "format": "videox"}, "is not an http://, https:// or file:// URL"),
-    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "caffe"}, "format is 'caffe', expected one of"),
-    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "videox", "sha256": "abc"}, "sha256 has 3 digits"),
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "caffe"}, "format: expected one of actionclip, official"),
+    ({"name": "x", "url": "http://127.0.0.1/x.pt", "format": "videox", "sha256": "abc"}, "sha256: has 3 digits"),
 ])  # fmt: skip
 def test_a_mistake_in_a_user_list_is_one_line_naming_the_file_and_entry(tmp_path, monkeypatch, capsys, entry, message):
     path = _user_list(tmp_path, monkeypatch, [entry])

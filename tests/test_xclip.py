@@ -282,7 +282,7 @@ def test_hf_config_numbers_are_checked_against_the_weights_before_building(hf_mo
         ({"vision_config": {**vision, "mit_num_hidden_layers": 10**6}}, f"vision_config.mit_num_hidden_layers is 1000000 but {weights} has 1 MIT blocks"),
         ({"text_config": {**text, "vocab_size": 10**9}},
          f"text_config.vocab_size is 1000000000 but {weights} has 49408 (text.token_embedding.weight: [49408, 64])"),
-        ({"text_config": {**text, "num_hidden_layers": "2"}}, "text_config.num_hidden_layers is '2', expected a non-negative integer"),
+        ({"text_config": {**text, "num_hidden_layers": "2"}}, "text_config.num_hidden_layers: expected an integer, got '2'"),
         ({"text_config": {**text, "num_attention_heads": 3}}, "unsupported X-CLIP settings: text_config.num_attention_heads 3 (does not divide hidden_size 64)"),
     ):
         (tmp_path / "config.json").write_text(json.dumps({**config, **change}))

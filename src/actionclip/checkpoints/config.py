@@ -2,8 +2,9 @@
 
 Model sizes come from the config, JSON that people edit by hand: one wrong number (``temporal_layers: 1000000``, a
 width of 1e9) would allocate gigabytes before anything complained, and an unknown key would surface as a TypeError deep
-in open_clip. So keys and types are checked by name, then block counts and sizes against the weight file's header
-(shapes only, no tensor data), then every parameter of the model built on the meta device (no memory) against the file.
+in open_clip. So keys and types are checked by name (pydantic models of its sections), then block counts and sizes
+against the weight file's header (shapes only, no tensor data), then every parameter of the model built on the meta
+device (no memory) against the file.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import dataclasses
 import inspect
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import open_clip
 import torch
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 from safetensors import safe_open
 
+from actionclip.host.validation import error_line
 from actionclip.models.actionclip import ActionCLIPConfig
 from actionclip.models.build import build_model
 from actionclip.weights.errors import CheckpointError
@@ -28,83 +31,52 @@ from actionclip.weights.readers import key_mismatches
 MAX_FRAMES_WITHOUT_WEIGHTS = 1024
 
 
-def _integer(value: Any, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+Positive = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+_RATIO = Annotated[float, Field(gt=0)]
+_SIZE = Positive | Annotated[tuple[Positive, Positive], Strict(False)]  # JSON has no tuples: a list of two
+_JSON_CHECKS = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, protected_namespaces=())
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def section(name: str, known: list[str], typed: dict[str, Any], required: tuple[str, ...] = (),
+            config: ConfigDict = _JSON_CHECKS) -> type[BaseModel]:
+    """A model of one section of a config.json: the keys in ``known``, the types of those in ``typed`` (the others
+    may hold anything), ``required`` ones. It only checks: the dict itself then builds the model, so the defaults
+    here are never used."""
+    fields: dict[str, Any] = {key: (typed.get(key, Any), ... if key in required else None) for key in known}
+    return create_model(name, __config__=config, **fields)
 
-
-def _size(value: Any) -> bool:
-    return _integer(value, 1) or (isinstance(value, list) and len(value) == 2 and all(_integer(v, 1) for v in value))
-
-
-_POSITIVE = (lambda v: _integer(v, 1), "a positive integer")
-_COUNT = (lambda v: _integer(v, 0), "a non-negative integer")
-_OPTIONAL_POSITIVE = (lambda v: v is None or _integer(v, 1), "a positive integer or null")
-_TEXT = (lambda v: isinstance(v, str), "a string")
-_OPTIONAL_TEXT = (lambda v: v is None or isinstance(v, str), "a string or null")
-_FLAG = (lambda v: isinstance(v, bool), "true or false")
-_OBJECT = (lambda v: isinstance(v, dict), "an object")
-_SIZE = (_size, "a positive integer or a pair of them")
-_RATIO = (lambda v: _number(v) and v > 0, "a positive number")
-_OPTIONAL_RATIO = (lambda v: v is None or (_number(v) and v > 0), "a positive number or null")
-_TEMPLATES = (lambda v: v is None or isinstance(v, str) or (isinstance(v, list) and all(isinstance(t, str) for t in v)),
-              "a string, a list of strings or null")
-_NORMALIZATION = (lambda v: v in (None, "clip", "imagenet"), '"clip", "imagenet" or null')
 
 # Each section of the config: the keys it may hold (ours, open_clip's CLIP arguments plus build_clip's custom_text,
 # open_clip's tower configs) and the types of those that size a model.
-_SECTIONS = {
-    "config": ({f.name for f in dataclasses.fields(ActionCLIPConfig)}, {
-        "clip": _OBJECT, "visual_prompt": _TEXT, "num_frames": _POSITIVE, "arch": _TEXT, "model_name": _OPTIONAL_TEXT,
-        "pretrained": _OPTIONAL_TEXT, "temporal_layers": _COUNT, "temporal_heads": _OPTIONAL_POSITIVE, "max_frames": _POSITIVE,
-        "num_classes": _OPTIONAL_POSITIVE, "freeze_vision": _FLAG, "freeze_text": _FLAG, "extra": _OBJECT, "mit_layers": _COUNT,
-        "mit_heads": _OPTIONAL_POSITIVE, "mit_mlp_ratio": _RATIO, "prompt_layers": _COUNT, "prompt_heads": _OPTIONAL_POSITIVE,
-        "prompt_alpha": (_number, "a number"), "templates": _TEMPLATES, "test_logit_scale": _OPTIONAL_RATIO,
-        "normalization": _NORMALIZATION, "temporal_ln_eps": _RATIO,
-    }),
-    "clip": (set(inspect.signature(open_clip.CLIP).parameters) | {"custom_text"}, {
-        "embed_dim": _POSITIVE, "vision_cfg": _OBJECT, "text_cfg": _OBJECT, "quick_gelu": _FLAG, "custom_text": _FLAG,
-    }),
-    "vision_cfg": ({f.name for f in dataclasses.fields(CLIPVisionCfg)}, {
-        "layers": (lambda v: _integer(v, 0) or (isinstance(v, list) and all(_integer(n, 0) for n in v)),
-                   "a non-negative integer or a list of them"),
-        "width": _POSITIVE, "head_width": _POSITIVE, "mlp_ratio": _RATIO, "patch_size": _SIZE, "image_size": _SIZE,
-    }),
-    "text_cfg": ({f.name for f in dataclasses.fields(CLIPTextCfg)}, {
-        "context_length": _POSITIVE, "vocab_size": _POSITIVE, "width": _POSITIVE, "heads": _POSITIVE, "layers": _COUNT,
-        "mlp_ratio": _RATIO,
-    }),
-}  # fmt: skip
-_REQUIRED = {"config": ("clip",), "clip": ("embed_dim", "vision_cfg", "text_cfg")}
+_VISION = section("vision_cfg", [f.name for f in dataclasses.fields(CLIPVisionCfg)], {
+    "layers": Count | list[Count], "width": Positive, "head_width": Positive, "mlp_ratio": _RATIO, "patch_size": _SIZE,
+    "image_size": _SIZE,
+})
+_TEXT = section("text_cfg", [f.name for f in dataclasses.fields(CLIPTextCfg)], {
+    "context_length": Positive, "vocab_size": Positive, "width": Positive, "heads": Positive, "layers": Count, "mlp_ratio": _RATIO,
+})
+_CLIP = section("clip", [*inspect.signature(open_clip.CLIP).parameters, "custom_text"], {
+    "embed_dim": Positive, "vision_cfg": _VISION, "text_cfg": _TEXT, "quick_gelu": bool, "custom_text": bool,
+}, required=("embed_dim", "vision_cfg", "text_cfg"))
+CHECKPOINT_CONFIG = section("config", [f.name for f in dataclasses.fields(ActionCLIPConfig)], {
+    "clip": _CLIP, "visual_prompt": str, "num_frames": Positive, "arch": str, "model_name": str | None,
+    "pretrained": str | None, "temporal_layers": Count, "temporal_heads": Positive | None, "max_frames": Positive,
+    "num_classes": Positive | None, "freeze_vision": bool, "freeze_text": bool, "extra": dict, "mit_layers": Count,
+    "mit_heads": Positive | None, "mit_mlp_ratio": _RATIO, "prompt_layers": Count, "prompt_heads": Positive | None,
+    "prompt_alpha": float, "templates": str | list[str] | None, "test_logit_scale": _RATIO | None,
+    "normalization": Literal["clip", "imagenet"] | None, "temporal_ln_eps": _RATIO,
+}, required=("clip",))  # fmt: skip
 # Where each visual prompt's transformer keeps its blocks.
 _TEMPORAL_BLOCKS = {"Transf": "video.temporal.transformer.resblocks.", "Transf_cls": "video.temporal.transformer.transformer_enc.layers."}
 
 
-def _check_section(section: dict[str, Any], name: str, path: str | Path) -> None:
-    known, types = _SECTIONS[name]
-    prefix = "" if name == "config" else f"{name}."
-    for key in section:
-        if key not in known:
-            raise CheckpointError(f"{path}: unknown key {prefix}{key} (not a setting of any model here)")
-    for key in _REQUIRED.get(name, ()):
-        if key not in section:
-            raise CheckpointError(f"{path}: {prefix}{key} is missing")
-    for key, (valid, expected) in types.items():
-        if key in section and not valid(section[key]):
-            raise CheckpointError(f"{path}: {prefix}{key} is {section[key]!r}, expected {expected}")
-
-
 def check_config_dict(config: dict[str, Any], path: str | Path) -> None:
     """Refuse, by name, keys that no model has and values of the wrong type, before ``ActionCLIPConfig`` is made."""
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: config is {config!r}, expected an object")
-    _check_section(config, "config", path)
-    _check_section(config["clip"], "clip", path)
-    _check_section(config["clip"]["vision_cfg"], "vision_cfg", path)
-    _check_section(config["clip"]["text_cfg"], "text_cfg", path)
+    try:
+        CHECKPOINT_CONFIG.model_validate(config)
+    except ValidationError as error:
+        raise CheckpointError(error_line(error, str(path), CHECKPOINT_CONFIG)) from None
 
 
 def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:

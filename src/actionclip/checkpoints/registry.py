@@ -1,19 +1,30 @@
 """The published checkpoints by name: ``published_checkpoints.yaml`` (shipped with the package) plus the user's own
 lists named by ``ACTIONCLIP_MODELS`` (YAML files, separated by ``os.pathsep``). Entries are checked by name and type
-when read, so that a mistake in a user's list is one line naming the file, the entry and the key."""
+when read (``Entry``, a pydantic model), so that a mistake in a user's list is one line naming the file, the entry and
+the key."""
 from __future__ import annotations
 
 import copy
 import functools
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from actionclip.host.validation import error_line
 from actionclip.weights.errors import CheckpointError
 
 BUILTIN = Path(__file__).with_name("published_checkpoints.yaml")
@@ -24,16 +35,23 @@ _NEEDS = {"official": ("visual_prompt",), "vificlip": ("base",)}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-@dataclass
-class Entry:
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value  # one url, or the list of mirrors tried in order
+
+
+class Entry(BaseModel):
+    """One named checkpoint, as a list gives it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     name: str
-    format: str
-    url: list[str] = field(default_factory=list)
+    format: Literal[FORMATS]
+    url: Annotated[list[str], BeforeValidator(_listed)] = []
     hub_id: str | None = None
     filename: str | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
-    pages: list[str] = field(default_factory=list)
+    pages: list[str] = []
     visual_prompt: str | None = None
     num_frames: int | None = None
     image_size: int | None = None
@@ -45,7 +63,39 @@ class Entry:
     license: str | None = None
     publisher: str | None = None
     description: str | None = None
-    source: str = "built-in"  # the list it came from
+    _source: str = PrivateAttr("built-in")  # the list it came from; no key of a list
+
+    @field_validator("url")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if urlsplit(url).scheme not in ("http", "https", "file"):
+                raise ValueError(f"{url!r} is not an http://, https:// or file:// URL")
+        return urls
+
+    @field_validator("sha256", "sha256_prefix")
+    @classmethod
+    def _hexadecimal(cls, digits: str | None, info: ValidationInfo) -> str | None:
+        if digits is not None and not _HEX.fullmatch(digits.lower()):
+            raise ValueError(f"{digits!r} is not hexadecimal")
+        if digits is not None and info.field_name == "sha256" and len(digits) != 64:
+            raise ValueError(f"has {len(digits)} digits, expected 64 (a prefix goes in sha256_prefix)")
+        return digits
+
+    @model_validator(mode="after")
+    def _complete(self) -> Entry:
+        if not self.url and not self.hub_id and not self.filename:
+            raise ValueError("give a url, a hub_id, or the filename that a mirror serves")
+        if self.hub_id and self.format != "hf_xclip":
+            raise ValueError("hub_id is for format hf_xclip (a transformers directory on the Hugging Face hub)")
+        for key in _NEEDS.get(self.format, ()):
+            if getattr(self, key) is None:
+                raise ValueError(f"format {self.format} needs {key}")
+        return self
+
+    @property
+    def source(self) -> str:
+        return self._source
 
     @property
     def file_name(self) -> str | None:
@@ -55,48 +105,16 @@ class Entry:
         return Path(unquote(urlsplit(self.url[0]).path)).name if self.url else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
-
-
-_TYPES = {
-    "name": str, "format": str, "url": (str, list), "hub_id": str, "filename": str, "sha256": str, "sha256_prefix": str,
-    "pages": list, "visual_prompt": str, "num_frames": int, "image_size": int, "base": str, "architecture": str,
-    "normalization": str, "templates": str, "accuracy": dict, "license": str, "publisher": str, "description": str,
-}  # fmt: skip
+        return {k: v for k, v in {**self.model_dump(), "source": self.source}.items() if v not in (None, [], {})}
 
 
 def _entry(raw: Any, where: str) -> Entry:
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{where}: expected a mapping with name, url, sha256 and format, got {raw!r}")
-    where = f"{where} ({raw['name']})" if isinstance(raw.get("name"), str) else where
-    for key, value in raw.items():
-        if key not in _TYPES:
-            raise CheckpointError(f"{where}: unknown key {key!r} (known: {', '.join(_TYPES)})")
-        kinds = _TYPES[key] if isinstance(_TYPES[key], tuple) else (_TYPES[key],)
-        if not isinstance(value, kinds) or isinstance(value, bool):
-            raise CheckpointError(f"{where}: {key} is {value!r}, expected {' or '.join(k.__name__ for k in kinds)}")
-    for key in ("name", "format"):
-        if key not in raw:
-            raise CheckpointError(f"{where}: {key} is missing")
-    if raw["format"] not in FORMATS:
-        raise CheckpointError(f"{where}: format is {raw['format']!r}, expected one of {', '.join(FORMATS)}")
-    urls = [raw["url"]] if isinstance(raw.get("url"), str) else list(raw.get("url", []))
-    for url in urls:
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https", "file"):
-            raise CheckpointError(f"{where}: url {url!r} is not an http://, https:// or file:// URL")
-    if not urls and not raw.get("hub_id") and not raw.get("filename"):
-        raise CheckpointError(f"{where}: give a url, a hub_id, or the filename that a mirror serves")
-    if raw.get("hub_id") and raw["format"] != "hf_xclip":
-        raise CheckpointError(f"{where}: hub_id is for format hf_xclip (a transformers directory on the Hugging Face hub)")
-    for key in ("sha256", "sha256_prefix"):
-        if key in raw and not _HEX.fullmatch(raw[key].lower()):
-            raise CheckpointError(f"{where}: {key} {raw[key]!r} is not hexadecimal")
-    if "sha256" in raw and len(raw["sha256"]) != 64:
-        raise CheckpointError(f"{where}: sha256 has {len(raw['sha256'])} digits, expected 64 (a prefix goes in sha256_prefix)")
-    for key in _NEEDS.get(raw["format"], ()):
-        if key not in raw:
-            raise CheckpointError(f"{where}: format {raw['format']} needs {key}")
-    return Entry(**{**raw, "url": urls})
+    if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+        where = f"{where} ({raw['name']})"
+    try:
+        return Entry.model_validate(raw)
+    except ValidationError as error:
+        raise CheckpointError(error_line(error, where, Entry)) from None
 
 
 def read_list(path: str | Path, source: str | None = None) -> list[Entry]:
@@ -114,7 +132,7 @@ def read_list(path: str | Path, source: str | None = None) -> list[Entry]:
         raise CheckpointError(f"{path}: expected a list of models (name, url, sha256, format, ...)")
     entries = [_entry(raw, f"{path}: entry {index + 1}") for index, raw in enumerate(content)]
     for entry in entries:
-        entry.source = source or str(path)
+        entry._source = source or str(path)
     return entries
 
 

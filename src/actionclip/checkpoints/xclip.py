@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from actionclip.checkpoints.config import check_against_weights
+from actionclip.checkpoints.config import Count, Positive, check_against_weights, section
+from actionclip.host.validation import error_line
 from actionclip.models.actionclip import ActionCLIPConfig
 from actionclip.models.xclip import XCLIP
 from actionclip.weights.errors import CheckpointError
@@ -47,13 +49,23 @@ _HF_NAMES = {
     "text_cfg.heads": "text_config.num_attention_heads", "text_cfg.context_length": "text_config.max_position_embeddings",
     "text_cfg.vocab_size": "text_config.vocab_size",
 }  # fmt: skip
-# The integer settings read here; the counts of layers may be zero, the rest must be positive.
+# The integer settings read here (the counts of layers may be zero, the rest must be positive); transformers' configs
+# hold many more keys, which are let through.
 _HF_INTEGERS = {
     "": ("projection_dim", "prompt_layers", "prompt_num_attention_heads"),
     "text_config": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings"),
     "vision_config": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "mit_hidden_size", "mit_intermediate_size",
                       "mit_num_hidden_layers", "mit_num_attention_heads", "num_channels", "image_size", "patch_size", "num_frames"),
 }  # fmt: skip
+
+
+def _integers(name: str, **sections: type[BaseModel]) -> type[BaseModel]:
+    keys = _HF_INTEGERS[name]
+    typed = {key: Count if key.endswith("layers") else Positive for key in keys}
+    return section(name or "XCLIPConfig", [*keys, *sections], {**typed, **sections}, config=ConfigDict(extra="allow", strict=True))
+
+
+_HF_CONFIG = _integers("", text_config=_integers("text_config"), vision_config=_integers("vision_config"))
 
 # Prefixes of transformers' keys -> ours; first match wins.
 _HF_PREFIXES = (
@@ -138,12 +150,10 @@ def xclip_config_from_hf(hf: dict[str, Any], source: str = "config.json") -> Act
     # Old configs also carry text_config_dict / vision_config_dict, which take precedence, as in transformers.
     text = {**_HF_TEXT_DEFAULTS, **(hf.get("text_config") or {}), **(hf.get("text_config_dict") or {})}
     vision = {**_HF_VISION_DEFAULTS, **(hf.get("vision_config") or {}), **(hf.get("vision_config_dict") or {})}
-    for name, section in (("", top), ("text_config", text), ("vision_config", vision)):
-        for key in _HF_INTEGERS[name]:
-            value, least = section[key], 0 if key.endswith("layers") else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                expected = "a non-negative integer" if least == 0 else "a positive integer"
-                raise CheckpointError(f"{source}: {name + '.' if name else ''}{key} is {value!r}, expected {expected}")
+    try:
+        _HF_CONFIG.model_validate({**top, "text_config": text, "vision_config": vision})
+    except ValidationError as error:
+        raise CheckpointError(error_line(error, source, _HF_CONFIG)) from None
     problems = []
     for name, sub in (("text_config", text), ("vision_config", vision)):
         if sub["hidden_size"] % sub["num_attention_heads"]:

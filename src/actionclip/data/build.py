@@ -14,10 +14,11 @@ Every format also reads ``options.shots``, ``exclude_classes``, ``class_ids`` an
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12
 
 from actionclip.data.annotations import (
     Sample,
@@ -33,55 +34,63 @@ from actionclip.data.datasets import VideoDataset
 from actionclip.data.subsets import k_shot, select_classes
 from actionclip.data.synthetic import keyed_synthetic_dataset
 from actionclip.data.transforms import TestTransform, ThreeCropTransform, TrainTransform
+from actionclip.host.validation import EMPTY_IS_DEFAULT, Flag, Integer, Number
 
 # The TrainTransform settings that ``data.train_transform`` may change (size, RandAugment and normalisation have
-# keys of their own).
-TRAIN_TRANSFORM_KEYS = tuple(f.name for f in dataclasses.fields(TrainTransform) if f.name not in ("size", "randaugment", "normalization"))
+# keys of their own), each one optional.
+_SCALARS = {bool: Flag, int: Integer, float: Number}
+TrainTransformSettings = TypedDict("TrainTransformSettings", {
+    name: _SCALARS.get(hint, hint) for name, hint in get_type_hints(TrainTransform).items()
+    if name not in ("size", "randaugment", "normalization")}, total=False)
+TrainTransformSettings.__pydantic_config__ = ConfigDict(extra="forbid")
 
 
-@dataclass
-class DataOptions:
+class DataOptions(BaseModel):
     """``data.options``: settings that only some formats read."""
+
+    model_config = ConfigDict(extra="forbid")
 
     split_dir: str | None = None  # ucf101 / hmdb51: the folder of the official split files
     train_root: str | None = None  # kinetics: the training videos, when not under data.root
     val_root: str | None = None  # kinetics: the validation videos, when not under data.root
-    shots: int | None = None  # a K-shot training subset, seeded by train.seed
+    shots: Integer | None = None  # a K-shot training subset, seeded by train.seed
     exclude_classes: str | None = None  # a class file whose classes are dropped (Kinetics-600 minus Kinetics-400)
-    class_ids: list[int] | None = None  # keep these classes, relabelled 0..n-1
+    class_ids: list[Integer] | None = None  # keep these classes, relabelled 0..n-1
     class_texts: str | None = None  # a file with one prompt text per class, in label order
     # synthetic: the arguments of make_synthetic_dataset (None: its defaults) and the validation part's size
     shapes: list[str] | None = None
     colours: list[str] | None = None
     motions: list[str] | None = None
-    clips_per_class: int | None = None
-    val_clips_per_class: int | None = None  # None: clips_per_class
-    size: int | None = None
-    num_frames: int | None = None
-    fps: int | None = None
-    seed: int = 0  # of the training videos; the validation videos use seed + 1
+    clips_per_class: Integer | None = None
+    val_clips_per_class: Integer | None = None  # None: clips_per_class
+    size: Integer | None = None
+    num_frames: Integer | None = None
+    fps: Integer | None = None
+    seed: Integer = 0  # of the training videos; the validation videos use seed + 1
 
 
-@dataclass
-class DataConfig:
+class DataConfig(BaseModel):
+    """The ``data:`` section of an experiment config."""
+
+    model_config = ConfigDict(extra="forbid")
+
     format: str = "list"  # one of FORMATS
     root: str = "."
     train: str | None = None
     val: str | None = None
     classes: str | None = None
-    split: int = 1
-    clean_class_names: bool = True
-    image_size: int = 224
-    batch_size: int = 16  # per process
-    workers: int = 4
-    randaugment: bool = False
-    # TrainTransform settings, e.g. {grayscale_p: 0}; the keys are TRAIN_TRANSFORM_KEYS
-    train_transform: dict[str, Any] = field(default_factory=dict, metadata={"keys": TRAIN_TRANSFORM_KEYS})
+    split: Integer = 1
+    clean_class_names: Flag = True
+    image_size: Integer = Field(224, ge=1)
+    batch_size: Integer = Field(16, ge=1)  # per process
+    workers: Integer = Field(4, ge=0)
+    randaugment: Flag = False
+    train_transform: TrainTransformSettings = Field(default_factory=dict)  # e.g. {grayscale_p: 0}
     normalization: str = "clip"  # clip | imagenet (X-CLIP's recipe)
     frame_template: str = "img_{:05d}.jpg"
-    frame_offset: int = 1
-    max_bad_fraction: float = 0.01  # training fails if more than this fraction of samples is unreadable
-    options: DataOptions = field(default_factory=DataOptions)
+    frame_offset: Integer = 1
+    max_bad_fraction: Number = 0.01  # training fails if more than this fraction of samples is unreadable
+    options: Annotated[DataOptions, EMPTY_IS_DEFAULT] = Field(default_factory=DataOptions)
 
 
 FORMATS = ("list", "official", "kinetics", "ucf101", "hmdb51", "charades", "folder", "synthetic")

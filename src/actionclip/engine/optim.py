@@ -10,25 +10,30 @@ step (the official scheduler is stepped every 10 iterations).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from actionclip.host.validation import Flag, Integer, Number
 
-@dataclass
-class OptimConfig:
-    lr: float = 5e-6
-    visual_ratio: float = 1.0
-    new_ratio: float = 10.0
-    weight_decay: float = 0.2
-    decay_norm_bias: bool = True
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    epochs: int = 50
-    warmup_epochs: float = 5.0
-    grad_clip: float | None = None
-    accumulation_steps: int = 1
+
+class OptimConfig(BaseModel):
+    """The ``optim:`` section of an experiment config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: Number = 5e-6
+    visual_ratio: Number = 1.0
+    new_ratio: Number = 10.0
+    weight_decay: Number = 0.2
+    decay_norm_bias: Flag = True
+    betas: tuple[Number, Number] = (0.9, 0.98)
+    eps: Number = 1e-8
+    epochs: Integer = Field(50, ge=1)
+    warmup_epochs: Number = 5.0
+    grad_clip: Number | None = None
+    accumulation_steps: Integer = Field(1, ge=1)
 
 
 def parameter_group(name: str) -> str:
