@@ -35,8 +35,8 @@ class MixedLayerNorm(nn.LayerNorm):
 
 class PatchEmbeddingMatmul(nn.Conv2d):
     """A ViT's patch embedding (a convolution whose stride is its kernel) as one matrix product over the unfolded
-    patches, the same arithmetic: oneDNN's convolution took 2.2x as long in bf16 for ViT-B/32's 64 frames on one
-    CPU core (42 vs 19 ms) and 10-15% longer in fp32. The output has the convolution's shape ``[N, C, H', W']``
+    patches, the same arithmetic, which oneDNN runs faster than its convolution of the same weights, in bf16 most of
+    all (``benchmarks/inference_rewrites.py`` measures it). The output has the convolution's shape ``[N, C, H', W']``
     over channels-last memory, so open_clip's flattening of the grid into tokens is a view."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,8 +88,8 @@ def _fold_batch_norm(module: nn.Module, conv_name: str, norm_name: str) -> None:
 def fold_batch_norms(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm of open_clip's ModifiedResNet (CLIP's RN50 and kin; inference statistics) into the
     convolution before it, in place and in fp32: one rounding of the folded weights to bf16 instead of a rounded
-    convolution output followed by a normalisation with rounded statistics, and one pass over each activation less.
-    On the demo's ResNet models it cut bf16's mean probability error by 6-26%."""
+    convolution output followed by a normalisation with rounded statistics, and one pass over each activation less
+    (``benchmarks/inference_rewrites.py`` times it)."""
     for module in model.modules():
         if isinstance(module, (ModifiedResNet, Bottleneck)):
             for i in (1, 2, 3):
@@ -116,11 +116,10 @@ def prepare_for_inference(model: nn.Module, precision: str) -> nn.Module:
     (:class:`PatchEmbeddingMatmul`), the frame encoder's weights cast to ``precision`` with its LayerNorms in fp32.
 
     The text tower stays fp32: it runs once per label set, not per video, and every video is scored against its
-    features, so its rounding would shift all scores alike (on the demo's tiny models it alone flipped 0.5-1% of
-    near-tie top-1s in bf16). So do the modules that run once per video rather than once per frame, a sliver of
-    the work (ViT-B/32's Transf is 0.4% of its 8-frame FLOPs): ActionCLIP's temporal module, and a classifier's
-    ``head``, whose bf16 logits would be rounded to 1/16 near 10. On the demo's unimodal model the bf16 head alone
-    flipped 8% of the top-1s, and the temporal module in fp32 took agreement from 96.9% to 99.5%.
+    features, so its rounding would shift all scores alike and flip near-tie top-1s. So do the modules that run once
+    per video rather than once per frame, a sliver of the work: ActionCLIP's temporal module, and a classifier's
+    ``head``, whose bf16 logits would be rounded to 1/16 near 10; in bf16 both flipped top-1s of the demo's models
+    (``actionclip demo`` reports the bf16 agreement of every variant).
 
     The model computes the same function, but its weights are no longer CLIP's, so it is marked and
     :func:`actionclip.save` refuses it: train or save the model before this. Also calls

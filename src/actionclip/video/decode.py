@@ -15,8 +15,8 @@ Sparse reads decode as little as possible, and give exactly the pixels a full se
   references can be dropped without changing any other frame;
 * only kept frames are converted to RGB, optionally scaled down in the same pass (``short_side``): for a
   1080p source, converting full-size frames to RGB and resizing them afterwards costs more than decoding;
-* where torch is loaded, the decoder uses as many threads as torch's intra-op pool: one in a DataLoader worker, where the workers
-  already keep the cores busy, and FFmpeg's threads took 5-25% more CPU time here for the same frames.
+* where torch is loaded, the decoder uses as many threads as torch's intra-op pool: one in a DataLoader worker,
+  where the workers already keep the cores busy and FFmpeg's own threads cost more CPU time for the same frames.
 
 Seeking and skipping need to know which frame a decoded picture is; it is identified by its
 timestamp, looked up in the sorted timestamps of the stream's packets (read once by demuxing, which
