@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from actionclip.prompts import clean_class_name
+from actionclip.video.clips import read_clips
 from actionclip.video.decode import FRAME_OFFSET, FRAME_TEMPLATE, VideoReadError, open_video
 from actionclip.video.sampling import sample_clips, sample_indices
 
@@ -91,17 +92,8 @@ class VideoDataset(Dataset):
     def _read(self, sample: Sample, rng: np.random.Generator) -> tuple[list[np.ndarray], str | None]:
         """The clips' frames, and the video's ``shortfall`` (how much could be read, if much less than it states)."""
         video = open_video(sample.path, self.frame_template, self.frame_offset, self.decode_short_side)
-        count = sample.num_frames or video.num_frames
-        clips = self._indices(count, rng)
-        try:
-            frames = video.read([i for clip in clips for i in clip])  # one decode pass for all clips
-        except VideoReadError as exc:
-            if not exc.num_frames or exc.num_frames >= count:
-                raise
-            # Fewer frames decode than the header or list promised: sample again within them.
-            clips = self._indices(exc.num_frames, rng)
-            frames = video.read([i for clip in clips for i in clip])
-        return [frames[k * self.num_frames:(k + 1) * self.num_frames] for k in range(len(clips))], video.shortfall
+        clips = read_clips(video, sample.num_frames or video.num_frames, lambda count: self._indices(count, rng))
+        return clips, video.shortfall
 
     # The training engine passes ``(index, sample_seed)`` so that augmentation follows the sample, not the epoch.
     accepts_seed = True

@@ -1,2 +1,2 @@
-"""Video files without torch: PyAV decoding, frame sampling and frame crops, shared by the torch datasets and the
-torch-free ONNX runtime."""
+"""Video files without torch: PyAV decoding (``decode.py``), frame sampling (``sampling.py``) and reading the sampled
+clips (``clips.py``), shared by the torch datasets and the torch-free ONNX runtime."""
