@@ -14,6 +14,7 @@ inverted-file index: they have no clusters.
 
     python benchmarks/collection.py [--videos 200] [--seconds 10] [--workers 2] [--rows 10000,100000,1000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,15 +64,25 @@ def time_videos(args, videos: list[Path], workdir: Path) -> dict:
         best["embed"] = min(best["embed"], time.perf_counter() - start)
         assert summary["rows"] == len(videos), summary
     # predict --embeddings on the fp16 rows against predict's scores on the videos (same model, same precision).
-    from_embeddings = {r["video"]: dict(zip(r["labels"], r["scores"]))
-                       for r in embedding_predictions(workdir / "embeddings_0", labels, model, top_k=len(labels))}
-    gap = max(abs(from_embeddings[want["video"]][label] - score)
-              for want in results for label, score in zip(want["labels"], want["scores"]))
+    from_embeddings = {
+        r["video"]: dict(zip(r["labels"], r["scores"]))
+        for r in embedding_predictions(workdir / "embeddings_0", labels, model, top_k=len(labels))
+    }
+    gap = max(
+        abs(from_embeddings[want["video"]][label] - score) for want in results for label, score in zip(want["labels"], want["scores"])
+    )
     rates = {name: len(videos) / seconds for name, seconds in best.items()}
-    return {"videos": len(videos), "seconds": args.seconds, "model": args.model, "precision": args.precision,
-            "workers": args.workers, "predict_videos_per_s": round(rates["predict"], 2),
-            "embed_videos_per_s": round(rates["embed"], 2), "embed_over_predict": round(rates["embed"] / rates["predict"], 3),
-            "fp16_embeddings_max_probability_gap": float(f"{gap:.3g}")}
+    return {
+        "videos": len(videos),
+        "seconds": args.seconds,
+        "model": args.model,
+        "precision": args.precision,
+        "workers": args.workers,
+        "predict_videos_per_s": round(rates["predict"], 2),
+        "embed_videos_per_s": round(rates["embed"], 2),
+        "embed_over_predict": round(rates["embed"] / rates["predict"], 3),
+        "fp16_embeddings_max_probability_gap": float(f"{gap:.3g}"),
+    }
 
 
 def fake_collection(directory: Path, rows: int, dim: int = 512) -> None:
@@ -82,8 +93,9 @@ def fake_collection(directory: Path, rows: int, dim: int = 512) -> None:
         part = rng.standard_normal((min(100_000, rows - first), dim), dtype=np.float32)
         part /= np.linalg.norm(part, axis=1, keepdims=True)
         name = store.write_shard(directory, 0, part.astype(np.float16))
-        store.append_manifest(directory, [{"video": f"v{first + j}.mp4", "start": 0.0, "end": 10.0, "shard": name,
-                                           "row": j} for j in range(len(part))])
+        store.append_manifest(
+            directory, [{"video": f"v{first + j}.mp4", "start": 0.0, "end": 10.0, "shard": name, "row": j} for j in range(len(part))]
+        )
 
 
 def time_search(rows: int, queries: int, workdir: Path) -> dict:
@@ -133,8 +145,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
-        print(json.dumps({"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "actionclip": actionclip.__version__}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "machine": platform.processor() or platform.machine(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "actionclip": actionclip.__version__,
+                }
+            ),
+            flush=True,
+        )
         if args.videos:
             start = time.perf_counter()
             videos = make_videos(workdir / "videos", args.videos, args.seconds)

@@ -7,6 +7,7 @@ to RGB and then picks the sampled ones (what ``torchvision.io.read_video`` or a 
 
     python benchmarks/data_loader.py [--videos 6] [--repeats 2] [--workdir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,15 @@ def scene(seed: int, n: int = FPS * SECONDS) -> list[np.ndarray]:
         for _ in range(4):
             fx, fy, phase = rng.uniform(0.005, 0.05), rng.uniform(0.005, 0.05), rng.uniform(0, 2 * np.pi)
             background[..., c] += 30 * np.sin(fx * x + fy * y + phase)
-    blobs = [(rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT), rng.uniform(-4, 4), rng.uniform(-3, 3),
-              rng.uniform(10, 40), rng.uniform(0, 255, 3)) for _ in range(5)]
+    blobs = [
+        (rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT), rng.uniform(-4, 4), rng.uniform(-3, 3), rng.uniform(10, 40), rng.uniform(0, 255, 3))
+        for _ in range(5)
+    ]
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
     frames = []
     for i in range(n):
         ox, oy = i % 320, int(32 + 24 * np.sin(i / 25))
-        image = background[oy:oy + HEIGHT, ox:ox + WIDTH].copy()
+        image = background[oy : oy + HEIGHT, ox : ox + WIDTH].copy()
         for bx, by, vx, vy, r, colour in blobs:
             cx, cy = (bx + vx * i) % WIDTH, (by + vy * i) % HEIGHT
             image[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = colour
@@ -89,8 +92,10 @@ def main() -> None:
                 if not path.exists():
                     write_video(path, scene(i), fps=FPS, gop=gop)
                 clips[name].append(Sample(str(path), 0))
-        print(f"{args.videos} clips per setting, {SECONDS} s, {WIDTH}x{HEIGHT}, {FPS} fps; "
-              f"train pipeline: decode + TSN sampling + TrainTransform(224); videos/s")
+        print(
+            f"{args.videos} clips per setting, {SECONDS} s, {WIDTH}x{HEIGHT}, {FPS} fps; "
+            f"train pipeline: decode + TSN sampling + TrainTransform(224); videos/s"
+        )
         print(f"{'encoding':<24}{'T':>4}{'workers':>9}{'sparse':>10}{'naive':>10}{'speedup':>9}")
         for name, samples in clips.items():
             for T in (8, 32):
@@ -99,8 +104,7 @@ def main() -> None:
                     for cls in (VideoDataset, NaiveVideoDataset):
                         dataset = cls(samples * args.repeats, ["a"], num_frames=T, mode="train", seed=0)
                         rates.append(videos_per_second(dataset, workers))
-                    print(f"{name:<24}{T:>4}{workers:>9}{rates[0]:>10.1f}{rates[1]:>10.1f}{rates[0] / rates[1]:>8.1f}x",
-                          flush=True)
+                    print(f"{name:<24}{T:>4}{workers:>9}{rates[0]:>10.1f}{rates[1]:>10.1f}{rates[0] / rates[1]:>8.1f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ is reported in the JSON with its error; the exit status is 1 if any check failed
 
     python benchmarks/gpu_check.py [--batch-size 16] [--iterations 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,12 +47,21 @@ PAPER_VIDEOS_PER_S = {"ViT-B-32": 144.7, "ViT-B-16": 43.2}
 
 
 def environment() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "actionclip": actionclip.__version__,
-            "cuda_available": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "actionclip": actionclip.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     if torch.cuda.is_available():
         properties = torch.cuda.get_device_properties(0)
-        info.update(gpu=properties.name, gpu_memory_gib=round(properties.total_memory / 2**30, 1),
-                    cuda=torch.version.cuda, bf16_supported=torch.cuda.is_bf16_supported())
+        info.update(
+            gpu=properties.name,
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            bf16_supported=torch.cuda.is_bf16_supported(),
+        )
     return info
 
 
@@ -76,8 +86,19 @@ def cuda_tests(timeout_s: float) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.xml"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-        command = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-q", "-p", "no:cacheprovider",
-                   f"--basetemp={Path(folder) / 'tmp'}", f"--junitxml={report}"]
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "cuda",
+            "tests/test_cuda.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--basetemp={Path(folder) / 'tmp'}",
+            f"--junitxml={report}",
+        ]
         try:
             done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired:
@@ -90,8 +111,11 @@ def cuda_tests(timeout_s: float) -> dict:
             for child in case:
                 if child.tag in ("failure", "error", "skipped"):
                     outcome, message = ("skipped" if child.tag == "skipped" else "failed"), (child.get("message") or "")[:500]
-            tests[case.get("name")] = {"outcome": outcome, "seconds": round(float(case.get("time", 0)), 1),
-                                       **({"message": message} if message else {})}
+            tests[case.get("name")] = {
+                "outcome": outcome,
+                "seconds": round(float(case.get("time", 0)), 1),
+                **({"message": message} if message else {}),
+            }
     counts = {outcome: sum(t["outcome"] == outcome for t in tests.values()) for outcome in ("passed", "failed", "skipped")}
     if counts["failed"] or not tests:
         raise RuntimeError(f"{counts['failed']} of {len(tests)} CUDA tests failed: " + json.dumps(tests))
@@ -99,13 +123,18 @@ def cuda_tests(timeout_s: float) -> dict:
 
 
 def throughput(model_name: str, precision: str, batch_size: int, iterations: int) -> dict:
-    result = benchmark(model_name, "Transf", frames=8, batch_size=batch_size, device="cuda", iterations=iterations,
-                       precision=precision)
+    result = benchmark(model_name, "Transf", frames=8, batch_size=batch_size, device="cuda", iterations=iterations, precision=precision)
     paper = PAPER_VIDEOS_PER_S[model_name]
-    return {"videos_per_s": round(result["videos_per_s"], 1), "paper_videos_per_s_rtx3090": paper,
-            "vs_paper": round(result["videos_per_s"] / paper, 2), "cpu_ms_per_video": round(1000 * result["cpu_s_per_video"], 2),
-            "gflops_per_video": round(result["gflops_per_video"], 1), "achieved_gflops": round(result["achieved_gflops"]),
-            "peak_gflops": round(result["peak_gflops"]), "batch_size": batch_size}
+    return {
+        "videos_per_s": round(result["videos_per_s"], 1),
+        "paper_videos_per_s_rtx3090": paper,
+        "vs_paper": round(result["videos_per_s"] / paper, 2),
+        "cpu_ms_per_video": round(1000 * result["cpu_s_per_video"], 2),
+        "gflops_per_video": round(result["gflops_per_video"], 1),
+        "achieved_gflops": round(result["achieved_gflops"]),
+        "peak_gflops": round(result["peak_gflops"]),
+        "batch_size": batch_size,
+    }
 
 
 def run(name: str, check, checks: dict) -> None:
@@ -115,8 +144,11 @@ def run(name: str, check, checks: dict) -> None:
         checks[name] = {"ok": True, **check()}
     except Exception as error:  # noqa: BLE001 (any failure is this check's result, reported with the others)
         frame = traceback.extract_tb(error.__traceback__)[-1]
-        checks[name] = {"ok": False, "error": f"{type(error).__name__}: {error}"[:3000],
-                        "where": f"{frame.filename}:{frame.lineno} in {frame.name}"}
+        checks[name] = {
+            "ok": False,
+            "error": f"{type(error).__name__}: {error}"[:3000],
+            "where": f"{frame.filename}:{frame.lineno} in {frame.name}",
+        }
     checks[name]["seconds"] = round(time.perf_counter() - started, 1)
 
 

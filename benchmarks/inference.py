@@ -11,6 +11,7 @@ sample, transform, measured in this process on one thread as a DataLoader worker
 
     python benchmarks/inference.py [--videos 32] [--gop N] [--workers 2] [--iterations 8] [--workdir DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,18 +65,25 @@ def main() -> None:
     loader_cpu = loader_cpu_s_per_video(folder)
     results = {}
     for precision in args.precisions.split(","):
-        results[precision] = benchmark(args.model, "Transf", 8, 8, device="cpu", iterations=args.iterations,
-                                       video=folder, workers=args.workers, precision=precision)
+        results[precision] = benchmark(
+            args.model, "Transf", 8, 8, device="cpu", iterations=args.iterations, video=folder, workers=args.workers, precision=precision
+        )
         results[precision]["loader_cpu_s_per_video"] = loader_cpu
-    print(f"{args.model}, Transf, 8 frames, batch 8, {next(iter(results.values()))['device_name']}; end to end: "
-          f"{args.videos} files, GOP {args.gop or 250}, {args.workers} workers; loader {1000 * loader_cpu:.0f} ms CPU per video")
-    print("| weights | model-only videos/s | achieved GFLOP/s | peak GFLOP/s (dense matmul) | share of peak "
-          "| model CPU ms per video | end-to-end videos/s | end to end / model only |")
+    print(
+        f"{args.model}, Transf, 8 frames, batch 8, {next(iter(results.values()))['device_name']}; end to end: "
+        f"{args.videos} files, GOP {args.gop or 250}, {args.workers} workers; loader {1000 * loader_cpu:.0f} ms CPU per video"
+    )
+    print(
+        "| weights | model-only videos/s | achieved GFLOP/s | peak GFLOP/s (dense matmul) | share of peak "
+        "| model CPU ms per video | end-to-end videos/s | end to end / model only |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for precision, r in results.items():
-        print(f"| {precision} | {r['videos_per_s']:.2f} | {r['achieved_gflops']:.0f} | {r['peak_gflops']:.0f} "
-              f"| {r['achieved_gflops'] / r['peak_gflops']:.0%} | {1000 * r['cpu_s_per_video']:.0f} "
-              f"| {r['videos_per_s_end_to_end']:.2f} | {r['videos_per_s_end_to_end'] / r['videos_per_s']:.0%} |")
+        print(
+            f"| {precision} | {r['videos_per_s']:.2f} | {r['achieved_gflops']:.0f} | {r['peak_gflops']:.0f} "
+            f"| {r['achieved_gflops'] / r['peak_gflops']:.0%} | {1000 * r['cpu_s_per_video']:.0f} "
+            f"| {r['videos_per_s_end_to_end']:.2f} | {r['videos_per_s_end_to_end'] / r['videos_per_s']:.0%} |"
+        )
     if {"fp32", "bf16"} <= results.keys():
         print(f"bf16 / fp32, model only: {results['bf16']['videos_per_s'] / results['fp32']['videos_per_s']:.2f}x")
     if args.json:

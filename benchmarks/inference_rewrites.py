@@ -10,6 +10,7 @@ median seconds of each and their ratio.
 
     python benchmarks/inference_rewrites.py [--rounds 5] [--precisions fp32,bf16]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,11 +73,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}")
     for name in args.precisions.split(","):
         folded, unfolded = batch_norm_folding(name, args.rounds)
-        print(f"{name} RN50 video encoder, batch 4 x 8 frames: BatchNorm folded {folded:.3f} s, unfolded {unfolded:.3f} s "
-              f"({unfolded / folded:.2f}x)")
+        print(
+            f"{name} RN50 video encoder, batch 4 x 8 frames: BatchNorm folded {folded:.3f} s, unfolded {unfolded:.3f} s "
+            f"({unfolded / folded:.2f}x)"
+        )
         as_matmul, as_conv = patch_embedding(name, args.rounds)
-        print(f"{name} ViT-B/32 patch embedding, 64 frames, 1 thread: matmul {1000 * as_matmul:.1f} ms, convolution "
-              f"{1000 * as_conv:.1f} ms ({as_conv / as_matmul:.2f}x)")
+        print(
+            f"{name} ViT-B/32 patch embedding, 64 frames, 1 thread: matmul {1000 * as_matmul:.1f} ms, convolution "
+            f"{1000 * as_conv:.1f} ms ({as_conv / as_matmul:.2f}x)"
+        )
 
 
 if __name__ == "__main__":

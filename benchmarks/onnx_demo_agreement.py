@@ -11,6 +11,7 @@ all classes (fp32 against int8 only), to see how much the figures on the demo's 
 
     python benchmarks/onnx_demo_agreement.py [--demo DIR] [--workdir DIR] [--quick] [--variants a,b] [--held-out N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,7 @@ import torch
 
 from actionclip.data.synthetic import class_text
 from actionclip.data.transforms import normalize
-from actionclip.demo.recipes import (
-    MODEL_NAMES,
-    VARIANTS,
-    DemoConfig,
-    build_variant,
-    finetune,
-    model_config,
-    quick_config,
-)
+from actionclip.demo.recipes import MODEL_NAMES, VARIANTS, DemoConfig, build_variant, finetune, model_config, quick_config
 from actionclip.demo.report import class_probabilities, pretrain_key
 from actionclip.demo.run import pretrain_step
 from actionclip.demo.world import all_classes, render_videos, splits
@@ -50,9 +43,13 @@ def evaluation_sets(config: DemoConfig) -> dict:
     train_classes, unseen_classes = splits()
     zero_shot = render_videos(unseen_classes, config.test_draws, config.seed, stream=4)
     classes = all_classes()
-    return {"supervised": render_videos(train_classes, config.test_draws, config.seed, stream=4), "zero_shot": zero_shot,
-            "generalized_zero_shot": replace(zero_shot, classes=classes, labels=torch.tensor(
-                [classes.index(unseen_classes[i]) for i in zero_shot.labels]))}
+    return {
+        "supervised": render_videos(train_classes, config.test_draws, config.seed, stream=4),
+        "zero_shot": zero_shot,
+        "generalized_zero_shot": replace(
+            zero_shot, classes=classes, labels=torch.tensor([classes.index(unseen_classes[i]) for i in zero_shot.labels])
+        ),
+    }
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,8 +63,14 @@ def compare(key: str, clip_path: Path, config: DemoConfig, sets: dict, workdir: 
     finetune(model, variant, train, config, config.seed)
     directory = export_model(model, workdir / key, "int8")
     fp32, int8 = ExportedModel(directory, "fp32"), ExportedModel(directory, "int8")
-    row = {"videos": 0, "torch_vs_onnx_fp32_top1": 0, "onnx_fp32_vs_int8_top1": 0, "max_prob_diff_fp32": 0.0,
-           "max_prob_diff_int8": 0.0, "min_cosine_int8": 1.0}
+    row = {
+        "videos": 0,
+        "torch_vs_onnx_fp32_top1": 0,
+        "onnx_fp32_vs_int8_top1": 0,
+        "max_prob_diff_fp32": 0.0,
+        "max_prob_diff_int8": 0.0,
+        "min_cosine_int8": 1.0,
+    }
     for videos in sets.values():
         reference = class_probabilities(model, variant, videos).numpy()
         frames = normalize(videos.frames).numpy()
@@ -78,16 +81,20 @@ def compare(key: str, clip_path: Path, config: DemoConfig, sets: dict, workdir: 
         row["onnx_fp32_vs_int8_top1"] += int((full.argmax(1) == low.argmax(1)).sum())
         row["max_prob_diff_fp32"] = max(row["max_prob_diff_fp32"], float(np.abs(reference - full).max()))
         row["max_prob_diff_int8"] = max(row["max_prob_diff_int8"], float(np.abs(full - low).max()))
-        row["min_cosine_int8"] = min(row["min_cosine_int8"], float(cosines(int8.encode_video(frames)[0],
-                                                                           fp32.encode_video(frames)[0]).min()))
+        row["min_cosine_int8"] = min(
+            row["min_cosine_int8"], float(cosines(int8.encode_video(frames)[0], fp32.encode_video(frames)[0]).min())
+        )
     for name in ("torch_vs_onnx_fp32_top1", "onnx_fp32_vs_int8_top1"):
         row[name] /= row["videos"]
     if held_out is not None:
         frames = normalize(held_out.frames).numpy()
         text = fp32.class_text_features(held_out.names, variant.templates)
         full, low = fp32.video_probabilities(frames, text), int8.video_probabilities(frames, text)
-        row["held_out"] = {"videos": len(frames), "onnx_fp32_vs_int8_top1": float((full.argmax(1) == low.argmax(1)).mean()),
-                           "min_cosine_int8": float(cosines(int8.encode_video(frames)[0], fp32.encode_video(frames)[0]).min())}
+        row["held_out"] = {
+            "videos": len(frames),
+            "onnx_fp32_vs_int8_top1": float((full.argmax(1) == low.argmax(1)).mean()),
+            "min_cosine_int8": float(cosines(int8.encode_video(frames)[0], fp32.encode_video(frames)[0]).min()),
+        }
     return row
 
 
@@ -97,8 +104,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/onnx_demo_agreement"))
     parser.add_argument("--quick", action="store_true", help="the demo's --quick settings")
     parser.add_argument("--variants", help="comma-separated subset (default: every video-text variant)")
-    parser.add_argument("--held-out", type=int, default=0, metavar="N",
-                        help="also score N more clips of every class, from another stream, against all classes")
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also score N more clips of every class, from another stream, against all classes",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -120,12 +132,15 @@ def main() -> None:
         start = time.perf_counter()
         results[key] = compare(key, clips[VARIANTS[key].tower], config, sets, args.workdir, held_out)
         print(f"{key}: {json.dumps(results[key])} ({time.perf_counter() - start:.0f} s)", flush=True)
-    print("| variant | videos | ONNX fp32 = PyTorch top-1 | int8 = fp32 top-1 | max prob diff fp32 | max prob diff int8 "
-          "| min cosine int8 |")
+    print(
+        "| variant | videos | ONNX fp32 = PyTorch top-1 | int8 = fp32 top-1 | max prob diff fp32 | max prob diff int8 | min cosine int8 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for key, r in results.items():
-        print(f"| {key} | {r['videos']} | {r['torch_vs_onnx_fp32_top1']:.2%} | {r['onnx_fp32_vs_int8_top1']:.2%} "
-              f"| {r['max_prob_diff_fp32']:.1e} | {r['max_prob_diff_int8']:.3f} | {r['min_cosine_int8']:.5f} |")
+        print(
+            f"| {key} | {r['videos']} | {r['torch_vs_onnx_fp32_top1']:.2%} | {r['onnx_fp32_vs_int8_top1']:.2%} "
+            f"| {r['max_prob_diff_fp32']:.1e} | {r['max_prob_diff_int8']:.3f} | {r['min_cosine_int8']:.5f} |"
+        )
     if held_out is not None:
         print("| variant | held-out videos | int8 = fp32 top-1 | min cosine int8 |")
         print("|---|---|---|---|")

@@ -13,6 +13,7 @@ smallest cosine of each to fp32, and whether a video's embedding changes when th
 
     python benchmarks/onnx_inference.py [--model ViT-B-32] [--iterations 5] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,11 +59,22 @@ def int8_schemes(model_name: str, visual_prompt: str, frames: int, batch_size: i
         torch.manual_seed(0)
         directory = export_model(build_random_model(model_name, visual_prompt, frames, "actionclip"), Path(workdir), "int8")
         logging.getLogger().setLevel(logging.ERROR)  # the quantiser's advice to pre-process the graph
-        quantize_dynamic(directory / "video.onnx", directory / "per_tensor.onnx", per_channel=True,
-                         weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], extra_options={"MatMulConstBOnly": True})
-        sessions = {name: ort.InferenceSession(str(directory / file), providers=["CPUExecutionProvider"]) for name, file in
-                    (("fp32", "video.onnx"), ("int8, per-row (export)", "video.int8.onnx"),
-                     ("int8, per-tensor (quantize_dynamic)", "per_tensor.onnx"))}
+        quantize_dynamic(
+            directory / "video.onnx",
+            directory / "per_tensor.onnx",
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            extra_options={"MatMulConstBOnly": True},
+        )
+        sessions = {
+            name: ort.InferenceSession(str(directory / file), providers=["CPUExecutionProvider"])
+            for name, file in (
+                ("fp32", "video.onnx"),
+                ("int8, per-row (export)", "video.int8.onnx"),
+                ("int8, per-tensor (quantize_dynamic)", "per_tensor.onnx"),
+            )
+        }
         size = json.loads((directory / "export.json").read_text())["image_size"]
         video = np.random.default_rng(0).standard_normal((batch_size, frames, 3, size, size), dtype=np.float32)
         other = 3 * np.random.default_rng(1).standard_normal(video.shape, dtype=np.float32)
@@ -71,8 +83,11 @@ def int8_schemes(model_name: str, visual_prompt: str, frames: int, batch_size: i
         for name, session in sessions.items():
             first = session.run(None, {"frames": video})[0]
             mixed = session.run(None, {"frames": np.concatenate([video[:1], other[1:]])})[0]
-            results[name] = {"min_cosine_to_fp32": float(cosines(first, reference).min()),
-                             "batch_dependence": float(np.abs(mixed[0] - first[0]).max()), "seconds": []}
+            results[name] = {
+                "min_cosine_to_fp32": float(cosines(first, reference).min()),
+                "batch_dependence": float(np.abs(mixed[0] - first[0]).max()),
+                "seconds": [],
+            }
         for _ in range(rounds):
             for name, session in sessions.items():
                 start = time.perf_counter()
@@ -101,15 +116,19 @@ def main() -> None:
             results[f"{runtime} {precision}"] = benchmark(*config, device="cpu", iterations=args.iterations, precision=precision)
         else:
             results[f"{runtime} {precision}"] = onnx_benchmark(*config, iterations=args.iterations, precision=precision)
-    print(f"{args.model}, {args.visual_prompt}, {args.frames} frames, batch {args.batch_size}, random weights; "
-          f"CPU: {cpu_model()}, flags: {' '.join(cpu_flags())}; torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads), ONNX Runtime {ort.__version__}")
+    print(
+        f"{args.model}, {args.visual_prompt}, {args.frames} frames, batch {args.batch_size}, random weights; "
+        f"CPU: {cpu_model()}, flags: {' '.join(cpu_flags())}; torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads), ONNX Runtime {ort.__version__}"
+    )
     print("| path | videos/s | x torch fp32 | achieved GFLOP/s | peak GFLOP/s (same-process matmul, same dtype) | share of peak |")
     print("|---|---|---|---|---|---|")
     base = results["torch fp32"]["videos_per_s"]
     for name, r in results.items():
-        print(f"| {name} | {r['videos_per_s']:.2f} | {r['videos_per_s'] / base:.2f}x | {r['achieved_gflops']:.0f} "
-              f"| {r['peak_gflops']:.0f} | {r['achieved_gflops'] / r['peak_gflops']:.0%} |")
+        print(
+            f"| {name} | {r['videos_per_s']:.2f} | {r['videos_per_s'] / base:.2f}x | {r['achieved_gflops']:.0f} "
+            f"| {r['peak_gflops']:.0f} | {r['achieved_gflops'] / r['peak_gflops']:.0%} |"
+        )
     fastest = max(results, key=lambda name: results[name]["videos_per_s"])
     speedup = results[fastest]["videos_per_s"] / base
     print(f"fastest: {fastest}, {speedup:.2f}x torch fp32")
@@ -124,9 +143,20 @@ def main() -> None:
     for name, r in schemes.items():
         print(f"| {name} | {r['videos_per_s']:.2f} | {r['min_cosine_to_fp32']:.6f} | {r['batch_dependence']:.1e} |")
     if args.json:
-        args.json.write_text(json.dumps({"cpu": cpu_model(), "flags": cpu_flags(), "native_bf16": cpu_has_native_bf16(),
-                                         "fastest": fastest, "fastest_x_torch_fp32": speedup, "results": results,
-                                         "int8_schemes": schemes}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "cpu": cpu_model(),
+                    "flags": cpu_flags(),
+                    "native_bf16": cpu_has_native_bf16(),
+                    "fastest": fastest,
+                    "fastest_x_torch_fp32": speedup,
+                    "results": results,
+                    "int8_schemes": schemes,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ older source tree:
     python benchmarks/scale.py [--entries 240000] [--classes 400] [--videos 300] [--batches 300] [--workers 2]
     git archive <commit> src | tar -x -C /tmp/old && PYTHONPATH=/tmp/old/src python benchmarks/scale.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,13 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from actionclip.data import (
-    ThreeCropTransform,
-    TrainTransform,
-    VideoDataset,
-    collate_skip_bad,
-    write_video,
-)
+from actionclip.data import ThreeCropTransform, TrainTransform, VideoDataset, collate_skip_bad, write_video
 from actionclip.data.annotations import video_list_dataset
 
 FRAMES, SIZE = 32, 32
@@ -82,17 +77,28 @@ def worker_memory(root: Path, list_file: Path, classes_file: Path, batches: int,
     dataset = VideoDataset(samples, names, num_frames=8, mode="train", transform=TrainTransform(size=SIZE), seed=0)
     del samples
     build_s = time.perf_counter() - started
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, collate_fn=collate_skip_bad,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        generator=torch.Generator().manual_seed(0),
+    )
     batch_iterator = iter(loader)
     started = time.perf_counter()
     for _ in range(batches):
         batch = next(batch_iterator)
     pass_s = time.perf_counter() - started
     worker_uss = sorted(uss_kb(pid) for pid in children())
-    return {"entries": len(dataset), "build_s": round(build_s, 2), "pass_s": round(pass_s, 1),
-            "batch_dtype": str(batch.frames.dtype), "batch_mb": round(batch.frames.numel() * batch.frames.element_size() / 2**20, 2),
-            "worker_uss_mb": [round(kb / 1024, 1) for kb in worker_uss]}
+    return {
+        "entries": len(dataset),
+        "build_s": round(build_s, 2),
+        "pass_s": round(pass_s, 1),
+        "batch_dtype": str(batch.frames.dtype),
+        "batch_mb": round(batch.frames.numel() * batch.frames.element_size() / 2**20, 2),
+        "worker_uss_mb": [round(kb / 1024, 1) for kb in worker_uss],
+    }
 
 
 def evaluation_peak(root: Path, paths: list[str], batch_size: int) -> dict:
@@ -103,14 +109,20 @@ def evaluation_peak(root: Path, paths: list[str], batch_size: int) -> dict:
 
     model = create_model("actionclip-tiny-vit", visual_prompt="MeanP", num_frames=FRAMES, seed=0).eval()
     samples = [Sample(str(root / paths[i % len(paths)]), i % 4) for i in range(2 * batch_size)]
-    dataset = VideoDataset(samples, ["a", "b", "c", "d"], num_frames=FRAMES, mode="test", num_clips=10,
-                           transform=ThreeCropTransform(size=SIZE))
+    dataset = VideoDataset(
+        samples, ["a", "b", "c", "d"], num_frames=FRAMES, mode="test", num_clips=10, transform=ThreeCropTransform(size=SIZE)
+    )
     before = peak_rss_kb()
     started = time.perf_counter()
     predict_dataset(model, dataset, dataset.classes, batch_size=batch_size, workers=0, progress=False)
     peak = peak_rss_kb()
-    return {"eval_batch": batch_size, "videos": len(dataset), "seconds": round(time.perf_counter() - started, 1),
-            "peak_rss_before_mb": round(before / 1024, 1), "peak_rss_mb": round(peak / 1024, 1)}
+    return {
+        "eval_batch": batch_size,
+        "videos": len(dataset),
+        "seconds": round(time.perf_counter() - started, 1),
+        "peak_rss_before_mb": round(before / 1024, 1),
+        "peak_rss_mb": round(peak / 1024, 1),
+    }
 
 
 def main() -> None:
@@ -134,8 +146,18 @@ def main() -> None:
     list_file, classes_file = write_list(args.workdir, paths, args.entries, args.classes)
     print(json.dumps(worker_memory(args.workdir, list_file, classes_file, args.batches, args.batch_size, args.workers)))
     for batch_size in (int(b) for b in args.eval_batches.split(",")):
-        command = [sys.executable, __file__, "--eval-child", str(batch_size), "--videos", str(args.videos),
-                   "--classes", str(args.classes), "--workdir", str(args.workdir)]
+        command = [
+            sys.executable,
+            __file__,
+            "--eval-child",
+            str(batch_size),
+            "--videos",
+            str(args.videos),
+            "--classes",
+            str(args.classes),
+            "--workdir",
+            str(args.workdir),
+        ]
         print(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip())
 
 

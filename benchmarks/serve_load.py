@@ -18,6 +18,7 @@ each batch size its kernels), at each quarter of the run, and at its end.
 
     python benchmarks/serve_load.py [--requests 200] [--clients 16] [--workdir runs/bench_serve] [--json FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,18 @@ from actionclip.inference.classify import iter_predictions
 from inference import make_videos
 
 PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
-LABELS = ["arm wrestling", "applying eye makeup", "playing guitar", "swimming", "dancing", "cooking", "running",
-          "riding a bike", "juggling", "reading"]
+LABELS = [
+    "arm wrestling",
+    "applying eye makeup",
+    "playing guitar",
+    "swimming",
+    "dancing",
+    "cooking",
+    "running",
+    "riding a bike",
+    "juggling",
+    "reading",
+]
 OTHER_LABELS = ["a person", "a car", "an animal", "a game", "music"]
 KEY = "load-test-key"
 
@@ -84,9 +95,28 @@ def bad_requests(workdir: Path, good: Path, max_upload_mb: int) -> list[tuple[st
 
 
 def start_server(checkpoint: Path, port: int, args, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "actionclip", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
-               "--labels", ",".join(LABELS), "--api-key", KEY, "--max-batch", str(args.batch), "--workers",
-               str(args.workers), "--max-upload-mb", str(args.max_upload_mb), "--precision", args.precision]
+    command = [
+        sys.executable,
+        "-m",
+        "actionclip",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--labels",
+        ",".join(LABELS),
+        "--api-key",
+        KEY,
+        "--max-batch",
+        str(args.batch),
+        "--workers",
+        str(args.workers),
+        "--max-upload-mb",
+        str(args.max_upload_mb),
+        "--precision",
+        args.precision,
+    ]
     process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     for _ in range(600):
         if process.poll() is not None:
@@ -117,8 +147,9 @@ def cpu_seconds(pid: int) -> float:
 def predict_rate(model, videos: list[str], args) -> tuple[float, float]:
     """videos/s and CPU seconds per video of ``iter_predictions`` (this process and its DataLoader workers)."""
     before, start = os.times(), time.perf_counter()
-    results = list(iter_predictions(model, videos, LABELS, batch_size=args.batch, workers=args.workers,
-                                    text_cache=args.workdir / "text_cache"))  # as the command: no text encoding
+    results = list(
+        iter_predictions(model, videos, LABELS, batch_size=args.batch, workers=args.workers, text_cache=args.workdir / "text_cache")
+    )  # as the command: no text encoding
     seconds, after = time.perf_counter() - start, os.times()
     assert all("scores" in r for r in results), [r for r in results if "scores" not in r][:3]
     cpu = sum(after[i] - before[i] for i in range(4))  # user, system, children's user and system
@@ -138,8 +169,7 @@ def plan_requests(args, files: list[Path]) -> tuple[list, list[str]]:
         video = files[len(good_videos) % len(files)]
         good_videos.append(str(video))
         data = {"labels": ",".join(OTHER_LABELS)} if len(good_videos) % 4 == 0 else {}
-        plan.append(("good", {"files": {"video": (video.name, video.read_bytes())}, "data": data,
-                              "headers": {"X-API-Key": KEY}}, 200))
+        plan.append(("good", {"files": {"video": (video.name, video.read_bytes())}, "data": data, "headers": {"X-API-Key": KEY}}, 200))
     return plan, good_videos
 
 
@@ -184,21 +214,22 @@ def main() -> None:
     checkpoint = args.workdir / "vit-b-32-random"
     if not (checkpoint / "config.json").exists():
         actionclip.save(actionclip.create_model("ViT-B-32", None, "Transf", 8, seed=0).eval(), checkpoint)
-    files = sorted(make_videos(args.workdir / "videos", args.videos).glob("*.mp4"))[:args.videos]
+    files = sorted(make_videos(args.workdir / "videos", args.videos).glob("*.mp4"))[: args.videos]
     files += sorted(p for p in PEER_VIDEOS.glob("mmaction2_*") if p.suffix in (".mp4", ".avi"))
     plan, good_videos = plan_requests(args, files)
 
     # predict before and after the server's run: other load on the machine shows as a difference between the two.
     model = load_model(checkpoint, precision=args.precision)
-    list(iter_predictions(model, good_videos[:args.batch], LABELS, workers=args.workers,
-                          text_cache=args.workdir / "text_cache"))  # warm-up
+    list(
+        iter_predictions(model, good_videos[: args.batch], LABELS, workers=args.workers, text_cache=args.workdir / "text_cache")
+    )  # warm-up
     predict_before = predict_rate(model, good_videos, args)
 
     url = f"http://127.0.0.1:{args.port}"
     server = start_server(checkpoint, args.port, args, args.workdir / "server.log")
     try:
         memory = {"started": rss_mb(server.pid)}
-        warmup = [item for item in plan if item[0] == "good"][:args.warmup]
+        warmup = [item for item in plan if item[0] == "good"][: args.warmup]
         run_load(url, warmup, args.clients)  # the allocator's high-water mark and the batch shapes' kernels
         memory["after warm-up"] = rss_mb(server.pid)
         samples, stop = [], threading.Event()
@@ -226,17 +257,26 @@ def main() -> None:
     predict_mean = (predict_before[0] + predict_after[0]) / 2
     quarters = [samples[min(len(samples) - 1, len(samples) * q // 4)] for q in range(1, 4)] if samples else []
     figures = {
-        "requests": len(outcomes), "good": len(good), "bad": len(outcomes) - len(good), "clients": args.clients,
-        "failed_good": sum(1 for o in failures if o[0] == "good"), "bad_without_their_4xx": sum(1 for o in failures if o[0] != "good"),
-        "seconds": round(wall, 2), "requests_per_s": round(len(outcomes) / wall, 2),
-        "p50_ms": round(1000 * statistics.median(latencies)), "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))]),
+        "requests": len(outcomes),
+        "good": len(good),
+        "bad": len(outcomes) - len(good),
+        "clients": args.clients,
+        "failed_good": sum(1 for o in failures if o[0] == "good"),
+        "bad_without_their_4xx": sum(1 for o in failures if o[0] != "good"),
+        "seconds": round(wall, 2),
+        "requests_per_s": round(len(outcomes) / wall, 2),
+        "p50_ms": round(1000 * statistics.median(latencies)),
+        "p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))]),
         "serve_videos_per_s": round(len(good) / wall, 2),
         "predict_videos_per_s_before_after": [round(predict_before[0], 2), round(predict_after[0], 2)],
         "serve_over_predict": round(len(good) / wall / predict_mean, 3),
         "serve_cpu_s_per_video": round(server_cpu / len(good), 3),
         "predict_cpu_s_per_video_before_after": [round(predict_before[1], 3), round(predict_after[1], 3)],
-        "memory_mb": {**{k: round(v) for k, v in memory.items()}, "quarters": [round(q) for q in quarters],
-                      "peak": round(max(samples, default=memory["end"]))},
+        "memory_mb": {
+            **{k: round(v) for k, v in memory.items()},
+            "quarters": [round(q) for q in quarters],
+            "peak": round(max(samples, default=memory["end"])),
+        },
         "bad_statuses": sorted({f"{o[0]}: {o[3]}" for o in outcomes if o[0] != "good"}),
         "failures": [{"what": o[0], "status": o[3], "detail": o[4]} for o in failures[:10]],
     }

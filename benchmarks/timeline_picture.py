@@ -7,6 +7,7 @@ shows the windows, segments and heat strip the pipeline produces, not the accura
 
     python benchmarks/timeline_picture.py [--output docs/timeline.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,15 @@ LABELS = ["red shape", "green shape", "blue shape"]
 
 
 def colour_model():
-    actionclip.register_model_config("picture-tiny", {
-        "embed_dim": 64, "quick_gelu": True, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}})
+    actionclip.register_model_config(
+        "picture-tiny",
+        {
+            "embed_dim": 64,
+            "quick_gelu": True,
+            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+        },
+    )
     model = actionclip.create_model("picture-tiny", seed=0).eval()
     mean, std = (torch.tensor(v).view(1, 1, 3, 1, 1) for v in NORMALIZATIONS["clip"])
 

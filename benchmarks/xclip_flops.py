@@ -10,6 +10,7 @@ counts matmuls, linears, convolutions and attention, not normalisations or activ
 
     PYTHONPATH=src python benchmarks/xclip_flops.py [--model ViT-B-32] [--frames 8] [--classes 400]
 """
+
 from __future__ import annotations
 
 import argparse

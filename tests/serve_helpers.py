@@ -1,4 +1,5 @@
 """A real `actionclip serve` process on 127.0.0.1, shared by the API and browser tests."""
+
 import contextlib
 import os
 import socket
@@ -27,8 +28,24 @@ def serve_process(checkpoint, tmpdir: Path, *args, timeout: float = 90):
     tmpdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     log = open(tmpdir.parent / f"serve-{port}.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "actionclip", "serve", "--checkpoint", str(checkpoint), "--port",
-                                str(port), "--precision", "fp32", *map(str, args)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actionclip",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--precision",
+            "fp32",
+            *map(str, args),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -61,8 +61,28 @@ def video_folder(tmp_path):
 
 @pytest.mark.parametrize("arch", ["actionclip", "xclip"])
 def test_cli_json_schema(arch, video_folder, capsys):
-    code = main(["benchmark", "--model", "test-tiny", "--arch", arch, "--frames", "8", "--batch-size", "3",
-                 "--iterations", "2", "--device", "cpu", "--video", str(video_folder), "--workers", "1", "--json"])
+    code = main(
+        [
+            "benchmark",
+            "--model",
+            "test-tiny",
+            "--arch",
+            arch,
+            "--frames",
+            "8",
+            "--batch-size",
+            "3",
+            "--iterations",
+            "2",
+            "--device",
+            "cpu",
+            "--video",
+            str(video_folder),
+            "--workers",
+            "1",
+            "--json",
+        ]
+    )
     out, _ = capsys.readouterr()
     result = json.loads(out)  # exactly one JSON object
     assert code == 0
@@ -87,12 +107,15 @@ def test_cli_text_and_unreadable_video(tmp_path, capsys):
     assert code == 2 and err.startswith(f"error: {corrupt}: cannot open as a video")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
-    (["--frames", "0"], "--frames must be >= 1, got 0"),
-    (["--iterations", "0"], "--iterations must be >= 1, got 0"),
-    (["--batch-size", "-2"], "--batch-size must be >= 1, got -2"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+        (["--frames", "0"], "--frames must be >= 1, got 0"),
+        (["--iterations", "0"], "--iterations must be >= 1, got 0"),
+        (["--batch-size", "-2"], "--batch-size must be >= 1, got -2"),
+    ],
+)
 def test_cli_bad_device_and_numbers_are_one_line(args, message, capsys):
     code = main(["benchmark", "--model", "test-tiny", *args])
     out, err = capsys.readouterr()

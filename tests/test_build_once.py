@@ -1,4 +1,5 @@
 """Under torchrun, rank 0 alone reads the annotations and the other ranks receive the datasets from it."""
+
 import json
 import os
 import subprocess
@@ -51,9 +52,23 @@ with open(f"{out}.rank{os.environ['RANK']}.json", "w") as file:
 def _torchrun(tmp_path, config_file, mode):
     (tmp_path / "script.py").write_text(SCRIPT)
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(tmp_path / "script.py"), str(config_file), str(tmp_path / mode), mode],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(tmp_path / "script.py"),
+            str(config_file),
+            str(tmp_path / mode),
+            mode,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads((tmp_path / f"{mode}.rank{rank}.json").read_text()) for rank in (0, 1)]

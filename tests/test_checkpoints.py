@@ -35,7 +35,6 @@ def test_save_load_round_trip_is_bit_identical(tmp_path, prompt):
     assert sorted((tmp_path / "ckpt").iterdir()) == [tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors"]
 
 
-
 def test_saving_onto_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     model = actionclip.create_model("test-tiny", visual_prompt="MeanP", num_frames=4, seed=0)
     actionclip.save(model, tmp_path / "last")
@@ -45,6 +44,7 @@ def test_saving_onto_a_full_disk_says_so_and_keeps_the_previous_checkpoint(tmp_p
     with pytest.raises(OSError, match=r"no space left on device while writing .*last/model\.safetensors"):
         actionclip.save(model, tmp_path / "last")
     assert {p.name: p.read_bytes() for p in (tmp_path / "last").iterdir()} == before  # no partial file, nothing replaced
+
 
 def test_unimodal_round_trip(tmp_path):
     model = actionclip.create_model("test-tiny", visual_prompt="MeanP", arch="unimodal", num_classes=4, seed=0).eval()
@@ -80,8 +80,11 @@ def test_loading_into_wrong_arch_names_the_keys(tmp_path, monkeypatch):
     actionclip.save(actionclip.create_model("test-tiny", visual_prompt="MeanP", seed=0), tmp_path)
     _edit_config(tmp_path, lambda config: config.update(visual_prompt="Conv1D"))
     monkeypatch.setattr(checkpoints, "build_model", _never_built)
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(tmp_path))}/model\.safetensors does not fit the model {re.escape(str(tmp_path))}/config\.json "
-                                              r"describes: missing keys: video\.temporal\.shift\.weight$"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^{re.escape(str(tmp_path))}/model\.safetensors does not fit the model {re.escape(str(tmp_path))}/config\.json "
+        r"describes: missing keys: video\.temporal\.shift\.weight$",
+    ):
         actionclip.load(tmp_path)
 
 
@@ -127,9 +130,13 @@ def test_a_config_that_does_not_fit_its_weights_is_refused_in_one_line_before_bu
     monkeypatch.setattr(checkpoints, "build_model", _never_built)  # the only model built is on the meta device
     with pytest.raises(CheckpointError) as error:
         actionclip.load(directory)
-    keys = {"vision_keys": ", ".join(sorted(f.name for f in dataclasses.fields(CLIPVisionCfg))),
-            "config_keys": ", ".join(sorted(f.name for f in dataclasses.fields(actionclip.ActionCLIPConfig)))}
-    assert str(error.value) == f"{directory}/" + message.format(weights=directory / "model.safetensors", config=directory / "config.json", **keys)
+    keys = {
+        "vision_keys": ", ".join(sorted(f.name for f in dataclasses.fields(CLIPVisionCfg))),
+        "config_keys": ", ".join(sorted(f.name for f in dataclasses.fields(actionclip.ActionCLIPConfig))),
+    }
+    assert str(error.value) == f"{directory}/" + message.format(
+        weights=directory / "model.safetensors", config=directory / "config.json", **keys
+    )
 
 
 def test_a_frame_count_that_no_weight_pins_down_is_bounded(tmp_path):
@@ -145,8 +152,9 @@ def test_predict_names_a_config_mistake_in_one_line(transf_checkpoint, tmp_path,
     _edit_config(directory, lambda config: config.update(temporal_layers=10**6))
     monkeypatch.setattr(checkpoints, "build_model", _never_built)
     assert main(["predict", str(tmp_path / "clip.mp4"), "--labels", "a,b", "--checkpoint", str(directory), "--device", "cpu"]) == 2
-    assert capsys.readouterr().err == (f"error: {directory}/config.json: temporal_layers is 1000000 but {directory}/model.safetensors "
-                                       "has 6 Transf temporal blocks\n")
+    assert capsys.readouterr().err == (
+        f"error: {directory}/config.json: temporal_layers is 1000000 but {directory}/model.safetensors has 6 Transf temporal blocks\n"
+    )
 
 
 def test_truncated_or_foreign_files_give_clear_errors(tmp_path):
@@ -235,8 +243,11 @@ def test_a_file_of_the_wrong_architecture_names_the_mismatch(tmp_path):
     other = dict(TINY, vision_cfg=dict(TINY["vision_cfg"], layers=2))
     path = tmp_path / "two_layers.pt"
     torch.save(open_clip.CLIP(**other).state_dict(), path)
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))} does not fit the model: unexpected keys: visual\.transformer\.resblocks\.1\.\S+"
-                                              r"(, visual\.transformer\.resblocks\.1\.\S+)*, \.\.\. \(12 in all\)$"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^{re.escape(str(path))} does not fit the model: unexpected keys: visual\.transformer\.resblocks\.1\.\S+"
+        r"(, visual\.transformer\.resblocks\.1\.\S+)*, \.\.\. \(12 in all\)$",
+    ):
         actionclip.create_model("test-tiny", pretrained=str(path))
 
 
@@ -314,8 +325,11 @@ class _Payload:
 def test_a_refused_pickle_is_named_without_advice_to_load_it_unsafely(tmp_path):
     path = tmp_path / "payload.pt"
     torch.save({"state_dict": _Payload()}, path)
-    with pytest.raises(CheckpointError, match=r"payload\.pt: refused, it holds more than weights: Unsupported global: "
-                                              r"GLOBAL (builtins\.)?print was not an allowed global") as error:
+    with pytest.raises(
+        CheckpointError,
+        match=r"payload\.pt: refused, it holds more than weights: Unsupported global: "
+        r"GLOBAL (builtins\.)?print was not an allowed global",
+    ) as error:
         actionclip.create_model("test-tiny", pretrained=str(path))
     assert "weights_only=False" not in str(error.value)
 

@@ -1,5 +1,6 @@
 """`actionclip --help`, every `actionclip COMMAND --help` and `actionclip models` run where torch cannot be imported:
 the command line imports what a command needs only when that command runs."""
+
 import json
 import subprocess
 import sys
@@ -39,8 +40,7 @@ print(json.dumps(codes))
 """
 
 
-COMMANDS = ("train", "eval", "plot", "pretrain", "data", "predict", "benchmark", "demo", "embed", "search", "export",
-            "serve", "models")
+COMMANDS = ("train", "eval", "plot", "pretrain", "data", "predict", "benchmark", "demo", "embed", "search", "export", "serve", "models")
 
 
 def _commands() -> list[list[str]]:
@@ -59,9 +59,13 @@ def test_the_list_names_every_command(capsys):
 def test_help_and_models_import_no_torch(tmp_path):
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCK_TORCH))
     commands = _commands()
-    run = subprocess.run([sys.executable, "-c", RUN_ALL, json.dumps(commands)], capture_output=True, text=True,
-                         env={"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin",
-                              "ACTIONCLIP_CACHE": str(tmp_path / "cache")}, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", RUN_ALL, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin", "ACTIONCLIP_CACHE": str(tmp_path / "cache")},
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     codes = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(codes.values()) == {0}, codes

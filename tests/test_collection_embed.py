@@ -1,4 +1,5 @@
 """``actionclip embed``: shards and manifest, resumed after kill -9, sharded over torchrun processes, bad videos listed."""
+
 import json
 import os
 import signal
@@ -21,9 +22,12 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def make_videos(folder: Path, count: int, frames: int = 12) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    return [data.write_video(folder / f"v{i:02d}.mp4",
-                             np.random.default_rng(i).integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8), lossless=True)
-            for i in range(count)]
+    return [
+        data.write_video(
+            folder / f"v{i:02d}.mp4", np.random.default_rng(i).integers(0, 256, (frames, 48, 64, 3), dtype=np.uint8), lossless=True
+        )
+        for i in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +52,24 @@ def assert_same_rows(a, b, atol=1e-6):
 
 
 def embed_command(videos, output, checkpoint, *extra):
-    return [sys.executable, "-m", "actionclip", "embed", *map(str, videos), "--output", str(output), "--checkpoint",
-            str(checkpoint), "--precision", "fp32", "--dtype", "fp32", "--device", "cpu", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "actionclip",
+        "embed",
+        *map(str, videos),
+        "--output",
+        str(output),
+        "--checkpoint",
+        str(checkpoint),
+        "--precision",
+        "fp32",
+        "--dtype",
+        "fp32",
+        "--device",
+        "cpu",
+        *map(str, extra),
+    ]
 
 
 def environment():
@@ -59,8 +79,22 @@ def environment():
 def test_rows_are_the_normalised_embeddings_of_the_test_clips(checkpoint, tmp_path, capsys):
     model, directory = checkpoint
     videos = make_videos(tmp_path / "videos", 3)
-    code = main(["embed", str(tmp_path / "videos"), "--output", str(tmp_path / "emb"), "--checkpoint", str(directory),
-                 "--precision", "fp32", "--dtype", "fp32", "--workers", "0"])
+    code = main(
+        [
+            "embed",
+            str(tmp_path / "videos"),
+            "--output",
+            str(tmp_path / "emb"),
+            "--checkpoint",
+            str(directory),
+            "--precision",
+            "fp32",
+            "--dtype",
+            "fp32",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0 and json.loads(capsys.readouterr().out) == {"videos": 3, "skipped": 0, "embedded": 3, "failed": 0, "rows": 3}
     rows, matrix = store.load_embeddings(tmp_path / "emb")
     assert [r["video"] for r in rows] == [str(v) for v in videos]
@@ -69,8 +103,16 @@ def test_rows_are_the_normalised_embeddings_of_the_test_clips(checkpoint, tmp_pa
         clip = data.TestTransform(32)(data.open_video(video).read(data.sample_indices(12, 8, "test")))
         expected = torch.nn.functional.normalize(model.encode_video(data.normalize(clip)[None]), dim=-1)[0]
         np.testing.assert_allclose(row, expected.detach().numpy(), atol=1e-5)
-        assert record == {"video": str(video), "duration": 0.48, "start": 0.0, "end": 0.48, "model": "test-tiny",
-                          "weights": info["weights"], "shard": "shard-r000-00000.npy", "row": record["row"]}
+        assert record == {
+            "video": str(video),
+            "duration": 0.48,
+            "start": 0.0,
+            "end": 0.48,
+            "model": "test-tiny",
+            "weights": info["weights"],
+            "shard": "shard-r000-00000.npy",
+            "row": record["row"],
+        }
     assert matrix.dtype == np.float32 and info["source"]["checkpoint"] == str(directory)
     # The default, fp16 rows, are within fp16's rounding of the fp32 ones (2^-11 relative, entries below 1).
     actionclip.embed(videos, tmp_path / "emb16", checkpoint=directory, precision="fp32", workers=0, device="cpu")
@@ -82,10 +124,23 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(checkpoint, tmp_path):
     _, directory = checkpoint
     videos = make_videos(tmp_path / "videos", 16, frames=32)
     args = ("--workers", "0", "--batch-size", "1", "--shard-size", "1")
-    actionclip.embed(videos, tmp_path / "whole", checkpoint=directory, precision="fp32", dtype="fp32", device="cpu",
-                     workers=0, batch_size=1, shard_size=1)
-    process = subprocess.Popen(embed_command(videos, tmp_path / "killed", directory, *args), env=environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    actionclip.embed(
+        videos,
+        tmp_path / "whole",
+        checkpoint=directory,
+        precision="fp32",
+        dtype="fp32",
+        device="cpu",
+        workers=0,
+        batch_size=1,
+        shard_size=1,
+    )
+    process = subprocess.Popen(
+        embed_command(videos, tmp_path / "killed", directory, *args),
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     manifest = tmp_path / "killed" / store.MANIFEST
     deadline = time.monotonic() + 120
     while not (manifest.is_file() and manifest.read_text().count("\n") >= 3) and time.monotonic() < deadline:
@@ -94,8 +149,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(checkpoint, tmp_path):
     process.wait()
     done_before = len(store.read_manifest(tmp_path / "killed"))
     assert 3 <= done_before < len(videos), "the run was not killed part-way"
-    resumed = subprocess.run(embed_command(videos, tmp_path / "killed", directory, *args), env=environment(),
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        embed_command(videos, tmp_path / "killed", directory, *args), env=environment(), capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["skipped"] == done_before and summary["embedded"] == len(videos) - done_before
@@ -131,8 +187,19 @@ def test_unreadable_videos_are_listed_with_their_error_and_not_retried(checkpoin
     corrupt = tmp_path / "videos" / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     missing = tmp_path / "missing.mp4"
-    args = ["embed", str(tmp_path / "videos"), str(missing), "--output", str(tmp_path / "emb"), "--checkpoint",
-            str(directory), "--workers", "2", "--batch-size", "2"]
+    args = [
+        "embed",
+        str(tmp_path / "videos"),
+        str(missing),
+        "--output",
+        str(tmp_path / "emb"),
+        "--checkpoint",
+        str(directory),
+        "--workers",
+        "2",
+        "--batch-size",
+        "2",
+    ]
     code = main(args)
     out, err = capsys.readouterr()
     assert code == 1 and json.loads(out) == {"videos": 4, "skipped": 0, "embedded": 2, "failed": 2, "rows": 2}
@@ -151,18 +218,29 @@ def test_another_model_or_settings_in_the_same_folder_is_one_clear_error(checkpo
     code = main(["embed", str(videos[0]), "--output", str(tmp_path / "emb"), "--checkpoint", str(directory), "--dtype", "fp32"])
     out, err = capsys.readouterr()
     assert (code, out) == (2, "")
-    assert err.splitlines() == [f"error: {tmp_path / 'emb'}: holds embeddings made otherwise (dtype 'fp16' there, "
-                                "'fp32' now); embed into another folder"]
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'emb'}: holds embeddings made otherwise (dtype 'fp16' there, 'fp32' now); embed into another folder"
+    ]
 
 
 def test_torchrun_two_processes_give_the_rows_of_one(checkpoint, tmp_path):
     _, directory = checkpoint
     videos = make_videos(tmp_path / "videos", 7)
-    one = subprocess.run(embed_command(videos, tmp_path / "one", directory, "--workers", "0"), env=environment(),
-                         capture_output=True, text=True)
+    one = subprocess.run(
+        embed_command(videos, tmp_path / "one", directory, "--workers", "0"), env=environment(), capture_output=True, text=True
+    )
     assert one.returncode == 0, one.stderr
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "actionclip",
-               *embed_command(videos, tmp_path / "two", directory, "--workers", "1")[3:]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "actionclip",
+        *embed_command(videos, tmp_path / "two", directory, "--workers", "1")[3:],
+    ]
     two = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
     assert json.loads(two.stdout) == {"videos": 7, "skipped": 0, "embedded": 7, "failed": 0, "rows": 7}
@@ -171,11 +249,14 @@ def test_torchrun_two_processes_give_the_rows_of_one(checkpoint, tmp_path):
     assert {name[:10] for name in shards} == {"shard-r000", "shard-r001"}  # each rank wrote its own
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
-    (["--shard-size", "0"], "--shard-size must be >= 1, got 0"),
-    (["--window", "-1"], "window and stride must be > 0 seconds, got -1.0 and -1.0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+        (["--shard-size", "0"], "--shard-size must be >= 1, got 0"),
+        (["--window", "-1"], "window and stride must be > 0 seconds, got -1.0 and -1.0"),
+    ],
+)
 def test_bad_options_are_one_line(args, message, checkpoint, tmp_path, capsys):
     _, directory = checkpoint
     videos = make_videos(tmp_path / "videos", 1)
@@ -191,8 +272,7 @@ def test_rows_use_the_models_own_normalisation(tmp_path):
     model.config.normalization = "imagenet"
     directory = actionclip.save(model, tmp_path / "ckpt")
     (video,) = make_videos(tmp_path / "videos", 1)
-    actionclip.embed([video], tmp_path / "emb", checkpoint=directory, precision="fp32", dtype="fp32", workers=0,
-                     device="cpu")
+    actionclip.embed([video], tmp_path / "emb", checkpoint=directory, precision="fp32", dtype="fp32", workers=0, device="cpu")
     clip = data.TestTransform(32)(data.open_video(video).read(data.sample_indices(12, 8, "test")))
     expected = torch.nn.functional.normalize(model.encode_video(data.normalize(clip, "imagenet")[None]), dim=-1)[0]
     np.testing.assert_allclose(store.load_embeddings(tmp_path / "emb")[1][0], expected.detach().numpy(), atol=1e-5)

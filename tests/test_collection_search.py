@@ -1,4 +1,5 @@
 """``actionclip search``: exact top-k of a brute-force reference, faiss built once, the model the collection records."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,9 @@ def collection(tmp_path_factory):
     model = actionclip.create_model("test-tiny", seed=0).eval()
     checkpoint = actionclip.save(model, root / "ckpt")
     videos = make_videos(root / "videos", 8)
-    actionclip.embed(root / "videos", root / "emb", checkpoint=checkpoint, precision="fp32", dtype="fp32", device="cpu",
-                     workers=0, shard_size=3)
+    actionclip.embed(
+        root / "videos", root / "emb", checkpoint=checkpoint, precision="fp32", dtype="fp32", device="cpu", workers=0, shard_size=3
+    )
     return model, checkpoint, videos, root / "emb"
 
 
@@ -67,8 +69,9 @@ def test_exact_search_over_chunks_and_faiss_built_once(tmp_path, monkeypatch):
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     for part in np.split(np.arange(3000), 3):
         name = store.write_shard(directory, 0, matrix[part])
-        store.append_manifest(directory, [{"video": f"v{i}.mp4", "start": 0.0, "end": 1.0, "shard": name, "row": j}
-                                          for j, i in enumerate(part)])
+        store.append_manifest(
+            directory, [{"video": f"v{i}.mp4", "start": 0.0, "end": 1.0, "shard": name, "row": j} for j, i in enumerate(part)]
+        )
     rows, loaded = store.load_embeddings(directory)
     assert np.array_equal(loaded, matrix)
     query = torch.from_numpy(matrix[7] + 0.5 * matrix[11])

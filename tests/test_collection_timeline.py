@@ -1,5 +1,6 @@
 """Timelines (``predict --window``) on a generated long video of distinct actions with known boundaries, its
 variable-frame-rate copy starting at 2 s, and ``predict --embeddings`` against ``predict`` on the videos."""
+
 import json
 
 import av
@@ -28,8 +29,9 @@ def long_video(path, timestamps_ms):
     """The three actions one after the other; a frame belongs to the action of its own timestamp."""
     phases = [min(int((t - timestamps_ms[0]) / 1000 // SECONDS), len(ACTIONS) - 1) for t in timestamps_ms]
     rng = np.random.default_rng(0)
-    frames = np.concatenate([draw_clip(shape, colour, motion, 32, phases.count(k), rng)
-                             for k, (shape, colour, motion) in enumerate(ACTIONS)])
+    frames = np.concatenate(
+        [draw_clip(shape, colour, motion, 32, phases.count(k), rng) for k, (shape, colour, motion) in enumerate(ACTIONS)]
+    )
     return data.write_video(path, frames, fps=10, timestamps_ms=timestamps_ms, lossless=True)
 
 
@@ -96,16 +98,32 @@ def test_min_score_leaves_uncertain_windows_out_of_every_segment(videos, colour_
     (strict,) = actionclip.predict(path, LABELS, colour_model, window=2, stride=1, workers=0, min_score=lowest + 1e-6)
     assert strict["windows"] == result["windows"]
     uncertain = [w for w in strict["windows"] if w["scores"][0] <= lowest]
-    assert uncertain and not any(s["start"] <= (w["start"] + w["end"]) / 2 <= s["end"]
-                                 for w in uncertain for s in strict["segments"])
+    assert uncertain and not any(s["start"] <= (w["start"] + w["end"]) / 2 <= s["end"] for w in uncertain for s in strict["segments"])
 
 
 def test_timeline_command_prints_json_and_draws_the_picture(videos, tmp_path, capsys):
     directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
     path, _ = videos["variable"]
     picture = tmp_path / "timeline.png"
-    code = main(["predict", str(path), "--labels", ",".join(LABELS), "--checkpoint", str(directory), "--window", "4",
-                 "--stride", "2", "--json", "--timeline", str(picture), "--precision", "fp32"])
+    code = main(
+        [
+            "predict",
+            str(path),
+            "--labels",
+            ",".join(LABELS),
+            "--checkpoint",
+            str(directory),
+            "--window",
+            "4",
+            "--stride",
+            "2",
+            "--json",
+            "--timeline",
+            str(picture),
+            "--precision",
+            "fp32",
+        ]
+    )
     (line,) = capsys.readouterr().out.splitlines()
     result = json.loads(line)
     assert code == 0 and set(result) == {"video", "windows", "segments"} and len(result["windows"]) == 9  # 2.0 to 20.04 s
@@ -142,7 +160,8 @@ def test_an_xclip_collection_is_refused_for_labels(tmp_path, capsys):
     code = main(["predict", "--embeddings", str(tmp_path / "emb"), "--labels", "a,b"])
     assert code == 2 and capsys.readouterr().err.splitlines() == [
         f"error: {tmp_path / 'emb'}: embedded with X-CLIP, whose class texts depend on each video's frames (its "
-        "video-specific prompts): label the videos with `actionclip predict VIDEOS` instead"]
+        "video-specific prompts): label the videos with `actionclip predict VIDEOS` instead"
+    ]
 
 
 @pytest.mark.parametrize("kind", ["constant", "variable"])
@@ -162,18 +181,39 @@ def test_embedded_windows_label_like_the_timeline_of_the_video(videos, tmp_path,
     path, _ = videos["variable"]
     directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
     labels = ["arm wrestling", "playing guitar", "swimming"]
-    code = main(["embed", str(path), "--output", str(tmp_path / "emb"), "--checkpoint", str(directory), "--window", "2",
-                 "--stride", "1", "--dtype", "fp32", "--precision", "fp32", "--workers", "0"])
+    code = main(
+        [
+            "embed",
+            str(path),
+            "--output",
+            str(tmp_path / "emb"),
+            "--checkpoint",
+            str(directory),
+            "--window",
+            "2",
+            "--stride",
+            "1",
+            "--dtype",
+            "fp32",
+            "--precision",
+            "fp32",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0 and json.loads(capsys.readouterr().out)["rows"] == 18
-    (expected,) = actionclip.predict(path, labels, checkpoint=directory, window=2, stride=1, precision="fp32", device="cpu",
-                                     workers=0, top_k=3)
+    (expected,) = actionclip.predict(
+        path, labels, checkpoint=directory, window=2, stride=1, precision="fp32", device="cpu", workers=0, top_k=3
+    )
     (got,) = actionclip.inference.timeline.embedding_predictions(tmp_path / "emb", labels, top_k=3)
     assert [(w["start"], w["end"], w["labels"]) for w in got["windows"]] == [
-        (w["start"], w["end"], w["labels"]) for w in expected["windows"]]
+        (w["start"], w["end"], w["labels"]) for w in expected["windows"]
+    ]
     for a, b in zip(got["windows"], expected["windows"]):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
     assert [(s["start"], s["end"], s["label"]) for s in got["segments"]] == [
-        (s["start"], s["end"], s["label"]) for s in expected["segments"]]
+        (s["start"], s["end"], s["label"]) for s in expected["segments"]
+    ]
 
 
 def test_a_matroska_stream_starting_late_is_not_reported_truncated(videos):
@@ -183,11 +223,14 @@ def test_a_matroska_stream_starting_late_is_not_reported_truncated(videos):
 
 
 def test_predict_without_videos_or_with_both_sources_is_one_line(tmp_path, capsys):
-    for args, message in ((["--labels", "a,b", "--checkpoint", str(tmp_path)], "give videos and --checkpoint or --model "
-                            "(or --embeddings DIR)"),
-                          (["clip.mp4", "--labels", "a,b"], "give videos and --checkpoint or --model (or --embeddings DIR)"),
-                          (["clip.mp4", "--labels", "a,b", "--embeddings", str(tmp_path)],
-                           "--embeddings labels the collection's own videos or windows: give no videos and no --window")):
+    for args, message in (
+        (["--labels", "a,b", "--checkpoint", str(tmp_path)], "give videos and --checkpoint or --model (or --embeddings DIR)"),
+        (["clip.mp4", "--labels", "a,b"], "give videos and --checkpoint or --model (or --embeddings DIR)"),
+        (
+            ["clip.mp4", "--labels", "a,b", "--embeddings", str(tmp_path)],
+            "--embeddings labels the collection's own videos or windows: give no videos and no --window",
+        ),
+    ):
         code = main(["predict", *args])
         out, err = capsys.readouterr()
         assert (code, out, err.splitlines()) == (2, "", [f"error: {message}"]), args

@@ -44,12 +44,18 @@ def test_parse_views():
         parse_views("4x2")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("data:\n  options:\n    shot: 4\n", r"exp\.yaml: data\.options: unknown key\(s\) shot; known: .*shots"),
-    ("data:\n  train_transform: {grayscale: 0}\n", r"exp\.yaml: data\.train_transform: unknown key\(s\) grayscale; known: .*grayscale_p"),
-    ("eval:\n  class_subsets: {size: 160, cout: 3}\n", r"exp\.yaml: eval\.class_subsets: unknown key\(s\) cout"),
-    ("eval:\n  class_subsets: {size: 160}\n", r"exp\.yaml: eval\.class_subsets: missing key\(s\) count"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data:\n  options:\n    shot: 4\n", r"exp\.yaml: data\.options: unknown key\(s\) shot; known: .*shots"),
+        (
+            "data:\n  train_transform: {grayscale: 0}\n",
+            r"exp\.yaml: data\.train_transform: unknown key\(s\) grayscale; known: .*grayscale_p",
+        ),
+        ("eval:\n  class_subsets: {size: 160, cout: 3}\n", r"exp\.yaml: eval\.class_subsets: unknown key\(s\) cout"),
+        ("eval:\n  class_subsets: {size: 160}\n", r"exp\.yaml: eval\.class_subsets: missing key\(s\) count"),
+    ],
+)
 def test_a_misspelt_key_in_any_section_names_the_key_and_the_file(tmp_path, text, message):
     path = tmp_path / "exp.yaml"
     path.write_text(text)
@@ -59,8 +65,10 @@ def test_a_misspelt_key_in_any_section_names_the_key_and_the_file(tmp_path, text
 
 def test_typed_sections_read_their_values(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text("data:\n  options: {shots: 4, split_dir: splits}\n  train_transform: {grayscale_p: 0}\n"
-                    "eval:\n  class_subsets: {size: 160, count: 3}\ntrain:\n  objective: ce\n")
+    path.write_text(
+        "data:\n  options: {shots: 4, split_dir: splits}\n  train_transform: {grayscale_p: 0}\n"
+        "eval:\n  class_subsets: {size: 160, count: 3}\ntrain:\n  objective: ce\n"
+    )
     config = load_config(path)
     assert (config.data.options.shots, config.data.options.split_dir) == (4, "splits")
     assert config.data.train_transform == {"grayscale_p": 0}
@@ -77,19 +85,22 @@ def test_train_and_eval_report_a_config_mistake_in_one_line(tmp_path, capsys):
         assert error.startswith(f"error: {path}: data.options: unknown key(s) shot") and error.count("\n") == 1
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lr=[1, 2]", r"config: optim\.lr: expected a number, got \[1, 2\]"),
-    ("optim.betas=0.9", r"config: optim\.betas: expected two numbers"),
-    ("data.batch_size=2.5", r"config: data\.batch_size: expected an integer, got 2\.5"),
-    ("data.batch_size=0", r"config: data\.batch_size: must be >= 1, got 0"),
-    ("model.num_frames=0", r"config: model\.num_frames: must be >= 1"),
-    ("eval.splits=abc", r"config: eval\.splits: expected a list of integers or null, got 'abc'"),
-    ("eval.splits=[1, x]", r"config: eval\.splits\[1\]: expected an integer, got 'x'"),
-    ("prompts.templates={a: 1}", r"config: prompts\.templates: expected a string or a list of strings"),
-    ("train.gather_features=maybe", r"config: train\.gather_features: expected true or false or null, got 'maybe'"),
-    ("optim.warmup_epochs=60", r"optim\.warmup_epochs \(60\.0\) must be >= 0 and less than optim\.epochs \(50\)"),
-    ("eval.views=garbage", r"config: eval\.views must look like CLIPSxCROPS"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=[1, 2]", r"config: optim\.lr: expected a number, got \[1, 2\]"),
+        ("optim.betas=0.9", r"config: optim\.betas: expected two numbers"),
+        ("data.batch_size=2.5", r"config: data\.batch_size: expected an integer, got 2\.5"),
+        ("data.batch_size=0", r"config: data\.batch_size: must be >= 1, got 0"),
+        ("model.num_frames=0", r"config: model\.num_frames: must be >= 1"),
+        ("eval.splits=abc", r"config: eval\.splits: expected a list of integers or null, got 'abc'"),
+        ("eval.splits=[1, x]", r"config: eval\.splits\[1\]: expected an integer, got 'x'"),
+        ("prompts.templates={a: 1}", r"config: prompts\.templates: expected a string or a list of strings"),
+        ("train.gather_features=maybe", r"config: train\.gather_features: expected true or false or null, got 'maybe'"),
+        ("optim.warmup_epochs=60", r"optim\.warmup_epochs \(60\.0\) must be >= 0 and less than optim\.epochs \(50\)"),
+        ("eval.views=garbage", r"config: eval\.views must look like CLIPSxCROPS"),
+    ],
+)
 def test_a_value_of_the_wrong_type_or_out_of_range_is_refused_by_key(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])
@@ -103,8 +114,13 @@ def test_eval_views_from_the_command_line_are_checked_like_the_config(tmp_path, 
     assert error.startswith("error: ") and "eval.views must look like CLIPSxCROPS" in error and error.count("\n") == 1
 
 
-@pytest.mark.parametrize("device, message", [("tpu", "train.device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
-                                             ("cuda:0", "train.device cuda:0: CUDA is not available here")])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("tpu", "train.device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+        ("cuda:0", "train.device cuda:0: CUDA is not available here"),
+    ],
+)
 def test_a_device_that_is_not_one_or_not_here_is_one_line(tmp_path, capsys, device, message):
     if device.startswith("cuda") and __import__("torch").cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -121,8 +137,9 @@ REGENERATE = "python -m actionclip.engine.config --schema > configs/schema.json"
 
 
 def test_the_committed_schema_is_the_generated_one_and_every_config_names_it_and_validates():
-    generated = subprocess.run([sys.executable, "-m", "actionclip.engine.config", "--schema"], capture_output=True, text=True,
-                               check=True).stdout
+    generated = subprocess.run(
+        [sys.executable, "-m", "actionclip.engine.config", "--schema"], capture_output=True, text=True, check=True
+    ).stdout
     assert (CONFIGS / "schema.json").read_text() == generated, f"configs/schema.json is stale; regenerate it: {REGENERATE}"
     assert json.loads(generated)["$defs"]["OptimConfig"]["additionalProperties"] is False  # editors flag misspelt keys
     for path in sorted(CONFIGS.rglob("*.yaml")):

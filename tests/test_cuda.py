@@ -1,5 +1,6 @@
 """Checks that need a CUDA GPU; ``benchmarks/gpu_check.py`` runs them (``pytest -m cuda``). Without a GPU they are
 skipped. Models are built with random weights; nothing is downloaded."""
+
 import json
 import subprocess
 import sys
@@ -29,8 +30,9 @@ def _saved_state(run_dir):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_mixed_precision_training_steps(precision, data_root, tmp_path):
-    config = load_config(None, overrides(data_root, tmp_path / "run", **{"optim.epochs": 1, "train.device": "cuda",
-                                                                          "train.precision": precision}))
+    config = load_config(
+        None, overrides(data_root, tmp_path / "run", **{"optim.epochs": 1, "train.device": "cuda", "train.precision": precision})
+    )
     summary = run_training(config)
     steps = losses(tmp_path / "run")
     assert len(steps) == 4 and all(torch.isfinite(torch.tensor(steps))) and summary["num_videos"] == 12
@@ -61,9 +63,22 @@ run_training(load_config(sys.argv[1]))
 def test_torchrun_with_one_nccl_process(data_root, tmp_path):
     config_file = write_config(tmp_path / "run.yaml", overrides(data_root, tmp_path / "run", **{"optim.epochs": 1, "train.device": "cuda"}))
     (tmp_path / "train.py").write_text(NCCL_SCRIPT)
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-                             str(tmp_path / "train.py"), str(config_file)],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "1",
+            str(tmp_path / "train.py"),
+            str(config_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(losses(tmp_path / "run")) == 4 and json.loads((tmp_path / "run" / "eval.json").read_text())["num_videos"] == 12
 
@@ -88,9 +103,21 @@ def test_predict_10x3_on_cuda_within_memory(data_root, tmp_path):
 
 
 def test_10x3_evaluation_on_cuda_within_memory(data_root, tmp_path):
-    config = load_config(None, overrides(data_root, tmp_path / "run", **{
-        "model.name": "ViT-B-32", "data.image_size": 224, "eval.views": "10x3", "eval.batch_size": 2,
-        "eval.precision": "bf16", "train.device": "cuda"}))
+    config = load_config(
+        None,
+        overrides(
+            data_root,
+            tmp_path / "run",
+            **{
+                "model.name": "ViT-B-32",
+                "data.image_size": 224,
+                "eval.views": "10x3",
+                "eval.batch_size": 2,
+                "eval.precision": "bf16",
+                "train.device": "cuda",
+            },
+        ),
+    )
     torch.cuda.reset_peak_memory_stats()
     summary = run_evaluation(config, output=str(tmp_path / "eval"))
     peak = torch.cuda.max_memory_allocated() / GIB

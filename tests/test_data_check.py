@@ -118,8 +118,7 @@ def test_cli_nothing_to_check_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("not a video")
     assert main(["check", str(tmp_path / "empty")]) == 2
-    assert capsys.readouterr().err.splitlines() == [
-        f"error: {tmp_path / 'empty'}: no videos found (by extension: .mp4, .avi, .mkv, ...)"]
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'empty'}: no videos found (by extension: .mp4, .avi, .mkv, ...)"]
     listing = tmp_path / "list.txt"
     listing.write_text("# nothing listed yet\n")
     assert main(["check", str(listing)]) == 2

@@ -46,12 +46,12 @@ def touch_videos(root, relative_paths):
 
 
 def test_read_class_names_formats(tmp_path):
-    assert read_class_names(write(tmp_path / "labels.csv", "id,name\n1,Biking\n0,ApplyEyeMakeup\n")) == [
-        "ApplyEyeMakeup", "Biking"]
-    assert read_class_names(write(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\n2 ApplyLipstick\n")) == [
-        "ApplyEyeMakeup", "ApplyLipstick"]
+    assert read_class_names(write(tmp_path / "labels.csv", "id,name\n1,Biking\n0,ApplyEyeMakeup\n")) == ["ApplyEyeMakeup", "Biking"]
+    assert read_class_names(write(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\n2 ApplyLipstick\n")) == ["ApplyEyeMakeup", "ApplyLipstick"]
     assert read_class_names(write(tmp_path / "charades.txt", "c000 Holding some clothes\nc001 Putting clothes somewhere\n")) == [
-        "Holding some clothes", "Putting clothes somewhere"]
+        "Holding some clothes",
+        "Putting clothes somewhere",
+    ]
     assert read_class_names(write(tmp_path / "k400.txt", "abseiling\nair drumming\n")) == ["abseiling", "air drumming"]
     with pytest.raises(AnnotationError, match=r"gaps.csv:3: class ids must be consecutive.*'3,c'"):
         read_class_names(write(tmp_path / "gaps.csv", "0,a\n1,b\n3,c\n"))
@@ -101,8 +101,7 @@ def test_byte_order_marks_and_other_encodings(tmp_path):
         path.write_bytes(text.encode("utf-8-sig"))  # as Windows editors save UTF-8
         return path
 
-    assert read_class_names(write_bom(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\r\n2 YoYo\r\n")) == [
-        "ApplyEyeMakeup", "YoYo"]
+    assert read_class_names(write_bom(tmp_path / "classInd.txt", "1 ApplyEyeMakeup\r\n2 YoYo\r\n")) == ["ApplyEyeMakeup", "YoYo"]
     assert read_class_names(write_bom(tmp_path / "k400.txt", "abseiling\n")) == ["abseiling"]
     assert parse_video_list(write_bom(tmp_path / "list.txt", "a.mp4 0\n")) == [Sample("a.mp4", 0)]
     csv_file = write_bom(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\nabseiling,x,1,2,train\n")
@@ -114,17 +113,18 @@ def test_byte_order_marks_and_other_encodings(tmp_path):
 
 
 def test_kinetics_csv(tmp_path, caplog):
-    csv_file = write(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\n"
-                     "abseiling,--07WQ2iBlw,1,11,train\n"
-                     "air drumming,-0a2sqmqPqQ,14,24,train\n"
-                     "abseiling,gone_video_,30,40,train\n")
-    touch_videos(tmp_path / "videos", ["train/abseiling/--07WQ2iBlw_000001_000011.mp4",
-                                       "train/air drumming/-0a2sqmqPqQ_000014_000024.mkv"])
+    csv_file = write(
+        tmp_path / "train.csv",
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,--07WQ2iBlw,1,11,train\n"
+        "air drumming,-0a2sqmqPqQ,14,24,train\n"
+        "abseiling,gone_video_,30,40,train\n",
+    )
+    touch_videos(tmp_path / "videos", ["train/abseiling/--07WQ2iBlw_000001_000011.mp4", "train/air drumming/-0a2sqmqPqQ_000014_000024.mkv"])
     with caplog.at_level(logging.WARNING, "actionclip.data"):
         samples, names = kinetics_csv(csv_file, tmp_path / "videos")
     assert names == ["abseiling", "air drumming"]
-    assert [(s.path.endswith(p), s.label) for s, p in zip(samples, ["_000001_000011.mp4", "_000014_000024.mkv"])] == [
-        (True, 0), (True, 1)]
+    assert [(s.path.endswith(p), s.label) for s, p in zip(samples, ["_000001_000011.mp4", "_000014_000024.mkv"])] == [(True, 0), (True, 1)]
     assert "1 of 3 videos not found" in caplog.text
     with pytest.raises(FileNotFoundError, match="gone_video__000030_000040"):
         kinetics_csv(csv_file, tmp_path / "videos", missing="error")
@@ -134,15 +134,15 @@ def test_kinetics_csv(tmp_path, caplog):
     with pytest.raises(AnnotationError, match=r"bad.csv:2: time_start/time_end must be numbers: 'abseiling,x,one,11,train'"):
         kinetics_csv(bad, tmp_path)
     with pytest.raises(AnnotationError, match=r"label 'juggling' is not one of the 2 classes"):
-        kinetics_csv(write(tmp_path / "v2.csv", "label,youtube_id,time_start,time_end,split\njuggling,x,1,2,val\n"),
-                     tmp_path, class_names=names)
+        kinetics_csv(
+            write(tmp_path / "v2.csv", "label,youtube_id,time_start,time_end,split\njuggling,x,1,2,val\n"), tmp_path, class_names=names
+        )
 
 
 def test_ucf101_splits(tmp_path):
     splits = tmp_path / "ucfTrainTestlist"
     write(splits / "classInd.txt", "1 ApplyEyeMakeup\n2 HandstandPushups\n3 YoYo\n")
-    write(splits / "trainlist02.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
-          "HandstandPushups/v_HandStandPushups_g08_c01.avi 2\n")
+    write(splits / "trainlist02.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\nHandstandPushups/v_HandStandPushups_g08_c01.avi 2\n")
     write(splits / "testlist02.txt", "YoYo/v_YoYo_g01_c01.avi\nApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
     train, names = ucf101_split(tmp_path / "UCF-101", splits, split=2, subset="train")
     assert names == ["ApplyEyeMakeup", "HandstandPushups", "YoYo"]
@@ -156,8 +156,10 @@ def test_ucf101_splits(tmp_path):
 
 
 def test_hmdb51_splits(tmp_path):
-    write(tmp_path / "brush_hair_test_split1.txt", "April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \n"
-          "Blonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi 2 \nbrush_unused_0.avi 0 \n")
+    write(
+        tmp_path / "brush_hair_test_split1.txt",
+        "April_09_brush_hair_u_nm_np1_ba_goo_0.avi 1 \nBlonde_being_brushed_brush_hair_f_nm_np2_ri_med_0.avi 2 \nbrush_unused_0.avi 0 \n",
+    )
     write(tmp_path / "cartwheel_test_split1.txt", "Acrobacias_cartwheel_f_cm_np1_le_bad_0.avi 2 \n")
     write(tmp_path / "cartwheel_test_split2.txt", "Acrobacias_cartwheel_f_cm_np1_le_bad_0.avi 3\n")
     train, names = hmdb51_split("/hmdb", tmp_path, split=1, subset="train")
@@ -172,13 +174,14 @@ def test_hmdb51_splits(tmp_path):
 
 
 def test_charades_multi_label(tmp_path):
-    classes = write(tmp_path / "Charades_v1_classes.txt",
-                    "".join(f"c{i:03d} action number {i}\n" for i in range(157)))
-    csv_file = write(tmp_path / "Charades_v1_train.csv",
-                     "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
-                     '46GP8,HR43,Kitchen,6,7,Yes,"A person cooks, then eats.",food;table,"desc",'
-                     '"c092 11.90 21.20;c147 0.00 12.60;c092 25.00 30.00",24.83\n'
-                     "N11GT,0KZ7,Stairs,6,7,Yes,script,stairs,desc,,18.0\n")
+    classes = write(tmp_path / "Charades_v1_classes.txt", "".join(f"c{i:03d} action number {i}\n" for i in range(157)))
+    csv_file = write(
+        tmp_path / "Charades_v1_train.csv",
+        "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length\n"
+        '46GP8,HR43,Kitchen,6,7,Yes,"A person cooks, then eats.",food;table,"desc",'
+        '"c092 11.90 21.20;c147 0.00 12.60;c092 25.00 30.00",24.83\n'
+        "N11GT,0KZ7,Stairs,6,7,Yes,script,stairs,desc,,18.0\n",
+    )
     samples, names = charades_csv(csv_file, "/charades", classes)
     assert len(names) == 157 and names[92] == "action number 92"
     assert samples == [Sample("/charades/46GP8.mp4", (92, 147)), Sample("/charades/N11GT.mp4", ())]
@@ -195,8 +198,11 @@ def test_folder_per_class(tmp_path):
     (tmp_path / "Empty").mkdir()
     samples, names = folder_dataset(tmp_path)
     assert names == ["Empty", "PlayingGuitar", "Swimming"]
-    assert [(s.path[len(str(tmp_path)) + 1:], s.label) for s in samples] == [
-        ("PlayingGuitar/a.mp4", 1), ("PlayingGuitar/sub/b.avi", 1), ("Swimming/c.mkv", 2)]
+    assert [(s.path[len(str(tmp_path)) + 1 :], s.label) for s in samples] == [
+        ("PlayingGuitar/a.mp4", 1),
+        ("PlayingGuitar/sub/b.avi", 1),
+        ("Swimming/c.mkv", 2),
+    ]
     assert VideoDataset(samples, names).classes == ["empty", "playing guitar", "swimming"]
 
 
@@ -205,9 +211,16 @@ def test_folder_per_class(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    return make_synthetic_dataset(tmp_path_factory.mktemp("syn"), shapes=("circle", "square"),
-                                  colours=("red", "blue"), motions=("left", "right"), clips_per_class=2,
-                                  size=32, num_frames=12, seed=0)
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("syn"),
+        shapes=("circle", "square"),
+        colours=("red", "blue"),
+        motions=("left", "right"),
+        clips_per_class=2,
+        size=32,
+        num_frames=12,
+        seed=0,
+    )
 
 
 def test_dataset_items_and_classes(synthetic):
@@ -251,18 +264,19 @@ def test_dataset_test_mode_and_multi_view(synthetic):
     frames, _ = ds[0]
     assert frames.shape == (4, 3, 224, 224)
     assert torch.equal(ds[0][0], frames)
-    views = VideoDataset(synthetic.samples, synthetic.classes, num_frames=4, mode="test", num_clips=2,
-                         transform=ThreeCropTransform(size=32))
+    views = VideoDataset(
+        synthetic.samples, synthetic.classes, num_frames=4, mode="test", num_clips=2, transform=ThreeCropTransform(size=32)
+    )
     frames, label = views[5]
     assert frames.shape == (6, 4, 3, 32, 32) and label == 2
 
 
 def test_multi_view_uses_the_sampled_clips(tmp_path):
     # Frame i of this video is filled with grey level 10 * i: the decoded clip tells which frames were read.
-    path = write_video(tmp_path / "levels.mp4", [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(24)],
-                       fps=8, lossless=True)
-    plain = VideoDataset([Sample(str(path), 0)], ["a"], num_frames=4, mode="test", num_clips=3,
-                         transform=lambda x, rng: x.permute(0, 3, 1, 2).float())
+    path = write_video(tmp_path / "levels.mp4", [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(24)], fps=8, lossless=True)
+    plain = VideoDataset(
+        [Sample(str(path), 0)], ["a"], num_frames=4, mode="test", num_clips=3, transform=lambda x, rng: x.permute(0, 3, 1, 2).float()
+    )
     frames, _ = plain[0]
     levels = frames[:, :, 0, 16, 16] / 10
     assert frames.shape == (3, 4, 3, 32, 32)
@@ -272,9 +286,11 @@ def test_multi_view_uses_the_sampled_clips(tmp_path):
 def test_bad_videos_are_skipped_and_counted(synthetic, tmp_path, caplog):
     (tmp_path / "empty.mp4").write_bytes(b"")
     (tmp_path / "text.mp4").write_text("not a video")
-    samples = list(synthetic.samples[:6]) + [Sample(str(tmp_path / "empty.mp4"), 0),
-                                             Sample(str(tmp_path / "missing.mp4"), 1),
-                                             Sample(str(tmp_path / "text.mp4"), 2)]
+    samples = list(synthetic.samples[:6]) + [
+        Sample(str(tmp_path / "empty.mp4"), 0),
+        Sample(str(tmp_path / "missing.mp4"), 1),
+        Sample(str(tmp_path / "text.mp4"), 2),
+    ]
     ds = VideoDataset(samples, synthetic.classes, num_frames=4, seed=0)
     bad = ds[6]
     assert isinstance(bad, BadSample) and bad.index == 6 and bad.reason == "empty file (0 bytes)"
@@ -296,8 +312,7 @@ def test_bad_videos_are_skipped_and_counted(synthetic, tmp_path, caplog):
 
 def test_evaluation_items_carry_their_dataset_index_and_training_replaces_bad_ones(synthetic, tmp_path):
     (tmp_path / "empty.mp4").write_bytes(b"")
-    ds = VideoDataset([Sample(str(tmp_path / "empty.mp4"), 0)] + list(synthetic.samples[:3]), synthetic.classes,
-                      num_frames=4, seed=0)
+    ds = VideoDataset([Sample(str(tmp_path / "empty.mp4"), 0)] + list(synthetic.samples[:3]), synthetic.classes, num_frames=4, seed=0)
     (batch,) = DataLoader(IndexedSamples(ds, [3, 0, 2]), batch_size=3, collate_fn=collate_skip_bad)
     assert batch.indices.tolist() == [3, 2] and len(batch.frames) == 2 and [b.index for b in batch.bad] == [0]
     # Training keeps the batch full: the unreadable video 0 is replaced by video 1, and still reported.
@@ -307,8 +322,7 @@ def test_evaluation_items_carry_their_dataset_index_and_training_replaces_bad_on
 
 
 def test_dataloader_workers_give_the_same_clips(synthetic):
-    ds = VideoDataset(synthetic.samples, synthetic.classes, num_frames=4, seed=3,
-                      transform=lambda x, rng: x.permute(0, 3, 1, 2).float())
+    ds = VideoDataset(synthetic.samples, synthetic.classes, num_frames=4, seed=3, transform=lambda x, rng: x.permute(0, 3, 1, 2).float())
     serial = [b.frames for b in DataLoader(ds, batch_size=8, collate_fn=collate_skip_bad)]
     parallel = [b.frames for b in DataLoader(ds, batch_size=8, collate_fn=collate_skip_bad, num_workers=2)]
     assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
@@ -319,9 +333,16 @@ def test_short_video_count_is_corrected_at_read(tmp_path):
     folder = tmp_path / "v"
     folder.mkdir()
     from PIL import Image
+
     for i in range(5):
         Image.new("RGB", (16, 16), (40 * i, 0, 0)).save(folder / f"img_{i + 1:05d}.png")
-    ds = VideoDataset([Sample(str(folder), 0, 50)], ["a"], num_frames=8, mode="test", frame_template="img_{:05d}.png",
-                      transform=lambda x, rng: x.permute(0, 3, 1, 2).float())
+    ds = VideoDataset(
+        [Sample(str(folder), 0, 50)],
+        ["a"],
+        num_frames=8,
+        mode="test",
+        frame_template="img_{:05d}.png",
+        transform=lambda x, rng: x.permute(0, 3, 1, 2).float(),
+    )
     frames, _ = ds[0]
     assert (frames[:, 0, 0, 0] / 40).round().tolist() == [0, 0, 1, 1, 2, 3, 3, 4]

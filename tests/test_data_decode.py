@@ -28,7 +28,7 @@ def textured_frames(n: int, width: int = 64, height: int = 48, seed: int = 0) ->
     for i in range(n):
         image = ((x * 3 + i * 5) % 200).astype(np.uint8) + noise
         image = np.broadcast_to(image, (height, width, 3)).copy()
-        image[4:16, (2 * i) % (width - 12):(2 * i) % (width - 12) + 12] = (250, 20, 20)
+        image[4:16, (2 * i) % (width - 12) : (2 * i) % (width - 12) + 12] = (250, 20, 20)
         frames.append(image)
     return frames
 
@@ -49,8 +49,9 @@ def videos(tmp_path_factory) -> dict[str, Path]:
         "avi": write_video(d / "mpeg4.avi", frames[:40], fps=25),
         "three": write_video(d / "three.mp4", frames[:3], fps=25),
         # Variable frame rate: gaps of 40 ms and 120 ms.
-        "vfr": write_video(d / "vfr.mp4", frames[:30], fps=25, gop=6,
-                           timestamps_ms=np.cumsum([0] + [40 if i % 3 else 120 for i in range(1, 30)]).tolist()),
+        "vfr": write_video(
+            d / "vfr.mp4", frames[:30], fps=25, gop=6, timestamps_ms=np.cumsum([0] + [40 if i % 3 else 120 for i in range(1, 30)]).tolist()
+        ),
         "rotated": write_video(d / "rotated.mp4", frames[:4], fps=25, rotation=90),
     }
     data = out["mkv"].read_bytes()
@@ -59,8 +60,13 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (d / "empty.mp4").write_bytes(b"")
     (d / "text.mp4").write_text("this is not a video\n" * 20)
-    out.update(truncated_mkv=d / "truncated.mkv", truncated_mp4=d / "truncated.mp4", empty=d / "empty.mp4",
-               text=d / "text.mp4", missing=d / "missing.mp4")
+    out.update(
+        truncated_mkv=d / "truncated.mkv",
+        truncated_mp4=d / "truncated.mp4",
+        empty=d / "empty.mp4",
+        text=d / "text.mp4",
+        missing=d / "missing.mp4",
+    )
     return out
 
 
@@ -151,12 +157,15 @@ def test_a_truncated_video_says_how_much_could_be_read(videos):
     assert VideoFile(videos["mkv"]).shortfall is None and VideoFile(videos["vfr"]).shortfall is None
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("truncated_mp4", "cannot open as a video"),  # moov atom at the end is lost
-    ("empty", "empty file"),
-    ("text", "cannot open as a video"),
-    ("missing", "file not found"),
-])
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("truncated_mp4", "cannot open as a video"),  # moov atom at the end is lost
+        ("empty", "empty file"),
+        ("text", "cannot open as a video"),
+        ("missing", "file not found"),
+    ],
+)
 def test_bad_files_raise_clear_errors(videos, name, reason):
     with pytest.raises(VideoReadError, match=reason) as info:
         read_frames(videos[name], [0])

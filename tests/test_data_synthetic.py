@@ -5,14 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from actionclip.data import (
-    VideoDataset,
-    count_frames,
-    make_synthetic_dataset,
-    parse_video_list,
-    read_class_names,
-    read_frames,
-)
+from actionclip.data import VideoDataset, count_frames, make_synthetic_dataset, parse_video_list, read_class_names, read_frames
 from actionclip.data.build import DataConfig, DataOptions, dataset_samples
 from actionclip.data.synthetic import OPTIONS_FILE
 
@@ -24,8 +17,14 @@ def dataset(tmp_path_factory):
 
 def test_writes_videos_list_and_classes(dataset):
     assert len(dataset.classes) == 3 * 3 * 6 and len(dataset.samples) == 108
-    assert dataset.classes[:6] == ["red circle moving left", "red circle moving right", "red circle moving up",
-                                   "red circle moving down", "red circle growing", "red circle shrinking"]
+    assert dataset.classes[:6] == [
+        "red circle moving left",
+        "red circle moving right",
+        "red circle moving up",
+        "red circle moving down",
+        "red circle growing",
+        "red circle shrinking",
+    ]
     assert read_class_names(dataset.classes_file) == dataset.classes
     listed = parse_video_list(dataset.list_file, root=dataset.root)
     assert [(s.path, s.label) for s in listed] == [(s.path, s.label) for s in dataset.samples]
@@ -69,8 +68,7 @@ def test_opposite_motions_have_the_same_frames_in_reverse(dataset, pair):
 
 
 def test_mean_pooling_cannot_separate_opposite_motions(dataset):
-    ds = VideoDataset(dataset.samples, dataset.classes, num_frames=8, mode="test",
-                      transform=lambda x, rng: x.permute(0, 3, 1, 2).float())
+    ds = VideoDataset(dataset.samples, dataset.classes, num_frames=8, mode="test", transform=lambda x, rng: x.permute(0, 3, 1, 2).float())
     left = ds[0][0]  # red circle moving left, clip 0
     right = ds[2][0]  # red circle moving right, clip 0
     assert ds.samples[0].label == 0 and ds.samples[2].label == 1
@@ -87,17 +85,19 @@ def test_rejects_bad_parameters(tmp_path):
 
 
 def _synthetic_config(root, **options):
-    settings = {"shapes": ["circle"], "colours": ["red"], "motions": ["left"], "clips_per_class": 1, "size": 16,
-                "num_frames": 2, **options}
+    settings = {"shapes": ["circle"], "colours": ["red"], "motions": ["left"], "clips_per_class": 1, "size": 16, "num_frames": 2, **options}
     return DataConfig(format="synthetic", root=str(root), options=DataOptions(**settings))
 
 
-@pytest.mark.parametrize("option, value, follows", [
-    ("colours", ["blue"], lambda samples, classes: classes == ["blue circle moving left"]),
-    ("size", 32, lambda samples, classes: read_frames(samples[0].path, [0]).shape == (1, 32, 32, 3)),
-    ("num_frames", 4, lambda samples, classes: count_frames(samples[0].path) == 4),
-    ("clips_per_class", 2, lambda samples, classes: len(samples) == 2),
-])
+@pytest.mark.parametrize(
+    "option, value, follows",
+    [
+        ("colours", ["blue"], lambda samples, classes: classes == ["blue circle moving left"]),
+        ("size", 32, lambda samples, classes: read_frames(samples[0].path, [0]).shape == (1, 32, 32, 3)),
+        ("num_frames", 4, lambda samples, classes: count_frames(samples[0].path) == 4),
+        ("clips_per_class", 2, lambda samples, classes: len(samples) == 2),
+    ],
+)
 def test_generated_data_follows_changed_options_and_keeps_the_old(tmp_path, option, value, follows):
     first, first_classes = dataset_samples(_synthetic_config(tmp_path), "train")
     written = os.stat(first[0].path).st_mtime_ns

@@ -146,8 +146,10 @@ def test_uint8_frames_normalised_on_the_device_match_the_float_path(statistics):
     resized = F.resize(to_tchw(x), [36], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
     cases = [
         (EvalTransform(size=32, normalization=statistics)(x), _float_path(F.center_crop(resized, [32, 32]), mean, std)),
-        (ThreeCropTransform(size=32, scale_size=36, normalization=statistics)(x),
-         torch.stack([_float_path(resized[..., 2:34, left:left + 32], mean, std) for left in (0, 11, 22)])),
+        (
+            ThreeCropTransform(size=32, scale_size=36, normalization=statistics)(x),
+            torch.stack([_float_path(resized[..., 2:34, left : left + 32], mean, std) for left in (0, 11, 22)]),
+        ),
     ]
     train = TrainTransform(size=32, normalization=statistics)
     cases.append((train(x, 7), _float_path(train(x, 7), mean, std)))

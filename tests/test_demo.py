@@ -12,8 +12,7 @@ from actionclip.engine.pretrain import check_captions_fit
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
 from conftest import random_video
 
-KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "label_only", "actionclip_vit",
-        "actionclip_vit_ce", "xclip")
+KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "label_only", "actionclip_vit", "actionclip_vit_ce", "xclip")
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +28,11 @@ def test_results_have_every_variant_with_chance(quick):
     for key in KEYS:
         row = results[key]
         assert 0 <= row["supervised_top1"] <= 1
-        assert row["chance"] == {"supervised_top1": pytest.approx(1 / 48), "zero_shot_top1": pytest.approx(1 / 24),
-                                 **({} if key == "unimodal" else {"generalized_zero_shot_top1": pytest.approx(1 / 72)})}
+        assert row["chance"] == {
+            "supervised_top1": pytest.approx(1 / 48),
+            "zero_shot_top1": pytest.approx(1 / 24),
+            **({} if key == "unimodal" else {"generalized_zero_shot_top1": pytest.approx(1 / 72)}),
+        }
     assert results["unimodal"]["zero_shot_top1"] is None  # a linear head cannot score unseen classes
     for key in KEYS:  # bf16 weights change only near-tie predictions: a broken cast would scatter them
         assert results[key]["bf16_top1_agreement"] >= 0.9
@@ -108,7 +110,9 @@ def test_captions_and_prompts_fit_the_context_length():
     labels = [world.class_text(*c) for c in world.all_classes()]
     images, captions = world.pretraining_pairs(64, seed=0)
     assert images.shape == (64, 3, 32, 32) and images.dtype == torch.uint8
-    assert any("moving" in c for c in captions) and any(c.endswith(("left", "right", "top", "bottom")) and "moving" not in c for c in captions)
+    assert any("moving" in c for c in captions) and any(
+        c.endswith(("left", "right", "top", "bottom")) and "moving" not in c for c in captions
+    )
     length = check_captions_fit(fill_templates(ACTIONCLIP_TEMPLATES, labels) + labels + captions, 77)
     assert length <= 20
 

@@ -1,4 +1,5 @@
 """End-to-end engine tests on generated videos with a tiny backbone."""
+
 import json
 import math
 import os
@@ -58,9 +59,23 @@ def test_torchrun_two_processes_matches_one_process(data_root, tmp_path):
     config_file = _write_config(tmp_path / "ddp.yaml", _overrides(data_root, tmp_path / "ddp", **common, **{"data.batch_size": 4}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "actionclip", "train", str(config_file)],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "actionclip",
+            "train",
+            str(config_file),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     ddp_summary = json.loads((tmp_path / "ddp" / "eval.json").read_text())
@@ -150,7 +165,9 @@ def _ucf_layout(tmp_path):
     """Synthetic clips laid out as UCF-101 (``<Class>/<video>``) with three test splits of different videos."""
     from actionclip.data.synthetic import make_synthetic_dataset
 
-    written = make_synthetic_dataset(tmp_path / "src", shapes=["circle", "square"], colours=["red"], motions=["left"], clips_per_class=3, num_frames=4)
+    written = make_synthetic_dataset(
+        tmp_path / "src", shapes=["circle", "square"], colours=["red"], motions=["left"], clips_per_class=3, num_frames=4
+    )
     root, splits = tmp_path / "ucf", tmp_path / "splits"
     splits.mkdir()
     names = ["RedCircle", "RedSquare"]
@@ -171,9 +188,19 @@ def test_zero_shot_protocol_over_three_splits_reports_mean_and_std(tmp_path):
     root, splits = _ucf_layout(tmp_path)
     model = actionclip.create_model("actionclip-tiny-vit", visual_prompt="MeanP", num_frames=4, seed=0)
     actionclip.save(model, tmp_path / "model")
-    config = load_config(None, [f"data.root={root}", "data.format=ucf101", f"data.options={{split_dir: {splits}}}",
-                                "data.image_size=32", "data.workers=0", "eval.splits=[1, 2, 3]", f"train.output={tmp_path / 'out'}",
-                                "model.num_frames=4"])
+    config = load_config(
+        None,
+        [
+            f"data.root={root}",
+            "data.format=ucf101",
+            f"data.options={{split_dir: {splits}}}",
+            "data.image_size=32",
+            "data.workers=0",
+            "eval.splits=[1, 2, 3]",
+            f"train.output={tmp_path / 'out'}",
+            "model.num_frames=4",
+        ],
+    )
     summary = run_evaluation(config, checkpoint=str(tmp_path / "model"))
     parts = summary["parts"]
     assert list(parts) == ["split1", "split2", "split3"] and all(p["num_videos"] == 2 for p in parts.values())
@@ -195,10 +222,23 @@ def test_zero_shot_protocol_over_disjoint_class_subsets(data_root, tmp_path):
 
 
 def test_xclip_recipe_trains_with_the_engine_and_beats_chance(data_root, tmp_path):
-    config = load_config(None, _overrides(data_root, tmp_path / "xclip", **{
-        "model.arch": "xclip", "model.freeze_text": True, "prompts.templates": "label_only", "optim.epochs": 8,
-        "train.label_smoothing": 0.1, "train.mixup_alpha": 0.8, "train.cutmix_alpha": 1.0, "data.normalization": "imagenet",
-    }))
+    config = load_config(
+        None,
+        _overrides(
+            data_root,
+            tmp_path / "xclip",
+            **{
+                "model.arch": "xclip",
+                "model.freeze_text": True,
+                "prompts.templates": "label_only",
+                "optim.epochs": 8,
+                "train.label_smoothing": 0.1,
+                "train.mixup_alpha": 0.8,
+                "train.cutmix_alpha": 1.0,
+                "data.normalization": "imagenet",
+            },
+        ),
+    )
     summary = run_training(config)
     losses = _losses(tmp_path / "xclip")
     assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8

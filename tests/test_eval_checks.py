@@ -1,4 +1,5 @@
 """`actionclip eval` against a model that does not fit the data: refused in one line, or evaluated with a warning."""
+
 import json
 import logging
 
@@ -12,8 +13,14 @@ from actionclip.engine.eval_checks import EvaluationMismatch
 from actionclip.engine.evaluate import EvalResult, summarize
 from actionclip.engine.run import run_evaluation
 
-DATA = {"shapes": ["circle", "square"], "colours": ["red", "blue"], "motions": ["left"], "clips_per_class": 1,
-        "size": 32, "num_frames": 8}  # 4 classes
+DATA = {
+    "shapes": ["circle", "square"],
+    "colours": ["red", "blue"],
+    "motions": ["left"],
+    "clips_per_class": 1,
+    "size": 32,
+    "num_frames": 8,
+}  # 4 classes
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +29,19 @@ def data_root(tmp_path_factory):
 
 
 def _config(data_root, output, **extra):
-    values = {"model.name": "test-tiny", "model.pretrained": None, "model.num_frames": 4, "data.format": "synthetic",
-              "data.root": str(data_root), "data.image_size": 32, "data.workers": 0, "data.options": DATA,
-              "train.output": str(output), "eval.batch_size": 8, "prompts.templates": "label_only"}
+    values = {
+        "model.name": "test-tiny",
+        "model.pretrained": None,
+        "model.num_frames": 4,
+        "data.format": "synthetic",
+        "data.root": str(data_root),
+        "data.image_size": 32,
+        "data.workers": 0,
+        "data.options": DATA,
+        "train.output": str(output),
+        "eval.batch_size": 8,
+        "prompts.templates": "label_only",
+    }
     values.update(extra)
     return load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()])
 
@@ -64,8 +81,9 @@ def test_the_refusal_is_an_evaluation_mismatch(data_root, tmp_path):
     assert issubclass(EvaluationMismatch, ValueError)
 
 
-@pytest.mark.parametrize("model", [{"visual_prompt": "Transf"}, {"visual_prompt": "Transf_cls"}, {"visual_prompt": "Joint"},
-                                   {"arch": "xclip"}])
+@pytest.mark.parametrize(
+    "model", [{"visual_prompt": "Transf"}, {"visual_prompt": "Transf_cls"}, {"visual_prompt": "Joint"}, {"arch": "xclip"}]
+)
 def test_learned_frame_positions_refuse_another_frame_count(data_root, tmp_path, capsys, model):
     checkpoint = _checkpoint(tmp_path / "eight", num_frames=8, **model)
     config = _config(data_root, tmp_path / "out")

@@ -1,5 +1,6 @@
 """Evaluation memory: frames per forward bounded whatever the views and batch size, uint8 frames until the device,
 evaluation videos scaled down while decoding."""
+
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -77,7 +78,8 @@ def test_evaluation_keeps_no_autograd_graph():
     # A graph kept across chunks would hold every chunk's activations: memory would grow with the eval batch again.
     model = _Recorder()
     model.scale = nn.Parameter(torch.ones(()))
-    model.video_probabilities = lambda video, text_features, ensemble="softmax": (
-        torch.stack([video.mean(dim=(1, 2, 3, 4)) * model.scale] * 3, dim=1).softmax(dim=1))
+    model.video_probabilities = lambda video, text_features, ensemble="softmax": torch.stack(
+        [video.mean(dim=(1, 2, 3, 4)) * model.scale] * 3, dim=1
+    ).softmax(dim=1)
     result = predict_dataset(model, _Views(count=4, views=3, frames=2), ["a", "b", "c"], batch_size=2, progress=False)
     assert not result.probabilities.requires_grad

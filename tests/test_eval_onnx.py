@@ -1,5 +1,6 @@
 """`actionclip eval` with ONNX Runtime: an export directory as the checkpoint, or `--runtime onnx`, gives the metrics
 of the torch checkpoint it was exported from; what it cannot run is refused in one line."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,14 @@ from actionclip.engine import run
 from actionclip.engine.config import load_config, save_config
 from actionclip.export.directory import export_model
 
-DATA = {"shapes": ["circle", "square", "triangle"], "colours": ["red", "blue"], "motions": ["left"], "clips_per_class": 2,
-        "size": 32, "num_frames": 8}  # 6 classes (top-5 is reported), 12 videos
+DATA = {
+    "shapes": ["circle", "square", "triangle"],
+    "colours": ["red", "blue"],
+    "motions": ["left"],
+    "clips_per_class": 2,
+    "size": 32,
+    "num_frames": 8,
+}  # 6 classes (top-5 is reported), 12 videos
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +39,20 @@ def plain(tmp_path_factory):
 
 def _eval(data_root, tmp_path, monkeypatch, capsys, *arguments, **extra):
     """Exit code, stdout, stderr and the EvalResult of ``actionclip eval`` on the tiny data."""
-    values = {"model.name": "test-tiny", "model.pretrained": None, "model.num_frames": 4, "data.format": "synthetic",
-              "data.root": str(data_root), "data.image_size": 32, "data.workers": 0, "data.options": DATA,
-              "train.output": str(tmp_path / "out"), "eval.batch_size": 5, "eval.views": "2x1", **extra}
+    values = {
+        "model.name": "test-tiny",
+        "model.pretrained": None,
+        "model.num_frames": 4,
+        "data.format": "synthetic",
+        "data.root": str(data_root),
+        "data.image_size": 32,
+        "data.workers": 0,
+        "data.options": DATA,
+        "train.output": str(tmp_path / "out"),
+        "eval.batch_size": 5,
+        "eval.views": "2x1",
+        **extra,
+    }
     save_config(load_config(None, [f"{k}={json.dumps(v)}" for k, v in values.items()]), tmp_path / "config.yaml")
     results = []
     predict_dataset = run.predict_dataset
@@ -88,9 +106,27 @@ def test_runtime_onnx_exports_the_checkpoint_into_the_cache(data_root, plain, tm
 def test_torchrun_processes_each_run_a_session_and_score_as_one(data_root, plain, tmp_path, monkeypatch, capsys):
     code, out, _, _ = _eval(data_root, tmp_path, monkeypatch, capsys, "--checkpoint", plain[1])
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "actionclip", "eval",
-         str(tmp_path / "config.yaml"), "--checkpoint", plain[1], "--output", str(tmp_path / "ddp")],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "actionclip",
+            "eval",
+            str(tmp_path / "config.yaml"),
+            "--checkpoint",
+            plain[1],
+            "--output",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        check=False,
     )
     assert code == result.returncode == 0, result.stderr[-3000:]
     assert [json.loads(line) for line in result.stdout.splitlines()] == [json.loads(out)] * 2  # each rank prints it
@@ -107,16 +143,18 @@ def _refused(code, out, err, result, *phrases):
 def test_a_fixed_frame_export_on_another_frame_count_is_refused(data_root, tmp_path, monkeypatch, capsys):
     model = actionclip.create_model("test-tiny", seed=0, visual_prompt="Joint", num_frames=8).eval()
     directory = str(export_model(model, tmp_path / "export"))
-    _refused(*_eval(data_root, tmp_path, monkeypatch, capsys, "--checkpoint", directory),
-             "trained on 8 frames", "set model.num_frames=8")
+    _refused(*_eval(data_root, tmp_path, monkeypatch, capsys, "--checkpoint", directory), "trained on 8 frames", "set model.num_frames=8")
 
 
-@pytest.mark.parametrize("source, arguments, phrases", [
-    ("export", ["--set", "train.device=cuda"], ["runs with ONNX Runtime on the CPU", "set train.device=cpu"]),
-    ("export", ["--precision", "int8"], ["exported without int8 graphs"]),
-    ("export", ["--precision", "bf16"], ["fp32, int8 or auto"]),
-    ("checkpoint", ["--precision", "int8"], ["--precision int8 is ONNX Runtime's", "--runtime onnx"]),
-])
+@pytest.mark.parametrize(
+    "source, arguments, phrases",
+    [
+        ("export", ["--set", "train.device=cuda"], ["runs with ONNX Runtime on the CPU", "set train.device=cpu"]),
+        ("export", ["--precision", "int8"], ["exported without int8 graphs"]),
+        ("export", ["--precision", "bf16"], ["fp32, int8 or auto"]),
+        ("checkpoint", ["--precision", "int8"], ["--precision int8 is ONNX Runtime's", "--runtime onnx"]),
+    ],
+)
 def test_what_onnx_runtime_cannot_run_is_refused_in_one_line(data_root, plain, tmp_path, monkeypatch, capsys, source, arguments, phrases):
     checkpoint = plain[1] if source == "export" else plain[0]
     _refused(*_eval(data_root, tmp_path, monkeypatch, capsys, "--checkpoint", checkpoint, *arguments), *phrases)

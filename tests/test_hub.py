@@ -1,5 +1,6 @@
 """Published checkpoints by name: the registry, downloads from a local HTTP server on 127.0.0.1 (first download,
 cache, resume, checksum, 404, no server, mirror), user model lists, and a malicious pickle that is never run."""
+
 import hashlib
 import http.server
 import io
@@ -125,8 +126,15 @@ def _user_list(tmp_path, monkeypatch, entries) -> Path:
 
 
 def _official_entry(url, data, **extra):
-    return {"name": "team-tiny", "url": url, "sha256": hashlib.sha256(data).hexdigest(), "format": "official",
-            "visual_prompt": "Transf", "num_frames": 4, **extra}
+    return {
+        "name": "team-tiny",
+        "url": url,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "format": "official",
+        "visual_prompt": "Transf",
+        "num_frames": 4,
+        **extra,
+    }
 
 
 def _features(model):
@@ -149,8 +157,12 @@ def test_first_download_converts_once_and_later_calls_make_no_request(tiny, serv
     expected = _features(actionclip.from_official_checkpoint(cache / "files" / "tiny.pt", "Transf", 4))
     for ours, theirs in zip(_features(loaded), expected):
         assert torch.equal(ours, theirs)
-    assert _cache_files(cache) == ["files/tiny.pt", "models/team-tiny/config.json", "models/team-tiny/model.safetensors",
-                                   "models/team-tiny/source.json"]
+    assert _cache_files(cache) == [
+        "files/tiny.pt",
+        "models/team-tiny/config.json",
+        "models/team-tiny/model.safetensors",
+        "models/team-tiny/source.json",
+    ]
     server.close()  # offline from now on
     again = actionclip.create_model("team-tiny")
     assert len(server.requests) == 1
@@ -211,8 +223,9 @@ def test_404_and_no_server_name_the_url_and_the_mirror_option(tiny, server, tmp_
     with socket.socket() as probe:  # a port where nothing listens
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}/tiny.pt"
-    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data),
-                                       {**_official_entry(dead, data), "name": "team-dead"}])
+    _user_list(
+        tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data), {**_official_entry(dead, data), "name": "team-dead"}]
+    )
     line = _cli_error(capsys, _predict("team-tiny"))
     assert f"{server.url}/tiny.pt: HTTP 404" in line and "ACTIONCLIP_HUB_MIRROR" in line and "--hub-mirror" in line
     line = _cli_error(capsys, _predict("team-dead"))
@@ -246,8 +259,19 @@ def test_a_mirror_serves_the_same_file_names(tiny, server, tmp_path, monkeypatch
     assert f"save the file as {cache / 'files' / 'actionclip-vit-b-32-8f-k400.pt'}" in line
     # --hub-mirror: the same file, the entry's own checksum (none is published for the official files)
     video = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8))
-    argv = ["predict", str(video), "--labels", "a,b", "--model", "actionclip-vit-b-32-8f-k400", "--json", "--workers", "0",
-            "--hub-mirror", server.url + "/mirror"]
+    argv = [
+        "predict",
+        str(video),
+        "--labels",
+        "a,b",
+        "--model",
+        "actionclip-vit-b-32-8f-k400",
+        "--json",
+        "--workers",
+        "0",
+        "--hub-mirror",
+        server.url + "/mirror",
+    ]
     with pytest.warns(hub.UnverifiedDownloadWarning, match="states no checksum; the downloaded file's sha256 is"):
         assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["labels"] in (["a", "b"], ["b", "a"])
@@ -262,8 +286,11 @@ def test_user_lists_add_our_own_format_by_file_url_to_the_listing(tiny, tmp_path
     with tarfile.open(archive, "w:gz") as bundle:
         bundle.add(tmp_path / "ours", arcname="ours")
     data = archive.read_bytes()
-    path = _user_list(tmp_path, monkeypatch, [{"name": "team-ours", "url": archive.as_uri(), "format": "actionclip",
-                                               "sha256": hashlib.sha256(data).hexdigest()}])
+    path = _user_list(
+        tmp_path,
+        monkeypatch,
+        [{"name": "team-ours", "url": archive.as_uri(), "format": "actionclip", "sha256": hashlib.sha256(data).hexdigest()}],
+    )
     for ours, theirs in zip(_features(actionclip.create_model("team-ours")), _features(model)):
         assert torch.equal(ours, theirs)
     assert main(["models", "--json"]) == 0
@@ -394,8 +421,19 @@ def test_vificlip_files_load_by_name_with_their_base(server, tmp_path, monkeypat
     data = (FIXTURES / "vificlip_tiny.pth").read_bytes()
     server.files["/vificlip_tiny.pth"] = data
     base = write_base(tmp_path / "base.pt")
-    _user_list(tmp_path, monkeypatch, [{"name": "team-vifi", "url": server.url + "/vificlip_tiny.pth", "format": "vificlip",
-                                        "base": str(base), "sha256": hashlib.sha256(data).hexdigest()}])
+    _user_list(
+        tmp_path,
+        monkeypatch,
+        [
+            {
+                "name": "team-vifi",
+                "url": server.url + "/vificlip_tiny.pth",
+                "format": "vificlip",
+                "base": str(base),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        ],
+    )
     by_name = actionclip.create_model("team-vifi")
     direct = actionclip.from_vificlip_checkpoint(FIXTURES / "vificlip_tiny.pth", base)
     assert {**by_name.config.to_dict(), "pretrained": None} == {**direct.config.to_dict(), "pretrained": None}
@@ -413,8 +451,9 @@ def test_mmaction2_files_load_by_name_against_their_sha256_prefix(server, tmp_pa
     prefix = hashlib.sha256(data).hexdigest()[:8]  # mmaction2 publishes the first 8 digits in the file name
     name = f"actionclip_tiny_20230801-{prefix}.pth"
     server.files["/mmaction/" + name] = data
-    _user_list(tmp_path, monkeypatch, [{"name": "team-mm", "url": f"{server.url}/mmaction/{name}", "format": "mmaction2",
-                                        "sha256_prefix": prefix}])
+    _user_list(
+        tmp_path, monkeypatch, [{"name": "team-mm", "url": f"{server.url}/mmaction/{name}", "format": "mmaction2", "sha256_prefix": prefix}]
+    )
     model = actionclip.create_model("team-mm")
     assert model.config.temporal_ln_eps == 1e-5 and model.config.num_frames == 4
     with torch.no_grad():
@@ -443,10 +482,16 @@ def test_a_file_saved_by_hand_in_the_cache_is_used(tiny, cache):
     assert model.config.visual_prompt == "Transf" and model.config.num_frames == 8
 
 
-@pytest.mark.parametrize("argv", [
-    ["predict", "v.mp4", "--labels", "a,b"], ["export", "--output", "out"], ["serve"], ["embed", "v.mp4", "--output", "out"],
-    ["search", "collection", "a query"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "v.mp4", "--labels", "a,b"],
+        ["export", "--output", "out"],
+        ["serve"],
+        ["embed", "v.mp4", "--output", "out"],
+        ["search", "collection", "a query"],
+    ],
+)
 def test_every_command_that_loads_a_model_takes_a_name_and_a_mirror(argv, capsys):
     from actionclip.checkpoints.registry import entries
     from actionclip.cli.main import build_parser

@@ -1,5 +1,6 @@
 """The package's layout: imports only downward between packages, no import loop at any depth (module-level and
 function-local imports alike), torch-free packages free of torch, and no module past a screenful of screens."""
+
 import ast
 from pathlib import Path
 
@@ -8,15 +9,21 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "actionclip"
 # Bottom to top; packages on the same level are side by side and import nothing of each other.
 LAYERS = {
-    "prompts": 0, "losses": 0,
+    "prompts": 0,
+    "losses": 0,
     "host": 1,
-    "video": 2, "weights": 2,
-    "data": 3, "models": 3, "onnx_runtime": 3,
+    "video": 2,
+    "weights": 2,
+    "data": 3,
+    "models": 3,
+    "onnx_runtime": 3,
     "checkpoints": 4,
     "export": 5,
     "inference": 6,
     "engine": 7,
-    "serve": 8, "benchmark": 8, "demo": 8,
+    "serve": 8,
+    "benchmark": 8,
+    "demo": 8,
     "cli": 9,
 }
 # Run where torch is not installed (the ONNX runtime and what it reads videos and files with); prompts.py imports
@@ -78,7 +85,7 @@ def test_no_import_loop_at_any_depth():
         state[node] = 1
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                loop = path[path.index(target):] + [target] if target in path else [node, target]
+                loop = path[path.index(target) :] + [target] if target in path else [node, target]
                 pytest.fail("import loop: " + " -> ".join(loop))
             if target not in state:
                 visit(target, path + [target])
@@ -94,13 +101,18 @@ def test_torch_free_parts_import_no_torch(part):
     paths = sorted((PACKAGE / part).rglob("*.py")) if (PACKAGE / part).is_dir() else [PACKAGE / part]
     for path in paths:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
-                     [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             for name in names:
                 assert name.split(".")[0] not in ("torch", "torchvision", "open_clip"), f"{path.relative_to(PACKAGE)} imports {name}"
                 assert not name.startswith("actionclip.") or any(
-                    name.removeprefix("actionclip.").replace(".", "/").startswith(free.removesuffix(".py"))
-                    for free in TORCH_FREE_IMPORTS), f"{path.relative_to(PACKAGE)} imports {name}, which is not torch-free"
+                    name.removeprefix("actionclip.").replace(".", "/").startswith(free.removesuffix(".py")) for free in TORCH_FREE_IMPORTS
+                ), f"{path.relative_to(PACKAGE)} imports {name}, which is not torch-free"
 
 
 def test_every_package_has_a_layer():

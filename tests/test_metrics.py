@@ -3,13 +3,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from actionclip.engine.metrics import (
-    average_precision,
-    confusion_matrix,
-    mean_average_precision,
-    mean_class_accuracy,
-    topk_accuracy,
-)
+from actionclip.engine.metrics import average_precision, confusion_matrix, mean_average_precision, mean_class_accuracy, topk_accuracy
 
 
 def test_topk_and_mean_class_accuracy():

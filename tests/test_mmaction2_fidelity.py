@@ -3,6 +3,7 @@
 The fixture was produced by running mmaction2's projects/actionclip (open-mmlab/mmaction2 v1.2.0) on CPU with tiny
 random weights; see tests/fixtures/mmaction2/README.md for the recipe.
 """
+
 from pathlib import Path
 
 import pytest

@@ -81,8 +81,17 @@ def test_text_encoder_cut_to_longest_prompt_matches_full_context():
     model = actionclip.create_model("test-tiny", seed=0).eval()
     clip = open_clip.CLIP(**{k: v for k, v in model.config.clip.items()})
     clip.load_state_dict(
-        {("visual." + k[len("video.visual."):] if k.startswith("video.visual.") else k[len("text."):] if k.startswith("text.") else k): v
-         for k, v in model.state_dict().items() if not k.startswith("video.temporal.")}
+        {
+            (
+                "visual." + k[len("video.visual.") :]
+                if k.startswith("video.visual.")
+                else k[len("text.") :]
+                if k.startswith("text.")
+                else k
+            ): v
+            for k, v in model.state_dict().items()
+            if not k.startswith("video.temporal.")
+        }
     )
     tokens = model.tokenize(fill_templates(ACTIONCLIP_TEMPLATES[:4], LABELS))
     assert tokens.shape == (12, 77)

@@ -12,8 +12,9 @@ CLASSES = ["red circle moving left", "blue square growing", "green triangle movi
 
 
 def _model(arch, **kwargs):
-    return actionclip.create_model("test-tiny", arch=arch, num_frames=8, seed=0,
-                                   num_classes=len(CLASSES) if arch == "unimodal" else None, **kwargs)
+    return actionclip.create_model(
+        "test-tiny", arch=arch, num_frames=8, seed=0, num_classes=len(CLASSES) if arch == "unimodal" else None, **kwargs
+    )
 
 
 @pytest.mark.parametrize("arch, kind", [("actionclip", VideoTextKL), ("xclip", ClassCrossEntropy), ("unimodal", ClassCrossEntropy)])
@@ -60,13 +61,16 @@ def test_class_logits_of_both_architectures_are_video_by_class():
             assert class_logits(model, random_video(batch=2), model.tokenize(CLASSES)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("arch, kind, options, message", [
-    ("actionclip", "head", {}, "does not fit an 'actionclip' model"),
-    ("unimodal", "kl", {}, "does not fit an 'unimodal' model"),
-    ("xclip", "kl", {}, "train it with ce"),
-    ("actionclip", "kl", {"mixup_alpha": 0.8}, "not to kl"),
-    ("actionclip", "focal", {}, "unknown objective 'focal'"),
-])
+@pytest.mark.parametrize(
+    "arch, kind, options, message",
+    [
+        ("actionclip", "head", {}, "does not fit an 'actionclip' model"),
+        ("unimodal", "kl", {}, "does not fit an 'unimodal' model"),
+        ("xclip", "kl", {}, "train it with ce"),
+        ("actionclip", "kl", {"mixup_alpha": 0.8}, "not to kl"),
+        ("actionclip", "focal", {}, "unknown objective 'focal'"),
+    ],
+)
 def test_objectives_that_do_not_fit_are_refused(arch, kind, options, message):
     with pytest.raises(ValueError, match=message):
         create_objective(_model(arch), CLASSES, kind=kind, **options)

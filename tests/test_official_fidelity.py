@@ -3,6 +3,7 @@
 The fixture was produced by running the official code (sallymmx/ActionCLIP at 31c34df) on CPU with small
 random weights; see tests/fixtures/official/README.md for the exact recipe.
 """
+
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,7 @@ def fixture():
 def _official_checkpoint(fixture, official_prompt, path):
     clip_key = "shift_model_state_dict" if official_prompt == "shift_meanP" else "model_state_dict"
     torch.save(
-        {
-            "epoch": 0,
-            "model_state_dict": fixture[clip_key],
-            "fusion_model_state_dict": fixture["fusion_model_state_dict"][official_prompt],
-        },
+        {"epoch": 0, "model_state_dict": fixture[clip_key], "fusion_model_state_dict": fixture["fusion_model_state_dict"][official_prompt]},
         path,
     )
     return path
@@ -84,5 +81,7 @@ def test_official_architecture_is_inferred_from_shapes(fixture, tmp_path):
 
 def test_wrong_prompt_for_an_official_checkpoint_names_the_keys(fixture, tmp_path):
     path = _official_checkpoint(fixture, "Transf", tmp_path / "Transf.pt")
-    with pytest.raises(actionclip.CheckpointError, match=r"unexpected keys: video\.temporal\.transformer\.resblocks\.0\.attn.*\(72 in all\)"):
+    with pytest.raises(
+        actionclip.CheckpointError, match=r"unexpected keys: video\.temporal\.transformer\.resblocks\.0\.attn.*\(72 in all\)"
+    ):
         actionclip.from_official_checkpoint(path, visual_prompt="MeanP")

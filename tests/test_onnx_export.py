@@ -1,5 +1,6 @@
 """ONNX export: every visual prompt and X-CLIP against PyTorch, int8 against fp32, and the export directory's
 config and label features."""
+
 import json
 
 import numpy as np
@@ -66,7 +67,9 @@ def test_attention_for_export_computes_the_modules_function_and_leaves_the_modul
     attention = nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
     x = torch.randn((2, 5, 32) if batch_first else (5, 2, 32))
     context = torch.randn(x.shape) if case == "cross-attention" else x
-    mask = {"additive mask": torch.full((5, 5), float("-inf")).triu(1), "boolean mask": torch.ones(5, 5, dtype=torch.bool).triu(1)}.get(case)
+    mask = {"additive mask": torch.full((5, 5), float("-inf")).triu(1), "boolean mask": torch.ones(5, 5, dtype=torch.bool).triu(1)}.get(
+        case
+    )
     keys = set(attention.state_dict())
     with torch.no_grad():
         expected = attention(x, context, context, need_weights=False, attn_mask=mask)[0]
@@ -155,5 +158,6 @@ def test_models_that_cannot_be_exported_say_why(tmp_path, capsys):
     checkpoint = actionclip.save(tiny_model("Joint"), tmp_path / "joint")
     code = main(["export", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "e"), "--frames", "4"])
     assert code == 2
-    assert capsys.readouterr().err.strip() == ("error: this model takes exactly 8 frames (Joint's time embedding has one "
-                                               "row per frame), not 4")
+    assert capsys.readouterr().err.strip() == (
+        "error: this model takes exactly 8 frames (Joint's time embedding has one row per frame), not 4"
+    )

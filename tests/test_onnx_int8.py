@@ -1,5 +1,6 @@
 """The int8 video graph (actionclip.export.int8): the arithmetic it promises, per row, against numpy; a video's
 embedding independent of its batch; per-frame and per-video matmuls left in fp32."""
+
 import json
 
 import numpy as np
@@ -23,8 +24,14 @@ def session(model):
 
 def layer_norm_mlp(rng):
     """x [B, N, K] -> LayerNorm -> transpose to [N, B, K] -> @ W1 + b1 -> Relu -> Gemm(W2^T, b2) on the rows."""
-    weights = {"gamma": rng.uniform(0.5, 2, K), "beta": rng.normal(0, 3, K), "w1": rng.normal(0, 1, (K, HIDDEN)),
-               "b1": rng.normal(0, 1, HIDDEN), "w2t": rng.normal(0, 1, (OUT, HIDDEN)), "b2": rng.normal(0, 1, OUT)}
+    weights = {
+        "gamma": rng.uniform(0.5, 2, K),
+        "beta": rng.normal(0, 3, K),
+        "w1": rng.normal(0, 1, (K, HIDDEN)),
+        "b1": rng.normal(0, 1, HIDDEN),
+        "w2t": rng.normal(0, 1, (OUT, HIDDEN)),
+        "b2": rng.normal(0, 1, OUT),
+    }
     weights = {name: value.astype(np.float32) for name, value in weights.items()}
     nodes = [
         helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-5),
@@ -37,8 +44,13 @@ def layer_norm_mlp(rng):
     ]
     initializers = [numpy_helper.from_array(v, k) for k, v in weights.items()]
     initializers.append(numpy_helper.from_array(np.array([-1, HIDDEN], np.int64), "rows"))
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n", K])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "n", K])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), weights
 
 

@@ -1,5 +1,6 @@
 """Exported models at run time: the BPE tokenizer and frame reading without torch, `predict` with an export directory
 or `--runtime onnx`, and classification in a process where torch cannot be imported."""
+
 import json
 import subprocess
 import sys
@@ -34,9 +35,20 @@ def exported(tmp_path_factory):
 
 
 def test_bpe_tokenizer_equals_open_clips():
-    texts = ["a video of a person arm wrestling.", "Playing GUITAR!!", "café naïve — “quotes” &amp; 123 4.5",
-             "日本語のテキスト", "  lots   of\tspace ", "it's they'll we've I'd", "x" * 300, "", "emoji 🎸🏊",
-             "applying_eye_makeup", "Can you recognize the action of {}?", "don't" * 40]
+    texts = [
+        "a video of a person arm wrestling.",
+        "Playing GUITAR!!",
+        "café naïve — “quotes” &amp; 123 4.5",
+        "日本語のテキスト",
+        "  lots   of\tspace ",
+        "it's they'll we've I'd",
+        "x" * 300,
+        "",
+        "emoji 🎸🏊",
+        "applying_eye_makeup",
+        "Can you recognize the action of {}?",
+        "don't" * 40,
+    ]
     ours = BPETokenizer(open_clip.tokenizer.default_bpe())(texts)
     assert ours.dtype == np.int64
     assert np.array_equal(ours, open_clip.SimpleTokenizer()(texts).numpy())
@@ -101,8 +113,12 @@ def test_reading_a_clip_takes_memory_independent_of_the_videos_length(tmp_path):
     peaks = []
     for frames in (1000, 4000):
         video = write_long_video(tmp_path / f"{frames}.mp4", frames)
-        run = subprocess.run([sys.executable, "-c", READ_A_CLIP, str(video)], capture_output=True, text=True,
-                             env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+        run = subprocess.run(
+            [sys.executable, "-c", READ_A_CLIP, str(video)],
+            capture_output=True,
+            text=True,
+            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+        )
         assert run.returncode == 0, run.stderr
         peaks.append(int(run.stdout))
     assert max(peaks) < 150 and abs(peaks[1] - peaks[0]) < 20, f"peak resident MiB at 1000 and 4000 frames: {peaks}"
@@ -130,8 +146,10 @@ def test_an_imported_models_test_settings_travel_with_its_export(tmp_path):
     model.config.normalization, model.config.test_logit_scale = "imagenet", 7.5
     directory = export_model(model, tmp_path / "export", "fp32")
     expected = actionclip.predict([ARM_WRESTLING], LABELS, model, workers=0, top_k=len(LABELS))[0]
-    for result in (actionclip.predict([ARM_WRESTLING], LABELS, checkpoint=directory, workers=0, top_k=len(LABELS))[0],
-                   classify_videos(directory, [ARM_WRESTLING], LABELS)[0]):
+    for result in (
+        actionclip.predict([ARM_WRESTLING], LABELS, checkpoint=directory, workers=0, top_k=len(LABELS))[0],
+        classify_videos(directory, [ARM_WRESTLING], LABELS)[0],
+    ):
         assert result["labels"] == expected["labels"]
         assert result["scores"] == pytest.approx(expected["scores"], abs=1e-4)
 
@@ -197,8 +215,12 @@ def test_an_export_classifies_the_shared_clips_without_torch(exported, tmp_path)
     (tmp_path / "sitecustomize.py").write_text(textwrap.dedent(BLOCK_TORCH))
     videos = [str(ARM_WRESTLING), str(EYE_MAKEUP), str(tmp_path / "missing.mp4")]
     other = ["swimming", "applying eye makeup", "playing guitar", "juggling"]
-    run = subprocess.run([sys.executable, "-c", CLASSIFY, json.dumps([str(directory), videos, LABELS, other])],
-                         capture_output=True, text=True, env={"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, "-c", CLASSIFY, json.dumps([str(directory), videos, LABELS, other])],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)
     assert [r["video"] for r in results] == videos * 2
@@ -227,8 +249,7 @@ def test_an_exports_text_features_are_cached_between_predict_calls(exported, tmp
     assert len(calls) == 1 and len(list(tmp_path.glob("*.safetensors"))) == 1
     second = actionclip.predict([str(ARM_WRESTLING)], other, **arguments)
     assert len(calls) == 1 and second == first
-    actionclip.predict([str(ARM_WRESTLING)], other, checkpoint=checkpoint, workers=0, device="cpu", precision="fp32",
-                       text_cache=tmp_path)
+    actionclip.predict([str(ARM_WRESTLING)], other, checkpoint=checkpoint, workers=0, device="cpu", precision="fp32", text_cache=tmp_path)
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
@@ -242,8 +263,19 @@ def test_without_the_onnx_extra_torch_models_still_predict_and_an_export_is_one_
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{package}'\")\n")
     environment = {"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    command = [sys.executable, "-m", "actionclip", "predict", str(ARM_WRESTLING), "--labels", ",".join(LABELS),
-               "--json", "--workers", "0", "--checkpoint"]
+    command = [
+        sys.executable,
+        "-m",
+        "actionclip",
+        "predict",
+        str(ARM_WRESTLING),
+        "--labels",
+        ",".join(LABELS),
+        "--json",
+        "--workers",
+        "0",
+        "--checkpoint",
+    ]
     torch_run = subprocess.run([*command, str(checkpoint)], capture_output=True, text=True, env=environment)
     assert torch_run.returncode == 0, torch_run.stderr
     assert json.loads(torch_run.stdout)["video"] == str(ARM_WRESTLING)
@@ -253,8 +285,22 @@ def test_without_the_onnx_extra_torch_models_still_predict_and_an_export_is_one_
 
 
 def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(capsys, tmp_path):
-    code = actionclip.cli.main.main(["benchmark", "--model", "test-tiny", "--runtime", "onnx", "--precision", "int8",
-                                     "--iterations", "1", "--batch-size", "2", "--json"])
+    code = actionclip.cli.main.main(
+        [
+            "benchmark",
+            "--model",
+            "test-tiny",
+            "--runtime",
+            "onnx",
+            "--precision",
+            "int8",
+            "--iterations",
+            "1",
+            "--batch-size",
+            "2",
+            "--json",
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["runtime"] == "onnx" and result["precision"] == "int8"
     assert result["videos_per_s"] > 0 and result["peak_gflops"] > 0
@@ -266,11 +312,31 @@ def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(caps
 
 
 def test_the_lazy_public_api_keeps_every_name():
-    names = ["ACTIONCLIP_TEMPLATES", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier",
-             "VISUAL_PROMPTS", "XCLIP", "build_model", "clean_class_name", "create_model", "embed", "from_hf_xclip",
-             "from_mmaction2_checkpoint", "from_official_checkpoint", "from_videox_checkpoint",
-             "from_vificlip_checkpoint", "load", "losses", "predict", "read_videox_checkpoint", "register_model_config",
-             "save", "search"]
+    names = [
+        "ACTIONCLIP_TEMPLATES",
+        "ActionCLIP",
+        "ActionCLIPConfig",
+        "CheckpointError",
+        "UnimodalClassifier",
+        "VISUAL_PROMPTS",
+        "XCLIP",
+        "build_model",
+        "clean_class_name",
+        "create_model",
+        "embed",
+        "from_hf_xclip",
+        "from_mmaction2_checkpoint",
+        "from_official_checkpoint",
+        "from_videox_checkpoint",
+        "from_vificlip_checkpoint",
+        "load",
+        "losses",
+        "predict",
+        "read_videox_checkpoint",
+        "register_model_config",
+        "save",
+        "search",
+    ]
     assert sorted(actionclip.__all__) == names
     assert actionclip.create_model is actionclip.checkpoints.sources.create_model
     assert actionclip.losses.__name__ == "actionclip.losses" and callable(actionclip.predict)

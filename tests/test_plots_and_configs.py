@@ -24,7 +24,9 @@ def test_every_shipped_config_loads_and_says_what_it_reproduces(path):
 
 def _fake_run(run, k, top1):
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"format": "list", "root": "data/ucf101/videos", "train": f"x/train1_few_shot_{k}.txt"}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"data": {"format": "list", "root": "data/ucf101/videos", "train": f"x/train1_few_shot_{k}.txt"}})
+    )
     (run / "eval.json").write_text(json.dumps({"top1": top1}))
     lines = [{"step": s, "epoch": 0, "loss": 2.0 / s, "lr": 1e-3} for s in range(1, 6)] + [{"step": 5, "epoch": 0, "val_top1": top1}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -67,8 +67,24 @@ def test_predict_and_benchmark_take_a_precision(tmp_path, capsys):
 
     written = make_synthetic_dataset(tmp_path / "v", shapes=["circle"], colours=["red"], motions=["left"], clips_per_class=1)
     actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "m")
-    assert main(["predict", written.samples[0].path, "--labels", "a,b", "--checkpoint", str(tmp_path / "m"),
-                 "--precision", "bf16", "--json", "--workers", "0"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                written.samples[0].path,
+                "--labels",
+                "a,b",
+                "--checkpoint",
+                str(tmp_path / "m"),
+                "--precision",
+                "bf16",
+                "--json",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip())
     assert result["labels"] and abs(sum(result["scores"]) - 1) < 1e-3
     result = benchmark("test-tiny", frames=2, batch_size=1, iterations=1, precision="bf16", device="cpu")
@@ -174,9 +190,12 @@ def test_prepare_for_inference_swaps_only_the_vits_patch_embedding():
     assert sum(isinstance(m, PatchEmbeddingMatmul) for m in model.modules()) == 1
 
 
-TINY_RESNET = {"embed_dim": 64, "quick_gelu": True,
-               "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
-               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
+TINY_RESNET = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
+}
 actionclip.register_model_config("test-tiny-resnet", TINY_RESNET)
 
 
@@ -194,8 +213,7 @@ def _with_trained_batch_norm_statistics(model):
 
 
 def test_batch_norms_fold_into_the_resnets_convolutions():
-    model = _with_trained_batch_norm_statistics(
-        actionclip.create_model("test-tiny-resnet", visual_prompt="MeanP", num_frames=4, seed=0))
+    model = _with_trained_batch_norm_statistics(actionclip.create_model("test-tiny-resnet", visual_prompt="MeanP", num_frames=4, seed=0))
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert norms == 3 + 4 * 3 + 4  # the stem's, each Bottleneck's three and its downsample's
     prepared = prepare_for_inference(copy.deepcopy(model), "fp32")

@@ -50,7 +50,9 @@ def expected_probabilities(model, path, labels, views="1x1", templates=None, sho
     if views == "1x1":
         clips = [data.TestTransform(size)(video.read(data.sample_indices(video.num_frames, frames, "test")))]
     else:
-        clips = [view for clip in data.sample_clips(video.num_frames, frames, 10) for view in data.ThreeCropTransform(size)(video.read(clip))]
+        clips = [
+            view for clip in data.sample_clips(video.num_frames, frames, 10) for view in data.ThreeCropTransform(size)(video.read(clip))
+        ]
     return model.classify(data.normalize(torch.stack(clips)), labels, templates).mean(dim=0)
 
 
@@ -74,8 +76,9 @@ def assert_ranked(result, probabilities, labels, top_k):
 @needs_peer_videos
 def test_ranked_output_equals_classify_on_the_same_frames(checkpoint, capsys):
     model, directory = checkpoint
-    code, out, err = run_cli(capsys, ARM_WRESTLING, EYE_MAKEUP, "--labels", ",".join(LABELS), "--checkpoint", directory,
-                             "--json", "--workers", "0")
+    code, out, err = run_cli(
+        capsys, ARM_WRESTLING, EYE_MAKEUP, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json", "--workers", "0"
+    )
     assert code == 0 and err == ""
     results = json_lines(out)
     assert [r["video"] for r in results] == [str(ARM_WRESTLING), str(EYE_MAKEUP)]
@@ -268,7 +271,7 @@ def official_checkpoint(model, path: Path) -> Path:
     clip, fusion = {}, {}
     for key, value in model.state_dict().items():
         if key.startswith("video.temporal."):
-            fusion["module." + key[len("video.temporal."):]] = value
+            fusion["module." + key[len("video.temporal.") :]] = value
         else:
             clip["module." + key.removeprefix("video.").removeprefix("text.")] = value
     torch.save({"epoch": 1, "model_state_dict": clip, "fusion_model_state_dict": fusion}, path)
@@ -292,8 +295,9 @@ def test_other_checkpoint_layouts(layout, checkpoint, tmp_path, capsys):
 def test_decode_short_side_scales_frames_while_decoding(checkpoint, capsys, tmp_path):
     model, directory = checkpoint
     video = synthetic_video(tmp_path / "clip.mp4", 5)  # 48 x 64
-    code, out, _ = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json",
-                           "--workers", "0", "--decode-short-side", "40")
+    code, out, _ = run_cli(
+        capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json", "--workers", "0", "--decode-short-side", "40"
+    )
     assert code == 0
     result = json_lines(out)[0]
     scaled = expected_probabilities(model, video, LABELS, short_side=40)
@@ -324,8 +328,9 @@ def test_a_truncated_video_is_scored_with_one_warning_saying_how_much_was_read(c
     intact = synthetic_video(tmp_path / "whole.mp4", 14)
     readable = data.VideoFile(truncated).num_frames
     assert 0 < readable < 50
-    code, out, err = run_cli(capsys, truncated, intact, "--labels", ",".join(LABELS), "--checkpoint", directory,
-                             "--json", "--workers", "2", "--batch-size", "2")
+    code, out, err = run_cli(
+        capsys, truncated, intact, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json", "--workers", "2", "--batch-size", "2"
+    )
     cut, whole = json_lines(out)
     warning = f"only {readable / 25:.1f} s of 4.0 s could be decoded"
     assert code == 0 and err.splitlines() == [f"warning: {truncated}: {warning}"]
@@ -382,13 +387,17 @@ def test_a_cache_that_cannot_be_written_warns_once_and_predicts(checkpoint, tmp_
     model, directory = checkpoint
     expected = model.class_text_features(LABELS)
     (tmp_path / "a file").write_text("")
-    for cache_dir, failure in ((tmp_path / "a file" / "cache", None),  # as read-only for root too: no folder here
-                               (tmp_path / "full", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))):
+    for cache_dir, failure in (
+        (tmp_path / "a file" / "cache", None),  # as read-only for root too: no folder here
+        (tmp_path / "full", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))),
+    ):
         with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as recorded:
             warnings.simplefilter("always")
             if failure:
+
                 def fail(*args, error=failure):
                     raise error
+
                 patch.setattr(files, "open", fail, raising=False)
             assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=cache_dir), expected)
         (message,) = cache_warnings(recorded)
@@ -396,8 +405,9 @@ def test_a_cache_that_cannot_be_written_warns_once_and_predicts(checkpoint, tmp_
         if failure:
             assert "no space left on device" in message.lower() and list(cache_dir.iterdir()) == []  # no partial file left
     video = synthetic_video(tmp_path / "clip.mp4", 10)
-    code, out, err = run_cli(capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json",
-                             "--text-cache", tmp_path / "a file" / "cache")
+    code, out, err = run_cli(
+        capsys, video, "--labels", ",".join(LABELS), "--checkpoint", directory, "--json", "--text-cache", tmp_path / "a file" / "cache"
+    )
     assert code == 0 and "scores" in json_lines(out)[0]
     (line,) = err.splitlines()
     assert line.startswith(f"warning: text feature cache: cannot write {tmp_path / 'a file' / 'cache'}{os.sep}")
@@ -420,8 +430,13 @@ def _weight_changes(model) -> dict:
     def new_tensor():
         weight.data = weight.data * 0.5
 
-    return {"optimizer step": optimizer_step, "in place": in_place, "new tensor": new_tensor,
-            "dtype": lambda: model.text.double(), "loaded back": lambda: model.text.float().load_state_dict(original)}
+    return {
+        "optimizer step": optimizer_step,
+        "in place": in_place,
+        "new tensor": new_tensor,
+        "dtype": lambda: model.text.double(),
+        "loaded back": lambda: model.text.float().load_state_dict(original),
+    }
 
 
 def test_the_text_weights_are_hashed_again_only_when_they_change(tmp_path, monkeypatch):
@@ -457,15 +472,18 @@ def test_labels_file_with_a_byte_order_mark_or_not_utf8(checkpoint, tmp_path, ca
     assert err.splitlines() == [f"error: {labels_file}: not UTF-8 text (byte 0xdf at offset 16); save it as UTF-8"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--frames", "0"], "--frames must be >= 1, got 0"),
-    (["--decode-short-side", "-5"], "--decode-short-side must be >= 1, got -5"),
-    (["--top-k", "0"], "--top-k must be >= 1, got 0"),
-    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-    (["--workers", "-1"], "--workers must be >= 0, got -1"),
-    (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
-    (["--device", "meta"], "--device meta: not available here"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--frames", "0"], "--frames must be >= 1, got 0"),
+        (["--decode-short-side", "-5"], "--decode-short-side must be >= 1, got -5"),
+        (["--top-k", "0"], "--top-k must be >= 1, got 0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--workers", "-1"], "--workers must be >= 0, got -1"),
+        (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
+        (["--device", "meta"], "--device meta: not available here"),
+    ],
+)
 def test_bad_numbers_and_devices_are_one_line(args, message, checkpoint, tmp_path, capsys):
     _, directory = checkpoint
     video = synthetic_video(tmp_path / "clip.mp4", 12)
@@ -488,5 +506,4 @@ def test_a_broken_symbolic_link_in_a_folder_is_reported(checkpoint, tmp_path):
     (tmp_path / "videos" / "b.mp4").symlink_to(tmp_path / "deleted.mp4")
     good, broken = actionclip.predict(tmp_path / "videos", LABELS, model, workers=0)
     assert "scores" in good
-    assert broken == {"video": str(tmp_path / "videos" / "b.mp4"),
-                      "error": f"broken symbolic link (to {tmp_path / 'deleted.mp4'})"}
+    assert broken == {"video": str(tmp_path / "videos" / "b.mp4"), "error": f"broken symbolic link (to {tmp_path / 'deleted.mp4'})"}

@@ -7,13 +7,7 @@ from PIL import Image
 
 import actionclip
 from actionclip.cli.main import main
-from actionclip.engine.pretrain import (
-    ImageCaptionPairs,
-    PretrainConfig,
-    caption_groups,
-    check_captions_fit,
-    pretrain_from_files,
-)
+from actionclip.engine.pretrain import ImageCaptionPairs, PretrainConfig, caption_groups, check_captions_fit, pretrain_from_files
 from conftest import TINY
 
 
@@ -87,8 +81,25 @@ def test_cli_pretrain_with_a_custom_config(tmp_path, capsys):
     data = _write_pairs(tmp_path / "pairs")
     config_file = tmp_path / "tiny.json"
     config_file.write_text(json.dumps(TINY))
-    assert main(["pretrain", str(data), "--model", "my-tiny", "--model-config", str(config_file), "--output", str(tmp_path / "out"),
-                 "--steps", "2", "--batch-size", "4"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                str(data),
+                "--model",
+                "my-tiny",
+                "--model-config",
+                str(config_file),
+                "--output",
+                str(tmp_path / "out"),
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().endswith("clip.pt")
     assert json.loads((tmp_path / "out" / "model_config.json").read_text()) == TINY
     assert len(json.loads((tmp_path / "out" / "pretrain.json").read_text())["losses"]) == 2

@@ -1,13 +1,6 @@
 import pytest
 
-from actionclip.prompts import (
-    ACTIONCLIP_TEMPLATES,
-    clean_class_name,
-    fill_templates,
-    load_templates,
-    resolve_templates,
-    template_kind,
-)
+from actionclip.prompts import ACTIONCLIP_TEMPLATES, clean_class_name, fill_templates, load_templates, resolve_templates, template_kind
 
 
 def test_official_templates_are_the_released_sixteen():

@@ -1,4 +1,5 @@
 """Nothing lost: one run per directory, resume only what can be resumed, corrupt checkpoints, signals, bad videos."""
+
 import errno
 import os
 import signal
@@ -55,9 +56,16 @@ def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder(data_
 
 
 def test_a_lock_is_released_when_its_holder_dies(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from actionclip.engine.run_dir import RunLock\n"
-                               f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from actionclip.engine.run_dir import RunLock\n"
+            f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline() == "held\n"
     with pytest.raises(run_dir.RunDirError, match=f"pid {holder.pid}"):
         with run_dir.RunLock(tmp_path):
@@ -134,8 +142,9 @@ def test_a_stop_signal_finishes_the_step_saves_and_exits_75(data_root, tmp_path,
     """As SLURM, a terminal's Ctrl-C (the whole process group, DataLoader workers too) or a single ``kill`` does."""
     extra = {"optim.epochs": 20, "data.workers": 2}
     config_file = write_config(tmp_path / "run.yaml", overrides(data_root, tmp_path / "run", **extra))
-    process = subprocess.Popen(_train_command(config_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        _train_command(config_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     _wait_for_steps(tmp_path / "run", 2, process)
     if whole_group:
         os.killpg(process.pid, signal_number)
@@ -178,8 +187,13 @@ def _list_data(data_root, tmp_path, missing=0, corrupt=0):
     lines += [f"{tmp_path / f'missing{i}.mp4'} 0" for i in range(missing)]
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
-    return {"data.format": "list", "data.root": "/", "data.train": str(tmp_path / "train.txt"),
-            "data.classes": str(tmp_path / "classes.txt"), "data.max_bad_fraction": 0.1}
+    return {
+        "data.format": "list",
+        "data.root": "/",
+        "data.train": str(tmp_path / "train.txt"),
+        "data.classes": str(tmp_path / "classes.txt"),
+        "data.max_bad_fraction": 0.1,
+    }
 
 
 def test_missing_videos_fail_before_the_first_step(data_root, tmp_path, capsys):
@@ -222,8 +236,16 @@ def test_user_mistakes_in_train_demo_and_pretrain_are_one_line(data_root, tmp_pa
         argv, expected = ["demo", "--output", str(tmp_path / "demo"), "--variants", "actionclip_transf,nope"], "unknown variant 'nope'"
     else:
         (tmp_path / "model.json").write_text("{embed_dim: 8")
-        argv = ["pretrain", str(tmp_path / "pairs.csv"), "--model", "mine", "--model-config", str(tmp_path / "model.json"),
-                "--output", str(tmp_path / "out")]
+        argv = [
+            "pretrain",
+            str(tmp_path / "pairs.csv"),
+            "--model",
+            "mine",
+            "--model-config",
+            str(tmp_path / "model.json"),
+            "--output",
+            str(tmp_path / "out"),
+        ]
         expected = f"{tmp_path / 'model.json'}: not valid JSON"
     assert main(argv) == 2
     error = capsys.readouterr().err
@@ -232,8 +254,19 @@ def test_user_mistakes_in_train_demo_and_pretrain_are_one_line(data_root, tmp_pa
 
 def test_under_torchrun_every_rank_saves_together_on_sigterm_and_the_run_resumes(data_root, tmp_path):
     config_file = write_config(tmp_path / "ddp.yaml", overrides(data_root, tmp_path / "ddp", **{"optim.epochs": 2, "data.batch_size": 4}))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-               "-m", "actionclip", "train", str(config_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29518",
+        "-m",
+        "actionclip",
+        "train",
+        str(config_file),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     _wait_for_steps(tmp_path / "ddp", 2, launcher)
@@ -259,8 +292,20 @@ def test_resume_with_another_number_of_processes_keeps_the_global_batch_or_is_re
     assert error.startswith("error: --resume: the run's global batch was 8 videos, this one's is 4") and error.count("\n") == 1
     # Two processes of 4 keep it: the run continues as if nothing had changed.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "actionclip", "train", str(halved), "--resume"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "actionclip",
+        "train",
+        str(halved),
+        "--resume",
+    ]
     resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "whole"), abs=2e-3)

@@ -1,4 +1,5 @@
 """`actionclip serve`: the API through FastAPI's test client and against a real process on 127.0.0.1."""
+
 import json
 import socket
 import threading
@@ -84,10 +85,14 @@ def test_labels_views_templates_top_k_and_thumbnails_per_request(tiny, tmp_path)
     labels = ["dancing", "arm wrestling", "cooking"]
     client, _ = client_for(model, tmp_path)
     with client:
-        multiview = client.post("/v1/classify", files=video_files(ARM_WRESTLING),
-                                data={"labels": json.dumps(labels), "views": "3x3", "top_k": "2"}).json()["results"][0]
-        plain = client.post("/v1/classify", files=video_files(ARM_WRESTLING),
-                            data={"labels": ",".join(labels), "templates": "label_only", "thumbnails": "true"}).json()["results"][0]
+        multiview = client.post(
+            "/v1/classify", files=video_files(ARM_WRESTLING), data={"labels": json.dumps(labels), "views": "3x3", "top_k": "2"}
+        ).json()["results"][0]
+        plain = client.post(
+            "/v1/classify",
+            files=video_files(ARM_WRESTLING),
+            data={"labels": ",".join(labels), "templates": "label_only", "thumbnails": "true"},
+        ).json()["results"][0]
     expected = predicted(model, [ARM_WRESTLING], labels, views="3x3")[0]
     assert multiview["labels"] == expected["labels"][:2]
     assert multiview["scores"] == pytest.approx(expected["scores"][:2], abs=1e-5)
@@ -135,8 +140,11 @@ BAD_REQUESTS = {
     "truncated": ("truncated", 422, "cannot open as a video"),
     "over the limit": (dict(files=[("video", ("big.mp4", b"0" * (2 << 20)))]), 413, "over the limit of 1 MB (--max-upload-mb)"),
     "no labels": (dict(data={"labels": " , "}), 422, "the field 'labels' is empty"),
-    "2,000 labels": (dict(data={"labels": ",".join(f"class {i}" for i in range(2000))}), 422,
-                     f"2000 labels: at most {MAX_LABELS} per request"),
+    "2,000 labels": (
+        dict(data={"labels": ",".join(f"class {i}" for i in range(2000))}),
+        422,
+        f"2000 labels: at most {MAX_LABELS} per request",
+    ),
     "duplicate labels": (dict(data={"labels": "a,b,a"}), 422, "labels given more than once: ['a']"),
     "wrong field name": (dict(files=[("file", ("a.mp4", b"x"))]), 422, "a file in the field 'file': send videos in the field 'video'"),
     "no video": (dict(files=[("labels", (None, "a,b"))]), 422, "no video: send one or more files in the field 'video'"),
@@ -214,27 +222,30 @@ def _reply(connection) -> str:
 
 
 def _multipart_head(boundary: str, size: int, port: int) -> bytes:
-    return (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\n"
-            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {size}\r\n\r\n").encode()
+    return (
+        f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
 
 
 def _part(boundary: str) -> bytes:
-    return (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n").encode()
+    return (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
 
 
 def test_a_real_server_process(tiny, tmp_path):
     _, checkpoint = tiny
     tmpdir = tmp_path / "tmp"
     key = {"X-API-Key": "secret"}
-    with serve_process(checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1",
-                       "--api-key", "secret") as url:
+    with serve_process(
+        checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1", "--api-key", "secret"
+    ) as url:
         port = int(url.rsplit(":", 1)[1])
         info = httpx.get(f"{url}/v1/model", headers=key).json()
         assert info["default_labels"] == LABELS and info["max_upload_mb"] == 1
         with open(ARM_WRESTLING, "rb") as a, open(EYE_MAKEUP, "rb") as b:
-            answer = httpx.post(f"{url}/v1/classify", files=[("video", (ARM_WRESTLING.name, a)), ("video", (EYE_MAKEUP.name, b))],
-                                headers=key, timeout=60)
+            answer = httpx.post(
+                f"{url}/v1/classify", files=[("video", (ARM_WRESTLING.name, a)), ("video", (EYE_MAKEUP.name, b))], headers=key, timeout=60
+            )
         assert answer.status_code == 200
         results = answer.json()["results"]
         assert [r["video"] for r in results] == [ARM_WRESTLING.name, EYE_MAKEUP.name]
@@ -282,16 +293,19 @@ def test_a_real_server_process(tiny, tmp_path):
         # A file streamed past the limit (chunked, no Content-Length) is refused while it streams: the answer comes
         # while the request is still unfinished.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            head = (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\nTransfer-Encoding: chunked\r\n"
-                    "Content-Type: multipart/form-data; boundary=xx\r\n\r\n").encode()
+            head = (
+                f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\nTransfer-Encoding: chunked\r\n"
+                "Content-Type: multipart/form-data; boundary=xx\r\n\r\n"
+            ).encode()
             chunks = [_part("xx")] + [b"0" * 65536] * 24  # 1.5 MB, and no last chunk
             connection.sendall(head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks))
             reply = _reply(connection)
         assert reply.startswith("HTTP/1.1 413") and "over the limit of 1 MB" in reply
 
         with open(EYE_MAKEUP, "rb") as b:
-            answer = httpx.post(f"{url}/v1/classify", files={"video": (EYE_MAKEUP.name, b)}, data={"labels": "a,b"},
-                                headers=key, timeout=60)
+            answer = httpx.post(
+                f"{url}/v1/classify", files={"video": (EYE_MAKEUP.name, b)}, data={"labels": "a,b"}, headers=key, timeout=60
+            )
         assert answer.status_code == 200 and set(answer.json()["results"][0]["labels"]) == {"a", "b"}
     assert not any(tmpdir.glob("actionclip-serve-*"))
     assert "Traceback" not in (tmp_path / f"serve-{port}.log").read_text()
@@ -299,13 +313,14 @@ def test_a_real_server_process(tiny, tmp_path):
 
 def test_command_line_mistakes_are_one_line(tiny, tmp_path, capsys):
     _, checkpoint = tiny
-    for args, message in ((["--max-batch", "0"], "error: --max-batch must be >= 1, got 0"),
-                          (["--labels", "a,a"], "error: labels given more than once: ['a']"),
-                          (["--views", "2x2"], "crops 1 or 3")):
+    for args, message in (
+        (["--max-batch", "0"], "error: --max-batch must be >= 1, got 0"),
+        (["--labels", "a,a"], "error: labels given more than once: ['a']"),
+        (["--views", "2x2"], "crops 1 or 3"),
+    ):
         code = main(["serve", "--checkpoint", str(checkpoint), *args])
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-
 
 
 def test_a_crashed_decoding_process_is_replaced(tiny, tmp_path):

@@ -1,5 +1,6 @@
 """The page of `actionclip serve` in a real browser: Debian's headless Chromium driven by Selenium (no browser or
 driver download: both paths are given). `.ci/run` installs chromium and chromium-driver."""
+
 import os
 import shutil
 from pathlib import Path
@@ -23,8 +24,10 @@ ARM_WRESTLING = Path(__file__).resolve().parents[1].parent / "shared" / "data" /
 LABELS = ["arm wrestling", "playing guitar", "swimming", "cooking", "dancing", "reading"]
 
 pytestmark = [
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                       reason="no chromium/chromedriver (apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(
+        not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+        reason="no chromium/chromedriver (apt-get install chromium chromium-driver)",
+    ),
     pytest.mark.skipif(not ARM_WRESTLING.is_file(), reason=f"no peer video {ARM_WRESTLING}"),
 ]
 
@@ -68,8 +71,9 @@ def test_upload_a_clip_and_read_the_ranked_labels(browser, tmp_path):
             shutil.copy(tmp_path / "page.png", os.environ["ACTIONCLIP_SERVE_SCREENSHOT"])
 
         with open(ARM_WRESTLING, "rb") as video:
-            expected = httpx.post(f"{url}/v1/classify", files={"video": (ARM_WRESTLING.name, video)},
-                                  data={"labels": ",".join(LABELS)}, timeout=60).json()["results"][0]
+            expected = httpx.post(
+                f"{url}/v1/classify", files={"video": (ARM_WRESTLING.name, video)}, data={"labels": ",".join(LABELS)}, timeout=60
+            ).json()["results"][0]
         assert shown == [(label, f"{100 * score:.1f}%") for label, score in zip(expected["labels"], expected["scores"])]
         assert len(shown) == 5 and len(frames) == 8
         assert all(frame.get_property("naturalWidth") > 0 for frame in frames)  # the thumbnails decoded

@@ -1,5 +1,6 @@
 """The training loop's setup for many processes and GPUs, checked on CPUs: gloo processes under torchrun stand in
 for GPUs, and what only a GPU shows (pinned memory, deterministic kernels) is checked on the settings made."""
+
 import json
 import os
 import platform
@@ -79,8 +80,18 @@ def _two_ranks(tmp_path, mode, port, timeout=300):
     script = tmp_path / "ranks.py"
     script.write_text(_RANKS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               str(script), mode, str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        str(script),
+        mode,
+        str(tmp_path / "run"),
+    ]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
 
@@ -120,6 +131,7 @@ def test_features_are_gathered_by_default_with_several_processes_and_false_still
 
 class _Pids(torch.utils.data.Dataset):
     """Random videos that append the id of the process loading each one to a file."""
+
     classes = ("red thing", "blue thing")
 
     def __init__(self, log):

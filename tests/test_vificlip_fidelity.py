@@ -3,6 +3,7 @@
 The fixture was produced by running ViFi-CLIP's code (muzairkhattak/ViFi-CLIP at e2d1948) on CPU with tiny random
 weights; see tests/fixtures/vificlip/README.md for the recipe.
 """
+
 import math
 import pickle
 from pathlib import Path
@@ -16,8 +17,12 @@ from actionclip.models.backbone import build_clip
 
 FIXTURES = Path(__file__).parent / "fixtures" / "vificlip"
 TOLERANCE = 1e-4
-BASE = {"embed_dim": 64, "quick_gelu": True, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2}}
+BASE = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+}
 
 
 def base_token_embedding(shift: float = 0.0) -> torch.Tensor:
@@ -141,6 +146,8 @@ def test_eval_by_name_uses_the_remembered_templates_and_normalisation(tmp_path, 
     assert main(["eval", str(config), "--checkpoint", "team-vifi"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["checkpoint"] == "team-vifi"
     assert seen == [(["a photo of a {}."], "imagenet")]
-    explicit = write_config(tmp_path / "explicit.yaml", overrides(tmp_path / "data", tmp_path / "out", **{"prompts.templates": "label_only"}))
+    explicit = write_config(
+        tmp_path / "explicit.yaml", overrides(tmp_path / "data", tmp_path / "out", **{"prompts.templates": "label_only"})
+    )
     assert main(["eval", str(explicit), "--checkpoint", "team-vifi"]) == 0
     assert seen[-1] == ("label_only", "imagenet")  # a setting the config gives explicitly wins

@@ -176,7 +176,7 @@ def test_initialised_from_clip_with_only_the_new_modules_fresh(tmp_path):
     clip_state = clip.state_dict()
     for name, parameter in model.named_parameters():
         if id(parameter) not in {id(p) for p in model.new_parameters()}:
-            clip_key = name[len("video."):] if name.startswith("video.") else name[len("text."):] if name.startswith("text.") else name
+            clip_key = name[len("video.") :] if name.startswith("video.") else name[len("text.") :] if name.startswith("text.") else name
             assert torch.equal(parameter, clip_state[clip_key]), name
     alpha = model.prompts_generator.alpha
     assert torch.equal(alpha, torch.full_like(alpha, 0.1))  # the original's prompt alpha init
@@ -250,7 +250,10 @@ def test_hf_import_errors_name_the_problem(hf_model_dir, tmp_path):
     (tmp_path / "model.safetensors").write_bytes((directory / "model.safetensors").read_bytes())
     for change, message in (
         ({"prompt_layers": 2}, r"config\.json: prompt_layers is 2 but \S+model\.safetensors has 1 prompt generator blocks$"),
-        ({"text_config": {**config["text_config"], "intermediate_size": 128}}, r"shape mismatches: text\.transformer\.resblocks\.0\.mlp\.c_fc\.weight: file \(256, 64\) vs model \(128, 64\)"),
+        (
+            {"text_config": {**config["text_config"], "intermediate_size": 128}},
+            r"shape mismatches: text\.transformer\.resblocks\.0\.mlp\.c_fc\.weight: file \(256, 64\) vs model \(128, 64\)",
+        ),
         ({"projection_dim": 32}, r"mit_hidden_size 64 \(the MIT runs at projection_dim 32\)"),
         ({"model_type": "clip"}, "model_type is 'clip', not 'xclip'"),
         ({"prompt_hidden_act": "relu"}, "unsupported X-CLIP settings: prompt_hidden_act 'relu'"),
@@ -275,15 +278,31 @@ def test_hf_config_numbers_are_checked_against_the_weights_before_building(hf_mo
     monkeypatch.setattr(xclip_checkpoints, "XCLIP", _never_built)
     vision, text, weights = config["vision_config"], config["text_config"], tmp_path / "model.safetensors"
     for change, message in (
-        ({"vision_config": {**vision, "num_hidden_layers": 10**6}}, f"vision_config.num_hidden_layers is 1000000 but {weights} has 2 vision blocks"),
-        ({"vision_config": {**vision, "hidden_size": 10**9}},
-         f"vision_config.hidden_size is 1000000000 but {weights} has 64 (video.visual.conv1.weight: [64, 3, 16, 16])"),
-        ({"vision_config": {**vision, "num_frames": 10**6}}, f"vision_config.num_frames is 1000000 but {weights} has 8 (video.mit.positional_embedding: [1, 8, 64])"),
-        ({"vision_config": {**vision, "mit_num_hidden_layers": 10**6}}, f"vision_config.mit_num_hidden_layers is 1000000 but {weights} has 1 MIT blocks"),
-        ({"text_config": {**text, "vocab_size": 10**9}},
-         f"text_config.vocab_size is 1000000000 but {weights} has 49408 (text.token_embedding.weight: [49408, 64])"),
+        (
+            {"vision_config": {**vision, "num_hidden_layers": 10**6}},
+            f"vision_config.num_hidden_layers is 1000000 but {weights} has 2 vision blocks",
+        ),
+        (
+            {"vision_config": {**vision, "hidden_size": 10**9}},
+            f"vision_config.hidden_size is 1000000000 but {weights} has 64 (video.visual.conv1.weight: [64, 3, 16, 16])",
+        ),
+        (
+            {"vision_config": {**vision, "num_frames": 10**6}},
+            f"vision_config.num_frames is 1000000 but {weights} has 8 (video.mit.positional_embedding: [1, 8, 64])",
+        ),
+        (
+            {"vision_config": {**vision, "mit_num_hidden_layers": 10**6}},
+            f"vision_config.mit_num_hidden_layers is 1000000 but {weights} has 1 MIT blocks",
+        ),
+        (
+            {"text_config": {**text, "vocab_size": 10**9}},
+            f"text_config.vocab_size is 1000000000 but {weights} has 49408 (text.token_embedding.weight: [49408, 64])",
+        ),
         ({"text_config": {**text, "num_hidden_layers": "2"}}, "text_config.num_hidden_layers: expected an integer, got '2'"),
-        ({"text_config": {**text, "num_attention_heads": 3}}, "unsupported X-CLIP settings: text_config.num_attention_heads 3 (does not divide hidden_size 64)"),
+        (
+            {"text_config": {**text, "num_attention_heads": 3}},
+            "unsupported X-CLIP settings: text_config.num_attention_heads 3 (does not divide hidden_size 64)",
+        ),
     ):
         (tmp_path / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(CheckpointError) as error:
@@ -336,7 +355,14 @@ def save_as_videox(path, state: dict, monkeypatch) -> None:
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "yacs", types.ModuleType("yacs"))
         patch.setitem(sys.modules, "yacs.config", module)
-        checkpoint = {"model": state, "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler, "max_accuracy": 80.4, "epoch": 29, "config": config}
+        checkpoint = {
+            "model": state,
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_scheduler,
+            "max_accuracy": 80.4,
+            "epoch": 29,
+            "config": config,
+        }
         torch.save(checkpoint, path)
     assert "yacs.config" not in sys.modules
 
@@ -421,7 +447,9 @@ class Payload:
 
 def test_videox_loader_refuses_other_pickled_objects(tmp_path):
     torch.save({"model": {"mit.positional_embedding": torch.zeros(1, 8, 64)}, "config": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match=r"evil\.pth: refused by the weights-only unpickler: Unsupported global: GLOBAL test_xclip\.record_call"):
+    with pytest.raises(
+        CheckpointError, match=r"evil\.pth: refused by the weights-only unpickler: Unsupported global: GLOBAL test_xclip\.record_call"
+    ):
         actionclip.from_videox_checkpoint(tmp_path / "evil.pth")
     assert CALLS == []
     torch.save({"model": {"visual.proj": torch.zeros(2, 2)}}, tmp_path / "clip.pth")  # a CLIP, not an X-CLIP

@@ -3,6 +3,7 @@
 The public names are imported on first use (PEP 562), so that ``actionclip.onnx_runtime.runtime`` runs exported
 models where torch is not installed.
 """
+
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -13,8 +14,10 @@ _PUBLIC = {
     "predict": "actionclip.inference.predict",
     "embed": "actionclip.inference.embed",
     "search": "actionclip.inference.search",
-    **dict.fromkeys(("VISUAL_PROMPTS", "XCLIP", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier",
-                     "register_model_config"), "actionclip.models"),
+    **dict.fromkeys(
+        ("VISUAL_PROMPTS", "XCLIP", "ActionCLIP", "ActionCLIPConfig", "CheckpointError", "UnimodalClassifier", "register_model_config"),
+        "actionclip.models",
+    ),
     **dict.fromkeys(("load", "save"), "actionclip.checkpoints.ours"),
     "from_official_checkpoint": "actionclip.checkpoints.official",
     "build_model": "actionclip.models.build",

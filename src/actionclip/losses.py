@@ -1,4 +1,5 @@
 """The video-text contrastive loss of Eq. 4: symmetric KL divergence where every same-label pair is a positive."""
+
 from __future__ import annotations
 
 import torch

@@ -6,6 +6,7 @@ e.g. "a photo of action {}"), *suffix* (all text follows it, "{}, an action") an
 both sides, "Can you recognize the action of {}?"). The label-only template "{}" counts as a prefix
 prompt with an empty prefix.
 """
+
 from __future__ import annotations
 
 import re

@@ -9,6 +9,7 @@ call, ``MatMulIntegerToFloat`` against int8 weights, the row scales applied). It
 FLOP/s count two per multiply-add, as the torch peak's do, so ``achieved_gflops / peak_gflops`` says how near the
 model runs to what ONNX Runtime's int8 (or fp32) matmul reaches on this machine.
 """
+
 from __future__ import annotations
 
 import platform
@@ -36,25 +37,46 @@ def matmul_peak_model(precision: str, size: int = PEAK_SIZE) -> onnx.ModelProto:
     """The graph ``x [size, size] @ w [size, size]`` (``w`` a weight), fp32 or in int8 as the video graph's
     per-token matmuls are."""
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((size, size), dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "peak",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "peak",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     return quantize_matmuls(model)[0] if precision == "int8" else model
 
 
-def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int = 8, batch_size: int = 8,
-                   arch: str = "actionclip", iterations: int = 10, precision: str = "auto", video=None, workers: int = 2,
-                   peak_matmuls: int = 4) -> dict:
+def onnx_benchmark(
+    model_name: str,
+    visual_prompt: str = "Transf",
+    frames: int = 8,
+    batch_size: int = 8,
+    arch: str = "actionclip",
+    iterations: int = 10,
+    precision: str = "auto",
+    video=None,
+    workers: int = 2,
+    peak_matmuls: int = 4,
+) -> dict:
     """:func:`actionclip.benchmark.throughput.benchmark`'s dict for the ONNX Runtime video graph in ``precision`` (fp32,
     int8, auto: see :func:`actionclip.inference.onnx_backend.resolve_onnx_precision`)."""
     precision = resolve_onnx_precision(precision, "cpu")
     shapes = benchmark.build_random_model(model_name, visual_prompt, frames, arch, "meta")
     result = {
-        "model": model_name, "arch": arch, "visual_prompt": shapes.config.visual_prompt if shapes.uses_visual_prompt else None,
-        "frames": frames, "image_size": model_image_size(shapes), "batch_size": batch_size, "device": "cpu",
-        "runtime": "onnx", "onnxruntime": ort.__version__, **benchmark.count_parameters(shapes),
-        "gflops_per_video": benchmark.count_video_gmacs(shapes, frames), "precision": precision,
+        "model": model_name,
+        "arch": arch,
+        "visual_prompt": shapes.config.visual_prompt if shapes.uses_visual_prompt else None,
+        "frames": frames,
+        "image_size": model_image_size(shapes),
+        "batch_size": batch_size,
+        "device": "cpu",
+        "runtime": "onnx",
+        "onnxruntime": ort.__version__,
+        **benchmark.count_parameters(shapes),
+        "gflops_per_video": benchmark.count_video_gmacs(shapes, frames),
+        "precision": precision,
     }
     with tempfile.TemporaryDirectory(prefix="actionclip-bench-") as workdir:
         model = benchmark.build_random_model(model_name, visual_prompt, frames, arch)
@@ -88,7 +110,8 @@ def onnx_benchmark(model_name: str, visual_prompt: str = "Transf", frames: int =
         result["achieved_gflops"] = 2 * result["gflops_per_video"] * result["videos_per_s"]
         if video is not None:
             result["videos_per_s_end_to_end"] = benchmark.end_to_end_throughput(
-                OnnxPredictModel(exported), video, batch_size, frames, iterations, workers)
+                OnnxPredictModel(exported), video, batch_size, frames, iterations, workers
+            )
             result["workers"] = workers
     result["iterations"] = iterations
     return result

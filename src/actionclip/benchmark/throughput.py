@@ -26,6 +26,7 @@ neither the counts nor the shapes, only the activation's speed). Reported:
   ``2 x gflops_per_video x videos_per_s``, the model's rate in the same unit, so their ratio says how close the model
   runs to this machine's limit.
 """
+
 from __future__ import annotations
 
 import platform
@@ -48,8 +49,9 @@ from actionclip.models.precision import prepare_for_inference
 WARMUP_ITERATIONS = 2
 
 
-def build_random_model(model_name: str, visual_prompt: str = "Transf", frames: int = 8, arch: str = "actionclip",
-                       device: str | torch.device = "cpu") -> nn.Module:
+def build_random_model(
+    model_name: str, visual_prompt: str = "Transf", frames: int = 8, arch: str = "actionclip", device: str | torch.device = "cpu"
+) -> nn.Module:
     """The model of ``model_name`` with random weights, built directly on ``device`` (``"meta"``: shapes only)."""
     with torch.device(device):
         model = create_model(model_name, None, visual_prompt, frames, arch=arch, quick_gelu=True)
@@ -77,8 +79,9 @@ def _sdpa_macs_x2(query, key, value, *args, out_shape=None, **kwargs) -> int:
 
 # The CPU attention kernel, which some torch releases' FlopCounterMode does not know (2.14 counts it as zero).
 _CPU_FLASH_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-_EXTRA_FLOP_FORMULAS = ({_CPU_FLASH_ATTENTION: _sdpa_macs_x2}
-                        if _CPU_FLASH_ATTENTION is not None and _CPU_FLASH_ATTENTION not in flop_registry else {})
+_EXTRA_FLOP_FORMULAS = (
+    {_CPU_FLASH_ATTENTION: _sdpa_macs_x2} if _CPU_FLASH_ATTENTION is not None and _CPU_FLASH_ATTENTION not in flop_registry else {}
+)
 
 
 def count_gmacs(fn: Callable[[], object]) -> float:
@@ -129,8 +132,16 @@ def timed(step: Callable[[], object], device: torch.device) -> tuple[float, floa
 
 
 @torch.inference_mode()
-def model_and_peak_throughput(model: nn.Module, batch_size: int, frames: int, dtype: torch.dtype, iterations: int = 10,
-                              warmup: int = WARMUP_ITERATIONS, peak_size: int = 2048, peak_matmuls: int = 4) -> tuple[float, float, float]:
+def model_and_peak_throughput(
+    model: nn.Module,
+    batch_size: int,
+    frames: int,
+    dtype: torch.dtype,
+    iterations: int = 10,
+    warmup: int = WARMUP_ITERATIONS,
+    peak_size: int = 2048,
+    peak_matmuls: int = 4,
+) -> tuple[float, float, float]:
     """Videos per second of ``model.encode_video`` on random batches of ``batch_size`` videos, FLOP/s (x 1e9) of
     dense ``peak_size`` x ``peak_size`` matmuls in ``dtype`` (the machine's practical limit for dense layers), and
     the process CPU seconds the model spends per video (all threads).
@@ -165,8 +176,9 @@ def model_and_peak_throughput(model: nn.Module, batch_size: int, frames: int, dt
 
 
 @torch.inference_mode()
-def end_to_end_throughput(model: nn.Module, videos: PathLike | Sequence[PathLike], batch_size: int, frames: int,
-                          iterations: int = 10, workers: int = 2) -> float:
+def end_to_end_throughput(
+    model: nn.Module, videos: PathLike | Sequence[PathLike], batch_size: int, frames: int, iterations: int = 10, workers: int = 2
+) -> float:
     """Videos per second of decoding + sampling + transform (in ``workers`` DataLoader processes) + ``encode_video``,
     over ``iterations`` batches after one warm-up batch (worker start-up, first decode). The videos are repeated to
     fill the batches; an unreadable one is an error."""
@@ -176,8 +188,9 @@ def end_to_end_throughput(model: nn.Module, videos: PathLike | Sequence[PathLike
     wanted = (iterations + 1) * batch_size
     dataset = video_clips([paths[i % len(paths)] for i in range(wanted)], frames, model_image_size(model))
     device = model.logit_scale.device
-    batches = iter(DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad,
-                              pin_memory=device.type == "cuda"))
+    batches = iter(
+        DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
+    )
 
     def step() -> int:
         batch = next(batches)
@@ -227,7 +240,8 @@ def benchmark(
     result["precision"] = resolve_precision(precision, device)
     model = prepare_for_inference(build_random_model(model_name, visual_prompt, frames, arch, device), result["precision"])
     result["videos_per_s"], result["peak_gflops"], result["cpu_s_per_video"] = model_and_peak_throughput(
-        model, batch_size, frames, DTYPES[result["precision"]], iterations)
+        model, batch_size, frames, DTYPES[result["precision"]], iterations
+    )
     result["achieved_gflops"] = 2 * result["gflops_per_video"] * result["videos_per_s"]
     if video is not None:
         result["videos_per_s_end_to_end"] = end_to_end_throughput(model, video, batch_size, frames, iterations, workers)
@@ -251,6 +265,8 @@ def format_benchmark(result: dict) -> str:
         f"{result['precision']} matmul): {result['achieved_gflops'] / result['peak_gflops']:.0%} of the peak",
     ]
     if "videos_per_s_end_to_end" in result:
-        lines.append(f"videos/s          {result['videos_per_s_end_to_end']:.2f} (decode + sample + transform "
-                     f"in {result['workers']} workers + model)")
+        lines.append(
+            f"videos/s          {result['videos_per_s_end_to_end']:.2f} (decode + sample + transform "
+            f"in {result['workers']} workers + model)"
+        )
     return "\n".join(lines)

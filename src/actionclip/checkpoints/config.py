@@ -6,6 +6,7 @@ in open_clip. So keys and types are checked by name (pydantic models of its sect
 against the weight file's header (shapes only, no tensor data), then every parameter of the model built on the meta
 device (no memory) against the file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,9 @@ _SIZE = Positive | Annotated[tuple[Positive, Positive], Strict(False)]  # JSON h
 _JSON_CHECKS = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, protected_namespaces=())
 
 
-def section(name: str, known: list[str], typed: dict[str, Any], required: tuple[str, ...] = (),
-            config: ConfigDict = _JSON_CHECKS) -> type[BaseModel]:
+def section(
+    name: str, known: list[str], typed: dict[str, Any], required: tuple[str, ...] = (), config: ConfigDict = _JSON_CHECKS
+) -> type[BaseModel]:
     """A model of one section of a config.json: the keys in ``known``, the types of those in ``typed`` (the others
     may hold anything), ``required`` ones. It only checks: the dict itself then builds the model, so the defaults
     here are never used."""
@@ -49,16 +51,29 @@ def section(name: str, known: list[str], typed: dict[str, Any], required: tuple[
 
 # Each section of the config: the keys it may hold (ours, open_clip's CLIP arguments plus build_clip's custom_text,
 # open_clip's tower configs) and the types of those that size a model.
-_VISION = section("vision_cfg", [f.name for f in dataclasses.fields(CLIPVisionCfg)], {
-    "layers": Count | list[Count], "width": Positive, "head_width": Positive, "mlp_ratio": _RATIO, "patch_size": _SIZE,
-    "image_size": _SIZE,
-})
-_TEXT = section("text_cfg", [f.name for f in dataclasses.fields(CLIPTextCfg)], {
-    "context_length": Positive, "vocab_size": Positive, "width": Positive, "heads": Positive, "layers": Count, "mlp_ratio": _RATIO,
-})
-_CLIP = section("clip", [*inspect.signature(open_clip.CLIP).parameters, "custom_text"], {
-    "embed_dim": Positive, "vision_cfg": _VISION, "text_cfg": _TEXT, "quick_gelu": bool, "custom_text": bool,
-}, required=("embed_dim", "vision_cfg", "text_cfg"))
+_VISION = section(
+    "vision_cfg",
+    [f.name for f in dataclasses.fields(CLIPVisionCfg)],
+    {
+        "layers": Count | list[Count],
+        "width": Positive,
+        "head_width": Positive,
+        "mlp_ratio": _RATIO,
+        "patch_size": _SIZE,
+        "image_size": _SIZE,
+    },
+)
+_TEXT = section(
+    "text_cfg",
+    [f.name for f in dataclasses.fields(CLIPTextCfg)],
+    {"context_length": Positive, "vocab_size": Positive, "width": Positive, "heads": Positive, "layers": Count, "mlp_ratio": _RATIO},
+)
+_CLIP = section(
+    "clip",
+    [*inspect.signature(open_clip.CLIP).parameters, "custom_text"],
+    {"embed_dim": Positive, "vision_cfg": _VISION, "text_cfg": _TEXT, "quick_gelu": bool, "custom_text": bool},
+    required=("embed_dim", "vision_cfg", "text_cfg"),
+)
 CHECKPOINT_CONFIG = section("config", [f.name for f in dataclasses.fields(ActionCLIPConfig)], {
     "clip": _CLIP, "visual_prompt": str, "num_frames": Positive, "arch": str, "model_name": str | None,
     "pretrained": str | None, "temporal_layers": Count, "temporal_heads": Positive | None, "max_frames": Positive,
@@ -93,8 +108,13 @@ def _blocks(shapes: dict[str, tuple[int, ...]], prefix: str) -> int:
     return len({key[len(prefix) :].split(".", 1)[0] for key in shapes if key.startswith(prefix)})
 
 
-def check_against_weights(config: ActionCLIPConfig, shapes: dict[str, tuple[int, ...]], config_path: str | Path,
-                          weights_path: str | Path, names: dict[str, str] | None = None) -> None:
+def check_against_weights(
+    config: ActionCLIPConfig,
+    shapes: dict[str, tuple[int, ...]],
+    config_path: str | Path,
+    weights_path: str | Path,
+    names: dict[str, str] | None = None,
+) -> None:
     """Refuse a config whose block counts, sizes or heads disagree with the weights' ``shapes`` (our key layout), then
     any other difference between the model it describes and the file; nothing is allocated. ``names``: how the
     config file spells our settings, for the messages (e.g. transformers' ``vision_config.num_hidden_layers``)."""
@@ -110,8 +130,9 @@ def check_against_weights(config: ActionCLIPConfig, shapes: dict[str, tuple[int,
 
     def divides(name: str, heads: int, width_name: str, width: int) -> None:
         if width % heads:
-            raise CheckpointError(f"{config_path}: {names.get(name, name)} is {heads}, which does not divide "
-                                  f"{names.get(width_name, width_name)} {width}")
+            raise CheckpointError(
+                f"{config_path}: {names.get(name, name)} is {heads}, which does not divide {names.get(width_name, width_name)} {width}"
+            )
 
     vision, text = CLIPVisionCfg(**config.clip["vision_cfg"]), CLIPTextCfg(**config.clip["text_cfg"])
     embed_dim = config.clip["embed_dim"]
@@ -160,8 +181,10 @@ def check_against_weights(config: ActionCLIPConfig, shapes: dict[str, tuple[int,
     elif config.visual_prompt == "Joint":
         expect_dim("num_frames", config.num_frames, "video.time_embedding", 0)
     elif config.num_frames > MAX_FRAMES_WITHOUT_WEIGHTS:
-        raise CheckpointError(f"{config_path}: {names.get('num_frames', 'num_frames')} is {config.num_frames}, more than "
-                              f"{MAX_FRAMES_WITHOUT_WEIGHTS} frames per clip")
+        raise CheckpointError(
+            f"{config_path}: {names.get('num_frames', 'num_frames')} is {config.num_frames}, more than "
+            f"{MAX_FRAMES_WITHOUT_WEIGHTS} frames per clip"
+        )
     if config.arch == "unimodal":
         expect_dim("num_classes", config.num_classes, "head.weight", 0)
 

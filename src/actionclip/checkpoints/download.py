@@ -2,6 +2,7 @@
 publisher's sha256, with a progress bar. A partial download lives only as ``<file>.part`` (the next call resumes it);
 the finished name appears, by rename, only once the checksum holds. ``ACTIONCLIP_HUB_MIRROR`` replaces every
 publisher URL by ``<mirror>/<file name>``."""
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,10 @@ def _verify(entry: Entry, path: Path, url: str) -> str:
     expected = (entry.sha256 or entry.sha256_prefix or "").lower()
     if expected and not actual.startswith(expected):
         path.unlink(missing_ok=True)
-        raise CheckpointError(f"{url}: checksum mismatch for {entry.name}: sha256 {actual}, expected "
-                              f"{'a sha256 starting with ' if not entry.sha256 else ''}{expected}; the file was deleted")
+        raise CheckpointError(
+            f"{url}: checksum mismatch for {entry.name}: sha256 {actual}, expected "
+            f"{'a sha256 starting with ' if not entry.sha256 else ''}{expected}; the file was deleted"
+        )
     return actual
 
 
@@ -92,8 +95,10 @@ def fetch(entry: Entry, progress: bool = True) -> Path:
         urls = source_urls(entry)
         if not urls:
             where = f" (by hand: {'; '.join(entry.pages)})" if entry.pages else ""
-            raise CheckpointError(f"{entry.name}: its publisher gives no direct download{where}; save the file as {target}, "
-                                  f"or set {MIRROR_ENV}=URL (or --hub-mirror URL) to a mirror that serves {name}")
+            raise CheckpointError(
+                f"{entry.name}: its publisher gives no direct download{where}; save the file as {target}, "
+                f"or set {MIRROR_ENV}=URL (or --hub-mirror URL) to a mirror that serves {name}"
+            )
         failures = []
         for url in urls:
             part = directory / f"{name}.part"
@@ -137,17 +142,29 @@ def _download(url: str, part: Path, progress: bool) -> None:
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         written = have
-        with open(part, "ab" if have else "wb") as handle, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[: -len(".part")],
-            disable=not progress, file=sys.stderr, leave=False,
-        ) as bar:
+        with (
+            open(part, "ab" if have else "wb") as handle,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=part.name[: -len(".part")],
+                disable=not progress,
+                file=sys.stderr,
+                leave=False,
+            ) as bar,
+        ):
             try:
                 for block in iter(lambda: response.read(_CHUNK), b""):
                     handle.write(block)
                     written += len(block)
                     bar.update(len(block))
             except (OSError, http.client.HTTPException, socket.timeout) as error:
-                raise _Failed(f"connection cut after {written} of {total or '?'} bytes ({type(error).__name__}); "
-                              f"the partial file {part} is kept and the next call resumes it") from None
+                raise _Failed(
+                    f"connection cut after {written} of {total or '?'} bytes ({type(error).__name__}); "
+                    f"the partial file {part} is kept and the next call resumes it"
+                ) from None
     if total is not None and written < total:
         raise _Failed(f"connection cut after {written} of {total} bytes; the partial file {part} is kept and the next call resumes it")

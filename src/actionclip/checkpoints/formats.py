@@ -1,6 +1,7 @@
 """One table from a checkpoint format to its reader, and the format of a local path. ``hub.py`` (published
 checkpoints, whose format their registry entry names) and ``sources.py`` (any source) both read through it; a new
 importer is one module beside this one and one row in ``READERS``."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,7 @@ READERS: dict[str, Callable[[Path, str, int, str], nn.Module]] = {
 }
 
 
-def read_format(format: str, path: Path, *, visual_prompt: str = "Transf", num_frames: int = 8,
-                base: str = "openai") -> nn.Module:
+def read_format(format: str, path: Path, *, visual_prompt: str = "Transf", num_frames: int = 8, base: str = "openai") -> nn.Module:
     return READERS[format](Path(path), visual_prompt, num_frames, base)
 
 

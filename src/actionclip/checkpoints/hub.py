@@ -5,6 +5,7 @@ Every format is read without executing a pickle: our safetensors, ``torch.load(w
 ActionCLIP, mmaction2, VideoX and ViFi-CLIP files (the yacs configs of the last two through one allow-list), and archives (``.zip``, ``.tar``,
 ``.tar.gz``) of a checkpoint directory, of which only the expected file names are read, never extracted as paths.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,10 +29,7 @@ from actionclip.weights.errors import CheckpointError
 
 SOURCE_FILE = "source.json"
 # The files of a checkpoint directory that an archive may hold; nothing else in it is read.
-_ARCHIVE_FILES = {
-    "actionclip": (checkpoints.CONFIG_FILE, checkpoints.WEIGHTS_FILE),
-    "hf_xclip": ("config.json",) + HF_WEIGHT_FILES,
-}
+_ARCHIVE_FILES = {"actionclip": (checkpoints.CONFIG_FILE, checkpoints.WEIGHTS_FILE), "hf_xclip": ("config.json",) + HF_WEIGHT_FILES}
 
 
 class UnverifiedDownloadWarning(UserWarning):
@@ -76,15 +74,18 @@ def _convert(entry: Entry, directory: Path, progress: bool) -> None:
         path = fetch(entry, progress)
         digest = sha256_of(path)
         if not (entry.sha256 or entry.sha256_prefix):
-            warnings.warn(f"{entry.name}: its publisher states no checksum; the downloaded file's sha256 is {digest} "
-                          f"(recorded in {directory / SOURCE_FILE})", UnverifiedDownloadWarning, stacklevel=3)
+            warnings.warn(
+                f"{entry.name}: its publisher states no checksum; the downloaded file's sha256 is {digest} "
+                f"(recorded in {directory / SOURCE_FILE})",
+                UnverifiedDownloadWarning,
+                stacklevel=3,
+            )
     model = _import(entry, path)
     # Written beside the final directory, then renamed: a cut conversion leaves no directory that looks finished.
     staging = temporary_path(directory)
     try:
         checkpoints.save(model, staging)
-        source = {"name": entry.name, "format": entry.format, "url": entry.url, "hub_id": entry.hub_id,
-                  "file": str(path), "sha256": digest}
+        source = {"name": entry.name, "format": entry.format, "url": entry.url, "hub_id": entry.hub_id, "file": str(path), "sha256": digest}
         (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2))
         os.replace(staging, directory)
     finally:
@@ -132,4 +133,3 @@ def _unpack(archive: Path, into: Path, wanted: tuple[str, ...]) -> None:
         raise CheckpointError(f"{archive}: not a readable archive ({error})") from error
     if not found:
         raise CheckpointError(f"{archive}: holds none of {', '.join(wanted)}")
-

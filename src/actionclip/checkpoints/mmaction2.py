@@ -9,6 +9,7 @@ project normalises frames with CLIP's mean and std times 255 (``[122.771, 116.74
 ``[68.500, 66.632, 70.323]``: CLIP's to the third decimal) and scores ``softmax(100 cos)`` averaged over its 16
 templates (the official ActionCLIP's, in the same order) and the views: our ActionCLIP's defaults.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,8 +29,9 @@ def from_mmaction2_checkpoint(path: str | Path) -> ActionCLIP:
     checkpoint = read_checkpoint(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "adapter.frame_position_embeddings.weight" not in state:
-        raise CheckpointError(f"{path}: not an mmaction2 ActionCLIP checkpoint (no state_dict with "
-                              "adapter.frame_position_embeddings.weight)")
+        raise CheckpointError(
+            f"{path}: not an mmaction2 ActionCLIP checkpoint (no state_dict with adapter.frame_position_embeddings.weight)"
+        )
     clip_state, adapter, unknown = {}, {}, []
     for key, value in state.items():
         if key.startswith("clip."):
@@ -42,9 +44,14 @@ def from_mmaction2_checkpoint(path: str | Path) -> ActionCLIP:
         raise CheckpointError(f"{path}: keys outside clip.* and adapter.*: {', '.join(sorted(unknown)[:8])}")
     frames = adapter["frame_position_embeddings.weight"].shape[0]
     config = ActionCLIPConfig(
-        clip=infer_openai_config(clip_state), visual_prompt="Transf", num_frames=frames, max_frames=frames,
+        clip=infer_openai_config(clip_state),
+        visual_prompt="Transf",
+        num_frames=frames,
+        max_frames=frames,
         temporal_layers=len({k.split(".")[2] for k in adapter if k.startswith("transformer.resblocks.")}),
-        temporal_ln_eps=_TORCH_LAYER_NORM_EPS, normalization="clip", pretrained=str(path),
+        temporal_ln_eps=_TORCH_LAYER_NORM_EPS,
+        normalization="clip",
+        pretrained=str(path),
     )
     ours = {("video." + k if k.startswith("visual.") else k if k == "logit_scale" else "text." + k): v for k, v in clip_state.items()}
     ours.update({"video.temporal." + k: v for k, v in adapter.items()})

@@ -1,4 +1,5 @@
 """Import of the official ActionCLIP checkpoints (``model_state_dict`` + ``fusion_model_state_dict``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Our checkpoints: a directory of ``model.safetensors`` + ``config.json``, and run directories' ``best``/``last``."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ FORMAT = "actionclip"
 def save(model: torch.nn.Module, directory: str | Path) -> Path:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (each via a unique temp file + rename)."""
     if getattr(model, "prepared_for_inference", False):
-        raise ValueError("this model was prepared for inference (QuickGELU folded into its MLP weights, which are no "
-                         "longer the model's own); save it before prepare_for_inference, or load it again")
+        raise ValueError(
+            "this model was prepared for inference (QuickGELU folded into its MLP weights, which are no "
+            "longer the model's own); save it before prepare_for_inference, or load it again"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

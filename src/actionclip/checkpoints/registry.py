@@ -2,6 +2,7 @@
 lists named by ``ACTIONCLIP_MODELS`` (YAML files, separated by ``os.pathsep``). Entries are checked by name and type
 when read (``Entry``, a pydantic model), so that a mistake in a user's list is one line naming the file, the entry and
 the key."""
+
 from __future__ import annotations
 
 import copy
@@ -13,16 +14,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    PrivateAttr,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from actionclip.host.validation import error_line
 from actionclip.weights.errors import CheckpointError

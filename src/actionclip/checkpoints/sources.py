@@ -1,5 +1,6 @@
 """Any source -> a model: the one dispatcher. A source is an open_clip model name with its pretrained weights, a
 published checkpoint's name (``actionclip models``), or a local checkpoint in any format ``formats.py`` reads."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from actionclip.models.build import from_open_clip
 from actionclip.weights.errors import CheckpointError
 
 
-def create_model(model_name: str | None, pretrained: str | None = None, visual_prompt: str = "Transf",
-                 num_frames: int = 8, **kwargs) -> nn.Module:
+def create_model(
+    model_name: str | None, pretrained: str | None = None, visual_prompt: str = "Transf", num_frames: int = 8, **kwargs
+) -> nn.Module:
     """:func:`actionclip.models.build.from_open_clip` (see its arguments), or, for the name of a published
     checkpoint (``actionclip models``), that model: downloaded and converted once, in eval mode."""
     if hub.is_published(model_name):
@@ -24,9 +26,15 @@ def create_model(model_name: str | None, pretrained: str | None = None, visual_p
     return from_open_clip(model_name, pretrained, visual_prompt, num_frames, **kwargs)
 
 
-def read_model(checkpoint: str | os.PathLike | None = None, model_name: str | None = None,
-               pretrained: str | None = None, *, visual_prompt: str = "Transf", num_frames: int = 8,
-               arch: str | None = None) -> nn.Module:
+def read_model(
+    checkpoint: str | os.PathLike | None = None,
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    *,
+    visual_prompt: str = "Transf",
+    num_frames: int = 8,
+    arch: str | None = None,
+) -> nn.Module:
     """The model of ``checkpoint`` or of ``model_name`` + ``pretrained``, in fp32 on the CPU, in eval mode.
 
     ``checkpoint``: a published checkpoint's name, our checkpoint directory or run directory, a ``transformers``

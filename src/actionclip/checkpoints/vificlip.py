@@ -9,6 +9,7 @@ it was fine-tuned from, which ``base`` supplies. At test time (``main.py:validat
 frames' un-normalised features, classes are "a photo of a {}.", frames are normalised with ImageNet's mean and std, and
 a view's scores are ``softmax(logit_scale.exp() * cos)``: the imported model keeps all of that in its config.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,8 +58,10 @@ def _check_base(prompts: torch.Tensor, embedding: torch.Tensor, ctx_init: str, c
     expected = embedding[tokens[:count]]
     difference = (prompts[0, :count].float() - expected).abs().max().item()
     if difference > _EMBEDDING_TOLERANCE:
-        raise CheckpointError(f"{path}: base {str(base)!r} is not the CLIP this file was fine-tuned from: its embedding of "
-                              f"{ctx_init!r} differs from the file's by {difference:.2g}")
+        raise CheckpointError(
+            f"{path}: base {str(base)!r} is not the CLIP this file was fine-tuned from: its embedding of "
+            f"{ctx_init!r} differs from the file's by {difference:.2g}"
+        )
 
 
 def from_vificlip_checkpoint(path: str | Path, base: str | Path = "openai") -> ActionCLIP:
@@ -75,8 +78,10 @@ def from_vificlip_checkpoint(path: str | Path, base: str | Path = "openai") -> A
     if "image_encoder.proj" not in state or "text_encoder.ln_final.weight" not in state:
         raise CheckpointError(f"{path}: not a ViFi-CLIP checkpoint (no image_encoder.proj / text_encoder.ln_final.weight)")
     if any(key in state for key in _PROMPTING_KEYS):
-        raise CheckpointError(f"{path}: a ViFi-CLIP prompting checkpoint (learned context vectors); only fine-tuned "
-                              "ViFi-CLIP files (PROMPT_MODEL False) are read")
+        raise CheckpointError(
+            f"{path}: a ViFi-CLIP prompting checkpoint (learned context vectors); only fine-tuned "
+            "ViFi-CLIP files (PROMPT_MODEL False) are read"
+        )
     prompts = state.pop("prompt_learner.complete_text_embeddings", None)
     clip_state = {}
     for key, value in state.items():
@@ -90,14 +95,20 @@ def from_vificlip_checkpoint(path: str | Path, base: str | Path = "openai") -> A
     clip_state["token_embedding.weight"] = base_token_embedding(base, _setting(config, "MODEL", "ARCH"), path)
     clip_config = infer_openai_config(clip_state)
     if clip_state["token_embedding.weight"].shape[1] != clip_config["text_cfg"]["width"]:
-        raise CheckpointError(f"{path}: base {str(base)!r} has a token embedding of width "
-                              f"{clip_state['token_embedding.weight'].shape[1]}, the file's text tower {clip_config['text_cfg']['width']}")
+        raise CheckpointError(
+            f"{path}: base {str(base)!r} has a token embedding of width "
+            f"{clip_state['token_embedding.weight'].shape[1]}, the file's text tower {clip_config['text_cfg']['width']}"
+        )
     ctx_init = _setting(config, "TRAINER", "ViFi_CLIP", "CTX_INIT", default="a photo of a").replace("_", " ")
     if prompts is not None:
         _check_base(prompts, clip_state["token_embedding.weight"], ctx_init, clip_config, path, base)
     model_config = ActionCLIPConfig(
-        clip=clip_config, visual_prompt="MeanP", num_frames=int(_setting(config, "DATA", "NUM_FRAMES", default=8)),
-        pretrained=str(path), templates=[ctx_init + " {}."], normalization="imagenet",
+        clip=clip_config,
+        visual_prompt="MeanP",
+        num_frames=int(_setting(config, "DATA", "NUM_FRAMES", default=8)),
+        pretrained=str(path),
+        templates=[ctx_init + " {}."],
+        normalization="imagenet",
         # ViFi-CLIP scores with its learned temperature where the official ActionCLIP uses 100.
         test_logit_scale=float(clip_state["logit_scale"].float().exp()),
     )

@@ -5,6 +5,7 @@
 - the original VideoX ``.pth`` files (``{"model", "optimizer", "lr_scheduler", "max_accuracy", "epoch", "config"}``
   as its ``epoch_saving`` writes them, or a bare state dict), read with ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,13 @@ HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 # transformers' defaults for the config fields read here (older config.json files leave some out).
-_HF_DEFAULTS = {"projection_dim": 512, "prompt_layers": 2, "prompt_alpha": 0.1, "prompt_hidden_act": "quick_gelu", "prompt_num_attention_heads": 8}
+_HF_DEFAULTS = {
+    "projection_dim": 512,
+    "prompt_layers": 2,
+    "prompt_alpha": 0.1,
+    "prompt_hidden_act": "quick_gelu",
+    "prompt_num_attention_heads": 8,
+}
 _HF_TEXT_DEFAULTS = {
     "vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8,
     "max_position_embeddings": 77, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5,
@@ -225,14 +232,16 @@ def hf_snapshot(hub_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise CheckpointError(f"{hub_id}: downloading from the Hugging Face hub needs huggingface_hub "
-                              "(pip install 'actionclip[hub]')") from None
+        raise CheckpointError(
+            f"{hub_id}: downloading from the Hugging Face hub needs huggingface_hub (pip install 'actionclip[hub]')"
+        ) from None
     try:
         return Path(snapshot_download(hub_id, allow_patterns=["config.json", *HF_WEIGHT_FILES]))
     except Exception as error:  # huggingface_hub raises its own types for offline, missing and gated repositories
         first = str(error).splitlines()[0] if str(error) else ""
-        raise CheckpointError(f"{hub_id}: cannot download it from the Hugging Face hub ({type(error).__name__}: {first}); "
-                              "HF_ENDPOINT names a hub mirror") from None
+        raise CheckpointError(
+            f"{hub_id}: cannot download it from the Hugging Face hub ({type(error).__name__}: {first}); HF_ENDPOINT names a hub mirror"
+        ) from None
 
 
 def from_hf_xclip(path_or_dir: str | Path) -> XCLIP:

@@ -1,5 +1,6 @@
 """The command-line side of collections: ``actionclip embed``, ``actionclip search``, and ``actionclip predict``'s
 ``--window``/``--embeddings`` options (declared here, run by :mod:`actionclip.inference.timeline`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ def add_commands(sub) -> None:
 
 
 def _add_embed(sub) -> None:
-    embed = sub.add_parser("embed", help="normalised video embeddings of a collection, in shards with a manifest "
-                           "(resumable; torchrun for several processes)")
+    embed = sub.add_parser(
+        "embed", help="normalised video embeddings of a collection, in shards with a manifest (resumable; torchrun for several processes)"
+    )
     embed.add_argument("inputs", nargs="+", help="video files, or folders (every video below them)")
     embed.add_argument("--output", required=True, help="collection folder: collection.json, manifest.jsonl, shard-*.npy")
     _add_model_arguments(embed, required=True)
@@ -49,11 +51,26 @@ def _embed(args) -> int:
     distributed.parse_device(args.device, "--device")
     warn_if_random(args, "embeddings")
     try:
-        summary = embed(args.inputs, args.output, args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
-                        visual_prompt=args.visual_prompt, arch=args.arch, num_frames=args.frames, window=args.window,
-                        stride=args.stride, dtype=args.dtype, device=args.device, precision=args.precision,
-                        batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-                        decode_short_side=args.decode_short_side, progress=sys.stderr.isatty())
+        summary = embed(
+            args.inputs,
+            args.output,
+            args.model,
+            checkpoint=args.checkpoint,
+            pretrained=args.pretrained,
+            visual_prompt=args.visual_prompt,
+            arch=args.arch,
+            num_frames=args.frames,
+            window=args.window,
+            stride=args.stride,
+            dtype=args.dtype,
+            device=args.device,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            shard_size=args.shard_size,
+            decode_short_side=args.decode_short_side,
+            progress=sys.stderr.isatty(),
+        )
     finally:
         distributed.cleanup()
     if int(os.environ.get("RANK", "0")) == 0:
@@ -69,8 +86,13 @@ def _add_search(sub) -> None:
     search.add_argument("query", nargs="?", help='text, e.g. "someone playing guitar"')
     search.add_argument("--like", help="a video: rank by similarity to it instead of a text")
     search.add_argument("--top-k", type=int, default=10, help="results (default: 10)")
-    search.add_argument("--index", default="exact", choices=("exact", "faiss"), help="exact matrix product, or a faiss "
-                        "index built once and kept beside the shards (pip install 'actionclip[index]') (default: exact)")
+    search.add_argument(
+        "--index",
+        default="exact",
+        choices=("exact", "faiss"),
+        help="exact matrix product, or a faiss "
+        "index built once and kept beside the shards (pip install 'actionclip[index]') (default: exact)",
+    )
     search.add_argument("--nprobe", type=int, default=32, help="inverted lists visited by a large faiss index (default: 32)")
     search.add_argument("--templates", help="actionclip (the official 16), label_only, or a file of templates (default: the model's)")
     search.add_argument("--json", action="store_true", help='one JSON object {"query", "results": [...]}')
@@ -82,22 +104,38 @@ def _search(args) -> int:
     from actionclip.inference.search import format_results, search
 
     check_minimums(args, {"--top-k": 1, "--nprobe": 1})
-    answer = search(args.collection, args.query, like=args.like, top_k=args.top_k, model=args.model,
-                    checkpoint=args.checkpoint, pretrained=args.pretrained, templates=args.templates, index=args.index,
-                    nprobe=args.nprobe, device=args.device)
+    answer = search(
+        args.collection,
+        args.query,
+        like=args.like,
+        top_k=args.top_k,
+        model=args.model,
+        checkpoint=args.checkpoint,
+        pretrained=args.pretrained,
+        templates=args.templates,
+        index=args.index,
+        nprobe=args.nprobe,
+        device=args.device,
+    )
     print(json.dumps(answer) if args.json else format_results(answer))
     return 0
 
 
 def add_predict_collection_options(predict: argparse.ArgumentParser) -> None:
     """``actionclip predict``'s timeline and collection options."""
-    predict.add_argument("--window", type=float, help="a timeline: classify every window of this many seconds "
-                         "(the video decoded once) and merge them into segments")
+    predict.add_argument(
+        "--window",
+        type=float,
+        help="a timeline: classify every window of this many seconds (the video decoded once) and merge them into segments",
+    )
     predict.add_argument("--stride", type=float, help="seconds between window starts (default: the window)")
     predict.add_argument("--min-score", type=float, help="windows whose top score is lower are no action (in no segment)")
     predict.add_argument("--timeline", help="draw each timeline into this PNG (several videos: NAME_<video>.png)")
-    predict.add_argument("--embeddings", help="label the collection `actionclip embed` wrote in this folder, without "
-                         "decoding again (the model it records unless --checkpoint/--model)")
+    predict.add_argument(
+        "--embeddings",
+        help="label the collection `actionclip embed` wrote in this folder, without "
+        "decoding again (the model it records unless --checkpoint/--model)",
+    )
 
 
 def _timeline_path(pattern: str, video: str, count: int) -> Path:
@@ -117,22 +155,50 @@ def predict_collection(args, labels: list[str], device) -> int:
     if args.embeddings:
         if args.videos or args.window is not None:
             raise ValueError("--embeddings labels the collection's own videos or windows: give no videos and no --window")
-        results = embedding_predictions(args.embeddings, labels, args.model, checkpoint=args.checkpoint,
-                                        pretrained=args.pretrained, top_k=args.top_k, min_score=args.min_score,
-                                        templates=args.templates, device=device, text_cache=text_cache)
+        results = embedding_predictions(
+            args.embeddings,
+            labels,
+            args.model,
+            checkpoint=args.checkpoint,
+            pretrained=args.pretrained,
+            top_k=args.top_k,
+            min_score=args.min_score,
+            templates=args.templates,
+            device=device,
+            text_cache=text_cache,
+        )
     else:
         if not args.videos or not (args.checkpoint or args.model):
             raise ValueError("give videos and --checkpoint or --model")
         if args.views != "1x1":
             raise ValueError("--window classifies one clip per window: --views is for whole videos")
         check_minimums(args, {"--top-k": 1, "--batch-size": 1, "--workers": 0})
-        model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
-                           num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
-        results = iter_timelines(model, args.videos, labels, window=args.window, stride=args.stride,
-                                 num_frames=args.frames, top_k=args.top_k, min_score=args.min_score,
-                                 templates=args.templates, batch_size=args.batch_size, workers=args.workers,
-                                 progress=sys.stderr.isatty(), text_cache=text_cache,
-                                 decode_short_side=args.decode_short_side)
+        model = load_model(
+            args.checkpoint,
+            args.model,
+            args.pretrained,
+            visual_prompt=args.visual_prompt,
+            num_frames=args.frames or 8,
+            arch=args.arch,
+            device=device,
+            precision=args.precision,
+        )
+        results = iter_timelines(
+            model,
+            args.videos,
+            labels,
+            window=args.window,
+            stride=args.stride,
+            num_frames=args.frames,
+            top_k=args.top_k,
+            min_score=args.min_score,
+            templates=args.templates,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            progress=sys.stderr.isatty(),
+            text_cache=text_cache,
+            decode_short_side=args.decode_short_side,
+        )
     failed = total = 0
     for result in results:
         total += 1

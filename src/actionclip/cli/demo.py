@@ -1,4 +1,5 @@
 """``actionclip demo``: the paper's paradigm end to end on generated videos, offline on a CPU."""
+
 from __future__ import annotations
 
 
@@ -11,7 +12,9 @@ def _add_demo(sub) -> None:
     demo.add_argument("--output", required=True, help="directory for results.json, results.png and the pre-trained CLIPs")
     demo.add_argument("--quick", action="store_true", help="a shorter run, fewer steps and videos, every variant (the CI test)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=2, help="variants fine-tuned at once, one single-threaded process each (results do not depend on it)")
+    demo.add_argument(
+        "--threads", type=int, default=2, help="variants fine-tuned at once, one single-threaded process each (results do not depend on it)"
+    )
     demo.add_argument("--variants", help="comma-separated subset of the variants that results.json lists (default: all)")
     demo.set_defaults(handler=_demo)
 

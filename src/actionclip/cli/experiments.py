@@ -1,5 +1,6 @@
 """``actionclip train``, ``eval``, ``plot``, ``pretrain`` and ``data check``: the commands of experiments and their
 data, each configured by a YAML experiment config or by its files."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,14 @@ def add_commands(sub) -> None:
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML experiment config (see configs/)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value, e.g. --set optim.lr=1e-5 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-5 (repeatable)",
+    )
     parser.add_argument("--output", help="run directory (overrides train.output)")
 
 
@@ -58,13 +65,24 @@ def _train(args) -> int:
 def _add_eval(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluate a checkpoint on the config's validation data")
     _add_config_arguments(evaluate)
-    evaluate.add_argument("--checkpoint", help="our checkpoint or run directory, an official ActionCLIP .pt, an export "
-                          "directory, or a published checkpoint's name (see `actionclip models`)")
+    evaluate.add_argument(
+        "--checkpoint",
+        help="our checkpoint or run directory, an official ActionCLIP .pt, an export "
+        "directory, or a published checkpoint's name (see `actionclip models`)",
+    )
     evaluate.add_argument("--views", help="CLIPSxCROPS for multi-view testing, e.g. 10x3 (default: eval.views)")
-    evaluate.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                          help="weights' precision (default: eval.precision); ONNX Runtime: fp32, int8 or auto (default: an export directory's own)")
-    evaluate.add_argument("--runtime", default="torch", choices=("torch", "onnx"), help="onnx: run with ONNX Runtime, exported "
-                          "on the fly into the cache (default: torch; an export directory as --checkpoint always runs with ONNX Runtime)")
+    evaluate.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16", "int8"),
+        help="weights' precision (default: eval.precision); ONNX Runtime: fp32, int8 or auto (default: an export directory's own)",
+    )
+    evaluate.add_argument(
+        "--runtime",
+        default="torch",
+        choices=("torch", "onnx"),
+        help="onnx: run with ONNX Runtime, exported "
+        "on the fly into the cache (default: torch; an export directory as --checkpoint always runs with ONNX Runtime)",
+    )
     evaluate.set_defaults(handler=_eval)
 
 
@@ -104,7 +122,9 @@ def _plot(args) -> int:
 
 
 def _add_pretrain(sub) -> None:
-    pretrain = sub.add_parser("pretrain", help="contrastive CLIP pre-training on image-caption pairs (CSV path,caption or folder of image + .txt)")
+    pretrain = sub.add_parser(
+        "pretrain", help="contrastive CLIP pre-training on image-caption pairs (CSV path,caption or folder of image + .txt)"
+    )
     pretrain.add_argument("data", help="CSV with a path,caption header, or a folder of images each with a same-named .txt caption")
     pretrain.add_argument("--model", required=True, help="open_clip model name, or the name to register --model-config under")
     pretrain.add_argument("--model-config", help="JSON open_clip model config (embed_dim, vision_cfg, text_cfg) for a custom architecture")
@@ -128,8 +148,9 @@ def _pretrain(args) -> int:
             register_model_config(args.model, json.loads(Path(args.model_config).read_text(encoding="utf-8")))
         except json.JSONDecodeError as error:
             raise ValueError(f"{args.model_config}: not valid JSON ({error})") from None
-    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                            warmup=args.warmup, seed=args.seed)
+    config = PretrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup, seed=args.seed
+    )
     print(pretrain_from_files(args.data, args.model, args.output, config, workers=args.workers))
     return 0
 
@@ -138,7 +159,9 @@ def _add_data(sub) -> None:
     data = sub.add_parser("data", help="dataset tools: `actionclip data check CONFIG_OR_LIST_OR_DIR`")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     check = data_sub.add_parser("check", help="decode every video of a list file or directory and report bad ones")
-    check.add_argument("list_or_dir", help="experiment config (.yaml), list file (official or '<video> <label>' format), or a directory of videos")
+    check.add_argument(
+        "list_or_dir", help="experiment config (.yaml), list file (official or '<video> <label>' format), or a directory of videos"
+    )
     check.add_argument("--root", help="folder that relative paths in the list start from (default: the list's folder)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores; 0: none)")
@@ -169,8 +192,18 @@ def _data_check(args) -> int:
     seconds = time.perf_counter() - start
     bad = [r for r in results if r.problem]
     if args.json:
-        print(json.dumps({"checked": len(results), "ok": len(results) - len(bad), "seconds": round(seconds, 3),
-                          "bad": [r.to_dict() for r in bad], "videos": [r.to_dict() for r in results]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "checked": len(results),
+                    "ok": len(results) - len(bad),
+                    "seconds": round(seconds, 3),
+                    "bad": [r.to_dict() for r in bad],
+                    "videos": [r.to_dict() for r in results],
+                },
+                indent=1,
+            )
+        )
     else:
         for r in bad:
             print(f"BAD  {r.path}: {r.problem}")

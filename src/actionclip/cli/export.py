@@ -1,4 +1,5 @@
 """``actionclip export``: a model as an export directory (:mod:`actionclip.export.directory`)."""
+
 from __future__ import annotations
 
 import sys
@@ -13,8 +14,12 @@ def add_commands(sub) -> None:
     add_model_source(export)
     add_build_options(export)
     export.add_argument("--output", required=True, help="the export directory")
-    export.add_argument("--precision", default="fp32", choices=ONNX_PRECISIONS,
-                        help="int8: also a video graph whose per-token matmuls run in int8, the default at run time (default: fp32)")
+    export.add_argument(
+        "--precision",
+        default="fp32",
+        choices=ONNX_PRECISIONS,
+        help="int8: also a video graph whose per-token matmuls run in int8, the default at run time (default: fp32)",
+    )
     export.add_argument("--frames", type=int, help="frames per clip (default: the model's; some models take only theirs)")
     labels = export.add_mutually_exclusive_group()
     labels.add_argument("--labels", help="comma-separated labels whose text features are stored (no text tower needed for them)")
@@ -31,8 +36,9 @@ def _export(args) -> int:
     check_minimums(args, {"--frames": 1})
     labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
     warn_if_random(args)
-    model = read_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
-                       num_frames=args.frames or 8, arch=args.arch)
+    model = read_model(
+        args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt, num_frames=args.frames or 8, arch=args.arch
+    )
     output = export_model(model, args.output, args.precision, args.frames, labels, args.templates)
     print(f"exported to {output}", file=sys.stderr)
     return 0

@@ -1,5 +1,6 @@
 """The ``actionclip`` command: one module per command group declares its sub-commands (``add_commands``) and runs
 them by calling the modules that implement them, imported only when a command runs: ``--help`` imports no torch."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,15 +1,17 @@
 """The options that choose a model, the same in every command that loads one (predict, export, serve, embed,
 search), and the warning for a model built without weights."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
-CHECKPOINT_HELP = ("our checkpoint or run directory, an export directory, an official ActionCLIP .pt, an mmaction2 or "
-                   "ViFi-CLIP file, or an X-CLIP checkpoint (a transformers directory, or with --arch xclip an original "
-                   ".pth)")
-MODEL_HELP = ("open_clip model name, e.g. ViT-B-16 (with --pretrained), or a published checkpoint's name "
-              "(see `actionclip models`)")
+CHECKPOINT_HELP = (
+    "our checkpoint or run directory, an export directory, an official ActionCLIP .pt, an mmaction2 or "
+    "ViFi-CLIP file, or an X-CLIP checkpoint (a transformers directory, or with --arch xclip an original "
+    ".pth)"
+)
+MODEL_HELP = "open_clip model name, e.g. ViT-B-16 (with --pretrained), or a published checkpoint's name (see `actionclip models`)"
 
 
 def add_model_source(parser: argparse.ArgumentParser, required: bool = True) -> None:

@@ -1,5 +1,6 @@
 """``actionclip models``: the published checkpoints that a name loads, and ``--hub-mirror`` for the commands that
 load them (``predict``, ``eval``, ``export``, ``serve``, ``embed``, ``search``)."""
+
 from __future__ import annotations
 
 import json

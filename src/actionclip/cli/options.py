@@ -1,4 +1,5 @@
 """What every command checks of its options before anything slow starts."""
+
 from __future__ import annotations
 
 import argparse

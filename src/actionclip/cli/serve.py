@@ -1,4 +1,5 @@
 """``actionclip serve``: its options, and the handler that loads the model and runs uvicorn."""
+
 from __future__ import annotations
 
 import sys
@@ -25,8 +26,11 @@ def add_commands(sub) -> None:
     serve.add_argument("--max-wait-ms", type=float, default=20, help="how long a batch waits for more videos (default: 20)")
     serve.add_argument("--workers", type=int, default=2, help="decoding worker processes (default: 2; 0: a thread)")
     serve.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while decoding")
-    serve.add_argument("--api-key", help="require this key (header X-API-Key or Authorization: Bearer) on every API call "
-                       "(default: env ACTIONCLIP_API_KEY if set, else none)")
+    serve.add_argument(
+        "--api-key",
+        help="require this key (header X-API-Key or Authorization: Bearer) on every API call "
+        "(default: env ACTIONCLIP_API_KEY if set, else none)",
+    )
     serve.set_defaults(handler=serve_command)
 
 
@@ -43,23 +47,39 @@ def serve_command(args) -> int:
 
         from actionclip.serve.app import ServeSettings, create_app
     except ImportError as error:
-        raise ValueError(f"actionclip serve needs FastAPI and uvicorn ({error.name} is missing): "
-                         "pip install 'actionclip[serve]'") from None
+        raise ValueError(f"actionclip serve needs FastAPI and uvicorn ({error.name} is missing): pip install 'actionclip[serve]'") from None
     check_minimums(args, {"--frames": 1, "--port": 0, "--max-batch": 1, "--workers": 0, "--decode-short-side": 1})
     if args.max_upload_mb <= 0 or args.max_wait_ms < 0:
         raise ValueError("--max-upload-mb must be > 0 and --max-wait-ms >= 0")
     device = parse_device(args.device, "--device")
     labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
     warn_if_random(args)
-    model = load_model(args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt,
-                       num_frames=args.frames or 8, arch=args.arch, device=device, precision=args.precision)
-    settings = ServeSettings(default_labels=labels, views=args.views, max_upload_mb=args.max_upload_mb,
-                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                             api_key=args.api_key or os.environ.get("ACTIONCLIP_API_KEY"), workers=args.workers,
-                             decode_short_side=args.decode_short_side, precision=resolve_precision(args.precision, device))
+    model = load_model(
+        args.checkpoint,
+        args.model,
+        args.pretrained,
+        visual_prompt=args.visual_prompt,
+        num_frames=args.frames or 8,
+        arch=args.arch,
+        device=device,
+        precision=args.precision,
+    )
+    settings = ServeSettings(
+        default_labels=labels,
+        views=args.views,
+        max_upload_mb=args.max_upload_mb,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        api_key=args.api_key or os.environ.get("ACTIONCLIP_API_KEY"),
+        workers=args.workers,
+        decode_short_side=args.decode_short_side,
+        precision=resolve_precision(args.precision, device),
+    )
     app = create_app(model, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: listening on {args.host}: other machines can reach this server"
-              + ("" if settings.api_key else " (no --api-key)"), file=sys.stderr)
+        print(
+            f"warning: listening on {args.host}: other machines can reach this server" + ("" if settings.api_key else " (no --api-key)"),
+            file=sys.stderr,
+        )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

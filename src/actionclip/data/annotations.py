@@ -5,6 +5,7 @@ Every reader returns ``(samples, class_names)``: a list of ``Sample`` and the ra
 the line number and the line. Formats: the official ActionCLIP frame lists, mmaction2 / ViFi-CLIP video lists,
 Kinetics CSVs, the UCF-101 and HMDB-51 split files, Charades (multi-label) and ``root/<class>/<video>`` folders.
 """
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,7 @@ def read_text(file: str | os.PathLike, newline: str | None = None) -> str:
         with open(file, encoding="utf-8-sig", newline=newline) as f:
             return f.read()
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                         "save it as UTF-8") from None
+        raise ValueError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8") from None
 
 
 def _lines(file: str | os.PathLike) -> Iterator[tuple[int, str]]:
@@ -108,8 +108,9 @@ def read_class_names(file: str | os.PathLike) -> list[str]:
     return [name for _, name, _, _ in entries]
 
 
-def parse_official_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None,
-                        num_classes: int | None = None) -> list[Sample]:
+def parse_official_list(
+    list_file: str | os.PathLike, root: str | os.PathLike | None = None, num_classes: int | None = None
+) -> list[Sample]:
     """The official ActionCLIP list: ``<frame folder> <num_frames> <label>`` per line; a label must be below
     ``num_classes`` when given."""
     samples = []
@@ -122,8 +123,7 @@ def parse_official_list(list_file: str | os.PathLike, root: str | os.PathLike | 
     return samples
 
 
-def parse_video_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None,
-                     num_classes: int | None = None) -> list[Sample]:
+def parse_video_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None, num_classes: int | None = None) -> list[Sample]:
     """mmaction2 video lists and ViFi-CLIP split files: ``<video path> <label>`` per line; a label must be below
     ``num_classes`` when given."""
     samples = []
@@ -159,8 +159,9 @@ def _index_videos(root: str | os.PathLike) -> dict[str, str]:
     return index
 
 
-def kinetics_csv(csv_file: str | os.PathLike, root: str | os.PathLike, class_names: Sequence[str] | None = None,
-                 missing: str = "skip") -> tuple[list[Sample], list[str]]:
+def kinetics_csv(
+    csv_file: str | os.PathLike, root: str | os.PathLike, class_names: Sequence[str] | None = None, missing: str = "skip"
+) -> tuple[list[Sample], list[str]]:
     """Kinetics-400/600/700 annotations (``label,youtube_id,time_start,time_end,split``). Videos are the
     usual ``<youtube_id>_<start:06d>_<end:06d>.<ext>`` files anywhere below ``root`` (flat, or in class
     or split folders). Classes are ``class_names`` if given (pass the training classes when reading
@@ -207,8 +208,9 @@ def kinetics_csv(csv_file: str | os.PathLike, root: str | os.PathLike, class_nam
     return samples, names
 
 
-def ucf101_split(root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1,
-                 subset: str = "train") -> tuple[list[Sample], list[str]]:
+def ucf101_split(
+    root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1, subset: str = "train"
+) -> tuple[list[Sample], list[str]]:
     """UCF-101 official splits: ``classInd.txt`` (``1 ApplyEyeMakeup``), ``trainlist0N.txt``
     (``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1``) and ``testlist0N.txt`` (path only; the class is
     the folder). Labels are 0-based; videos are ``root/<path>``."""
@@ -221,21 +223,22 @@ def ucf101_split(root: str | os.PathLike, split_dir: str | os.PathLike, split: i
     for n, line in _lines(list_file):
         parts = line.split()
         if len(parts) != (2 if subset == "train" else 1):
-            raise AnnotationError(list_file, n, line, "expected '<class>/<video> <label>'" if subset == "train"
-                                  else "expected '<class>/<video>'")
+            raise AnnotationError(
+                list_file, n, line, "expected '<class>/<video> <label>'" if subset == "train" else "expected '<class>/<video>'"
+            )
         folder = parts[0].replace("\\", "/").split("/")[0].lower()
         if folder not in label_of:
             raise AnnotationError(list_file, n, line, f"class folder {folder!r} is not in classInd.txt")
         label = label_of[folder]
         if subset == "train" and _int(parts[1], list_file, n, line, "label", minimum=1) - 1 != label:
-            raise AnnotationError(list_file, n, line, f"label does not match class {class_names[label]!r} "
-                                  f"(classInd.txt id {label + 1})")
+            raise AnnotationError(list_file, n, line, f"label does not match class {class_names[label]!r} (classInd.txt id {label + 1})")
         samples.append(Sample(os.path.join(root, parts[0]), label))
     return samples, class_names
 
 
-def hmdb51_split(root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1,
-                 subset: str = "train") -> tuple[list[Sample], list[str]]:
+def hmdb51_split(
+    root: str | os.PathLike, split_dir: str | os.PathLike, split: int = 1, subset: str = "train"
+) -> tuple[list[Sample], list[str]]:
     """HMDB-51 official splits: ``<class>_test_split<N>.txt`` with lines ``<video> <tag>``, tag 1 =
     train, 2 = test, 0 = unused. Classes are the sorted class names; videos are ``root/<class>/<video>``."""
     if split not in (1, 2, 3) or subset not in ("train", "test"):
@@ -257,8 +260,9 @@ def hmdb51_split(root: str | os.PathLike, split_dir: str | os.PathLike, split: i
     return samples, class_names
 
 
-def charades_csv(csv_file: str | os.PathLike, root: str | os.PathLike, class_file: str | os.PathLike,
-                 extension: str = ".mp4") -> tuple[list[Sample], list[str]]:
+def charades_csv(
+    csv_file: str | os.PathLike, root: str | os.PathLike, class_file: str | os.PathLike, extension: str = ".mp4"
+) -> tuple[list[Sample], list[str]]:
     """Charades ``Charades_v1_train.csv`` / ``_test.csv``: multi-label samples whose labels are the
     classes of the ``actions`` column (``c092 11.90 21.20;c147 0.00 12.60``); class names from
     ``Charades_v1_classes.txt``. Videos are ``root/<id><extension>``."""

@@ -21,6 +21,7 @@ to the epochs of a plain loop::
             ...
         guard.bad  # BadSample(index, path, reason) of this epoch
 """
+
 from __future__ import annotations
 
 import logging
@@ -144,8 +145,7 @@ class SeededSamples(Dataset):
         raise TooManyBadSamples(f"{self.max_substitutes} consecutive unreadable videos: " + ", ".join(b.path for b in bad))
 
 
-def fail_if_too_many(bad: Sequence[BadSample], total: int, max_fraction: float, what: str = "videos",
-                     setting: str = "") -> None:
+def fail_if_too_many(bad: Sequence[BadSample], total: int, max_fraction: float, what: str = "videos", setting: str = "") -> None:
     """Raise ``TooManyBadSamples``, listing the first of them, if more than ``max_fraction`` of ``total`` are bad;
     ``setting`` names where the fraction was set."""
     if len(bad) > max_fraction * total:
@@ -178,6 +178,11 @@ class BadSampleGuard:
                 yield batch.frames, batch.labels
         self.epochs += 1
         if self.bad:
-            logger.warning("epoch %d: skipped %d of %d videos:\n%s", self.epochs, len(self.bad), self.seen,
-                           "\n".join(f"  {b.path}: {b.reason}" for b in self.bad))
+            logger.warning(
+                "epoch %d: skipped %d of %d videos:\n%s",
+                self.epochs,
+                len(self.bad),
+                self.seen,
+                "\n".join(f"  {b.path}: {b.reason}" for b in self.bad),
+            )
         fail_if_too_many(self.bad, total if total is not None else self.seen, self.max_fraction)

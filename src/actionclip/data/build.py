@@ -12,6 +12,7 @@ Formats (``data.format``) and the settings they read:
   their settings (see ``DataOptions``).
 Every format also reads ``options.shots``, ``exclude_classes``, ``class_ids`` and ``class_texts``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,9 +40,15 @@ from actionclip.host.validation import EMPTY_IS_DEFAULT, Flag, Integer, Number
 # The TrainTransform settings that ``data.train_transform`` may change (size, RandAugment and normalisation have
 # keys of their own), each one optional.
 _SCALARS = {bool: Flag, int: Integer, float: Number}
-TrainTransformSettings = TypedDict("TrainTransformSettings", {
-    name: _SCALARS.get(hint, hint) for name, hint in get_type_hints(TrainTransform).items()
-    if name not in ("size", "randaugment", "normalization")}, total=False)
+TrainTransformSettings = TypedDict(
+    "TrainTransformSettings",
+    {
+        name: _SCALARS.get(hint, hint)
+        for name, hint in get_type_hints(TrainTransform).items()
+        if name not in ("size", "randaugment", "normalization")
+    },
+    total=False,
+)
 TrainTransformSettings.__pydantic_config__ = ConfigDict(extra="forbid")
 
 
@@ -146,7 +153,7 @@ def has_val(config: DataConfig) -> bool:
 
 
 def parse_views(views: str) -> tuple[int, int]:
-    """"10x3" -> (10 clips, 3 crops)."""
+    """ "10x3" -> (10 clips, 3 crops)."""
     try:
         clips, crops = (int(part) for part in views.lower().split("x"))
     except ValueError:
@@ -176,7 +183,10 @@ def build_dataset(config: DataConfig, subset: str, num_frames: int, seed: int = 
         class_texts = list(class_names)
     if subset == "train":
         randaugment = (2, 9) if config.randaugment else None
-        transform, num_clips = TrainTransform(size=config.image_size, randaugment=randaugment, normalization=config.normalization, **config.train_transform), 1
+        transform, num_clips = (
+            TrainTransform(size=config.image_size, randaugment=randaugment, normalization=config.normalization, **config.train_transform),
+            1,
+        )
         decode_short_side = None  # the multi-scale crops are taken from the full frame
     else:
         num_clips, crops = parse_views(views)

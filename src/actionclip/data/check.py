@@ -3,6 +3,7 @@
 Every video is decoded in full (sparse reads during training would only find a bad tail by chance),
 in parallel worker processes.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ class CheckResult:
         return asdict(self)
 
 
-def check_video(path: str, min_frames: int = 1, expected_frames: int | None = None,
-                template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET) -> CheckResult:
+def check_video(
+    path: str, min_frames: int = 1, expected_frames: int | None = None, template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET
+) -> CheckResult:
     """Decode a whole video file (or read every image of a frame folder) and report what is wrong with it."""
     try:
         if os.path.isdir(path):
@@ -88,8 +90,7 @@ def targets_of(list_or_dir: str | os.PathLike, root: str | os.PathLike | None = 
     if not list_or_dir.is_file():
         raise FileNotFoundError(f"no such list file or directory: {list_or_dir}")
     root = list_or_dir.parent if root is None else root
-    first = next((line.split() for line in read_text(list_or_dir).splitlines()
-                  if line.strip() and not line.startswith("#")), [])
+    first = next((line.split() for line in read_text(list_or_dir).splitlines() if line.strip() and not line.startswith("#")), [])
     official = len(first) >= 3 and first[-1].isdigit() and first[-2].isdigit()
     if official:
         return [(s.path, s.num_frames) for s in parse_official_list(list_or_dir, root)]
@@ -107,8 +108,14 @@ def config_targets(data: DataConfig) -> list[tuple[str, int | None]]:
     return list(targets.items())
 
 
-def check_videos(targets: Sequence[tuple[str, int | None]], min_frames: int = 1, workers: int | None = None,
-                 template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET, progress: bool = True) -> list[CheckResult]:
+def check_videos(
+    targets: Sequence[tuple[str, int | None]],
+    min_frames: int = 1,
+    workers: int | None = None,
+    template: str = FRAME_TEMPLATE,
+    offset: int = FRAME_OFFSET,
+    progress: bool = True,
+) -> list[CheckResult]:
     """``check_video`` for every ``(path, expected_frames)``, in ``workers`` processes (0: in this one)."""
     jobs = [(path, min_frames, expected, template, offset) for path, expected in targets]
     workers = (os.cpu_count() or 1) if workers is None else workers

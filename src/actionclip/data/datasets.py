@@ -3,6 +3,7 @@
 A video that cannot be read comes out as a ``BadSample`` instead of ``(frames, label)`` (``skip_bad=True``, the
 default); ``bad_samples.py`` says what the loops do with it.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -38,11 +39,22 @@ class VideoDataset(Dataset):
     ``PartlyRead`` saying how much could be read; its clips are sampled from that part either way.
     """
 
-    def __init__(self, samples: Sequence[Sample], class_names: Sequence[str], num_frames: int = 8,
-                 mode: str = "train", transform: Callable | None = None, num_clips: int = 1,
-                 seed: int | None = None, skip_bad: bool = True, class_texts: Sequence[str] | None = None,
-                 frame_template: str = FRAME_TEMPLATE, frame_offset: int = FRAME_OFFSET,
-                 decode_short_side: int | None = None, mark_partly_read: bool = False):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        class_names: Sequence[str],
+        num_frames: int = 8,
+        mode: str = "train",
+        transform: Callable | None = None,
+        num_clips: int = 1,
+        seed: int | None = None,
+        skip_bad: bool = True,
+        class_texts: Sequence[str] | None = None,
+        frame_template: str = FRAME_TEMPLATE,
+        frame_offset: int = FRAME_OFFSET,
+        decode_short_side: int | None = None,
+        mark_partly_read: bool = False,
+    ):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if num_clips > 1 and mode == "train":

@@ -5,6 +5,7 @@ is 240,000 reference-counted Python objects plus their strings and tuples: every
 garbage collector walks them) the page holding it is copied, so each worker ends up with a private copy of most
 of the list. Arrays are a handful of objects whose pages are only read, so they stay shared.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -47,11 +48,12 @@ class SampleTable:
         if not -len(self) <= index < len(self):
             raise IndexError(f"sample {index} out of range for {len(self)} samples")
         index = index % len(self)
-        path = self._paths[self._path_offsets[index]:self._path_offsets[index + 1]].tobytes()
-        labels = self.labels[self._label_offsets[index]:self._label_offsets[index + 1]].tolist()
+        path = self._paths[self._path_offsets[index] : self._path_offsets[index + 1]].tobytes()
+        labels = self.labels[self._label_offsets[index] : self._label_offsets[index + 1]].tolist()
         frames = int(self.num_frames[index])
-        return Sample(path.decode("utf-8", "surrogateescape"), tuple(labels) if self.multi_label[index] else labels[0],
-                      None if frames < 0 else frames)
+        return Sample(
+            path.decode("utf-8", "surrogateescape"), tuple(labels) if self.multi_label[index] else labels[0], None if frames < 0 else frames
+        )
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))

@@ -4,6 +4,7 @@ These follow the protocols of X-CLIP and ViFi-CLIP: few-shot training on K = 2, 
 class, base-to-novel generalisation (train on the first half of the classes, test on both halves),
 and zero-shot testing on random class subsets.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -40,14 +41,12 @@ def base_novel_split(num_classes: int, num_base: int | None = None) -> tuple[lis
     return list(range(num_base)), list(range(num_base, num_classes))
 
 
-def select_classes(samples: Sequence[Sample], class_names: Sequence[str],
-                   class_ids: Sequence[int]) -> tuple[list[Sample], list[str]]:
+def select_classes(samples: Sequence[Sample], class_names: Sequence[str], class_ids: Sequence[int]) -> tuple[list[Sample], list[str]]:
     """The samples of ``class_ids``, relabelled ``0..len(class_ids)-1`` in the order given, and their names."""
     new_label = {old: new for new, old in enumerate(class_ids)}
     if len(new_label) != len(class_ids) or any(not 0 <= c < len(class_names) for c in class_ids):
         raise ValueError(f"class_ids must be distinct ids below {len(class_names)}")
-    kept = [Sample(s.path, new_label[s.label], s.num_frames) for s in samples
-            if not isinstance(s.label, tuple) and s.label in new_label]
+    kept = [Sample(s.path, new_label[s.label], s.num_frames) for s in samples if not isinstance(s.label, tuple) and s.label in new_label]
     return kept, [class_names[c] for c in class_ids]
 
 
@@ -56,4 +55,4 @@ def class_subsets(num_classes: int, subset_size: int, num_subsets: int, seed: in
     if subset_size < 1 or num_subsets < 1 or subset_size * num_subsets > num_classes:
         raise ValueError(f"cannot draw {num_subsets} disjoint subsets of {subset_size} from {num_classes} classes")
     order = np.random.default_rng(seed).permutation(num_classes)
-    return [sorted(int(c) for c in order[i * subset_size:(i + 1) * subset_size]) for i in range(num_subsets)]
+    return [sorted(int(c) for c in order[i * subset_size : (i + 1) * subset_size]) for i in range(num_subsets)]

@@ -6,6 +6,7 @@ forwards and backwards, and encoded losslessly: the decoded *set* of frames of a
 exactly that of its "moving right" twin, so only temporal order separates them. A model that mean-pools
 frame features over time provably cannot tell these classes apart; that is the point of having them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,16 +35,29 @@ COLOURS = {
 }
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("left", "right", "up", "down", "grow", "shrink")
-MOTION_TEXT = {"left": "moving left", "right": "moving right", "up": "moving up", "down": "moving down",
-               "grow": "growing", "shrink": "shrinking"}
+MOTION_TEXT = {
+    "left": "moving left",
+    "right": "moving right",
+    "up": "moving up",
+    "down": "moving down",
+    "grow": "growing",
+    "shrink": "shrinking",
+}
 # Each reversed motion shares its frames with a drawn one: its clip is that clip played backwards.
 REVERSE_OF = {"left": "right", "up": "down", "shrink": "grow"}
 OPTIONS_FILE = "options.json"  # the settings a keyed dataset was generated with, written when it is complete
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25, codec: str | None = None,
-                timestamps_ms: Sequence[int] | None = None, gop: int | None = None, lossless: bool = False,
-                rotation: int | None = None) -> Path:
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: int = 25,
+    codec: str | None = None,
+    timestamps_ms: Sequence[int] | None = None,
+    gop: int | None = None,
+    lossless: bool = False,
+    rotation: int | None = None,
+) -> Path:
     """Encode uint8 ``[H, W, 3]`` frames (even H and W) into ``path``; the container follows the suffix.
 
     ``codec`` defaults to libx264 (mpeg4 for .avi). ``timestamps_ms`` gives each frame its own time
@@ -131,10 +145,18 @@ class SyntheticDataset:
     samples: list[Sample] = field(default_factory=list)
 
 
-def make_synthetic_dataset(root: str | os.PathLike, shapes: Sequence[str] = SHAPES,
-                           colours: Sequence[str] = ("red", "green", "blue"), motions: Sequence[str] = MOTIONS,
-                           clips_per_class: int = 2, size: int = 32, num_frames: int = 8, fps: int = 8,
-                           seed: int = 0, progress: bool = False) -> SyntheticDataset:
+def make_synthetic_dataset(
+    root: str | os.PathLike,
+    shapes: Sequence[str] = SHAPES,
+    colours: Sequence[str] = ("red", "green", "blue"),
+    motions: Sequence[str] = MOTIONS,
+    clips_per_class: int = 2,
+    size: int = 32,
+    num_frames: int = 8,
+    fps: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> SyntheticDataset:
     """Write ``clips_per_class`` lossless H.264 clips of ``num_frames`` ``size`` x ``size`` frames for each
     (colour, shape, motion) class under ``root/videos/``, plus ``root/list.txt`` and ``root/classes.csv``.
     The same seed gives the same decoded frames."""
@@ -171,14 +193,16 @@ def make_synthetic_dataset(root: str | os.PathLike, shapes: Sequence[str] = SHAP
     return SyntheticDataset(root, list_file, classes_file, classes, samples)
 
 
-
 def _generation_settings(**options) -> dict:
     """Every argument of :func:`make_synthetic_dataset` but ``root`` and ``progress``, ``options`` given or its default,
     as JSON values: what the videos depend on."""
     bound = inspect.signature(make_synthetic_dataset).bind(None, **options)
     bound.apply_defaults()
-    return {name: list(value) if isinstance(value, (list, tuple)) else value
-            for name, value in bound.arguments.items() if name not in ("root", "progress")}
+    return {
+        name: list(value) if isinstance(value, (list, tuple)) else value
+        for name, value in bound.arguments.items()
+        if name not in ("root", "progress")
+    }
 
 
 def keyed_synthetic_dataset(parent: str | os.PathLike, name: str, **options) -> tuple[list[Sample], list[str]]:

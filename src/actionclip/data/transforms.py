@@ -11,6 +11,7 @@ the official code too; its colour jitter draws new factors for every frame, ours
 ops per frame, ours per clip. Randomness comes from a numpy ``Generator`` passed per call, so a
 dataset can make every clip reproducible whatever the number of DataLoader workers.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,13 +61,26 @@ def fixed_crop_offsets(width: int, height: int, crop_w: int, crop_h: int) -> lis
     """The 13 ``(x, y)`` crop corners of ``GroupMultiScaleCrop.fill_fix_offset(more_fix_crop=True)``:
     corners, centre, edge centres and quarter points on a 4x4 grid."""
     w, h = (width - crop_w) // 4, (height - crop_h) // 4
-    return [(0, 0), (4 * w, 0), (0, 4 * h), (4 * w, 4 * h), (2 * w, 2 * h),
-            (0, 2 * h), (4 * w, 2 * h), (2 * w, 4 * h), (2 * w, 0),
-            (w, h), (3 * w, h), (w, 3 * h), (3 * w, 3 * h)]
+    return [
+        (0, 0),
+        (4 * w, 0),
+        (0, 4 * h),
+        (4 * w, 4 * h),
+        (2 * w, 2 * h),
+        (0, 2 * h),
+        (4 * w, 2 * h),
+        (2 * w, 4 * h),
+        (2 * w, 0),
+        (w, h),
+        (3 * w, h),
+        (w, 3 * h),
+        (3 * w, 3 * h),
+    ]
 
 
-def multi_scale_crop_box(height: int, width: int, size: int, scales=MULTI_SCALES, max_distort: int = 1,
-                         rng: np.random.Generator | int | None = None) -> tuple[int, int, int, int]:
+def multi_scale_crop_box(
+    height: int, width: int, size: int, scales=MULTI_SCALES, max_distort: int = 1, rng: np.random.Generator | int | None = None
+) -> tuple[int, int, int, int]:
     """``(top, left, crop_h, crop_w)`` as ``GroupMultiScaleCrop._sample_crop_size``: crop sides are
     scales of the short side (snapped to ``size`` within 3 pixels), paired with aspect distortion at
     most ``max_distort`` scale steps, placed at one of the 13 fixed offsets."""
@@ -130,7 +144,7 @@ class TrainTransform:
                 torch.manual_seed(int(rng.integers(2**63)))
                 x = v2.RandAugment(num_ops=self.randaugment[0], magnitude=self.randaugment[1])(x)
         top, left, h, w = multi_scale_crop_box(x.shape[-2], x.shape[-1], self.size, self.scales, self.max_distort, rng)
-        x = F.resize(x[..., top:top + h, left:left + w], [self.size, self.size], antialias=True)
+        x = F.resize(x[..., top : top + h, left : left + w], [self.size, self.size], antialias=True)
         if self.flip and rng.random() < 0.5:
             x = F.horizontal_flip(x)
         if rng.random() < self.jitter_p:
@@ -147,8 +161,7 @@ class TrainTransform:
             "saturation": rng.uniform(max(0.0, 1 - self.saturation), 1 + self.saturation),
             "hue": rng.uniform(-self.hue, self.hue),
         }
-        adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast,
-                  "saturation": F.adjust_saturation, "hue": adjust_hue}
+        adjust = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast, "saturation": F.adjust_saturation, "hue": adjust_hue}
         for name in np.array(list(adjust))[rng.permutation(4)]:
             x = adjust[name](x, float(factors[name]))
         return x
@@ -198,4 +211,4 @@ class ThreeCropTransform:
             corners = [(0, (height - s) // 2), ((width - s) // 2, (height - s) // 2), (width - s, (height - s) // 2)]
         else:
             corners = [((width - s) // 2, 0), ((width - s) // 2, (height - s) // 2), ((width - s) // 2, height - s)]
-        return torch.stack([x[..., top:top + s, left:left + s] for left, top in corners])
+        return torch.stack([x[..., top : top + s, left : left + s] for left, top in corners])

@@ -7,6 +7,7 @@ them as the test protocol samples a whole video (the centre of ``T`` equal segme
 decoded in one forward pass (``VideoFile.stream``), each handed on as soon as its last frame is decoded, so that a
 long video never lies in memory whole.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -110,9 +111,17 @@ class CollectionClips(IterableDataset):
     "error"}`` for a video that cannot be read (clips of it already handed on are to be dropped). With DataLoader
     workers each takes every n-th video. Use ``DataLoader(dataset, batch_size=None)``."""
 
-    def __init__(self, paths: Sequence[str], num_frames: int, size: int, window: float | None = None,
-                 stride: float | None = None, batch_size: int = 8, decode_short_side: int | None = None,
-                 normalization: str = "clip"):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        num_frames: int,
+        size: int,
+        window: float | None = None,
+        stride: float | None = None,
+        batch_size: int = 8,
+        decode_short_side: int | None = None,
+        normalization: str = "clip",
+    ):
         self.paths = list(paths)
         self.num_frames = num_frames
         self.window, self.stride = check_window(window, stride)
@@ -143,7 +152,7 @@ class CollectionClips(IterableDataset):
                 if not exc.num_frames or exc.num_frames >= len(times):
                     raise
                 # Fewer frames decode than the packets promised: sample again within them, as eval does.
-                times = times[:exc.num_frames]
+                times = times[: exc.num_frames]
                 windows = plan_windows(times, self.num_frames, None, None)
                 frames = video.read(windows[0].indices)
             yield frames, windows[0].start, windows[0].end
@@ -159,7 +168,7 @@ class CollectionClips(IterableDataset):
         worker = get_worker_info()
         positions = range(len(self.paths))
         if worker is not None:
-            positions = positions[worker.id::worker.num_workers]
+            positions = positions[worker.id :: worker.num_workers]
         frames, clips, finished = [], [], []
         for position in positions:
             try:

@@ -12,6 +12,7 @@
 The variants follow the paper's ablations (Tables 1-4), and X-CLIP is compared with ActionCLIP on the second tiny
 CLIP, whose image tower is a ViT (X-CLIP's cross-frame attention needs one): see ``VARIANTS``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,8 +61,9 @@ VARIANTS = {
     "label_only": Variant("Table 3: label words only, no templates", templates="label_only"),
     "actionclip_vit": Variant("ActionCLIP (Transf) on the ViT tower, beside X-CLIP", tower="vit"),
     "actionclip_vit_ce": Variant("ActionCLIP (Transf) on the ViT tower, X-CLIP's recipe", tower="vit", **XCLIP_RECIPE),
-    "xclip": Variant("X-CLIP on the ViT tower, its recipe: cross-entropy over class names, frozen text", arch="xclip",
-                     tower="vit", **XCLIP_RECIPE),
+    "xclip": Variant(
+        "X-CLIP on the ViT tower, its recipe: cross-entropy over class names, frozen text", arch="xclip", tower="vit", **XCLIP_RECIPE
+    ),
 }
 
 
@@ -71,9 +73,13 @@ class DemoConfig:
     threads: int = 2  # variants fine-tuned at once, one single-threaded process each
     variants: tuple[str, ...] = tuple(VARIANTS)
     pretrain_images: int = 8192  # pool of generated image-caption pairs
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=500, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100))
+    pretrain: PretrainConfig = field(
+        default_factory=lambda: PretrainConfig(steps=500, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100)
+    )
     # The ViT learns shapes more slowly than the ResNet: 500 steps gave 80% colour x shape, 1000 steps 97%.
-    pretrain_vit: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=1000, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100))
+    pretrain_vit: PretrainConfig = field(
+        default_factory=lambda: PretrainConfig(steps=1000, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100)
+    )
     finetune_steps: int = 300
     finetune_batch: int = 16  # videos: half drawn, half their time-reversed twins
     finetune_lr: float = 5e-4
@@ -85,9 +91,16 @@ class DemoConfig:
 
 def quick_config(seed: int = 0, threads: int = 2) -> DemoConfig:
     """A shorter run for CI: fewer steps and videos, every variant."""
-    return DemoConfig(seed=seed, threads=threads, pretrain_images=4096, finetune_steps=150, train_draws=6, test_draws=4,
-                      pretrain=PretrainConfig(steps=250, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100),
-                      pretrain_vit=PretrainConfig(steps=500, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100))
+    return DemoConfig(
+        seed=seed,
+        threads=threads,
+        pretrain_images=4096,
+        finetune_steps=150,
+        train_draws=6,
+        test_draws=4,
+        pretrain=PretrainConfig(steps=250, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100),
+        pretrain_vit=PretrainConfig(steps=500, batch_size=64, lr=2e-3, weight_decay=0.1, log_every=100),
+    )
 
 
 VISION_CONFIGS = {
@@ -162,8 +175,9 @@ def build_variant(variant: Variant, clip_path: Path, num_classes: int, seed: int
 def finetune(model, variant: Variant, train: Videos, config: DemoConfig, seed: int) -> list[float]:
     """A compact loop over in-memory videos. The engine's Trainer reads a YAML config and decodes files through
     DataLoader workers with checkpoints and DDP; here the whole set is one tensor and batches are twin pairs."""
-    optimizer = fused_adamw(model, OptimConfig(lr=config.finetune_lr, new_ratio=config.temporal_lr_ratio,
-                                                   weight_decay=0.05, decay_norm_bias=False))
+    optimizer = fused_adamw(
+        model, OptimConfig(lr=config.finetune_lr, new_ratio=config.temporal_lr_ratio, weight_decay=0.05, decay_norm_bias=False)
+    )
     warmup = round(0.1 * config.finetune_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, warmup, config.finetune_steps))
     objective = create_objective(model, train.names, variant.templates, variant.objective, label_smoothing=variant.label_smoothing)

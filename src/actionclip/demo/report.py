@@ -1,5 +1,6 @@
 """The demo's evaluation and report: accuracy over held-out videos, the pre-training check, bf16 agreement, the
 printed table and ``results.png``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -93,24 +94,33 @@ def format_table(results: dict) -> str:
     any_row = results[keys[0]]
     sup_chance, zs_chance = any_row["chance"]["supervised_top1"], any_row["chance"]["zero_shot_top1"]
     run = results["run"]
-    header = (f"| variant | what it tests | supervised top-1 ({run['classes']['train']}-way, chance {sup_chance:.1%}) | motion correct "
-              f"| zero-shot top-1 on unseen ({run['classes']['unseen']}-way, chance {zs_chance:.1%}) | train+eval s |")
+    header = (
+        f"| variant | what it tests | supervised top-1 ({run['classes']['train']}-way, chance {sup_chance:.1%}) | motion correct "
+        f"| zero-shot top-1 on unseen ({run['classes']['unseen']}-way, chance {zs_chance:.1%}) | train+eval s |"
+    )
     lines = [
         f"pre-trained tiny CLIP ({tower}), single-image zero-shot colour x shape: {pretrain['single_image_zero_shot_top1']:.1%} "
         f"(chance {pretrain['single_image_chance']:.1%})"
-        for tower in MODEL_NAMES if (pretrain := results.get(pretrain_key(tower)))
+        for tower in MODEL_NAMES
+        if (pretrain := results.get(pretrain_key(tower)))
     ]
     lines += [header, "|---|---|---|---|---|---|"]
     for key in keys:
         row = results[key]
         zero_shot = "n/a (no text)" if row["zero_shot_top1"] is None else f"{row['zero_shot_top1']:.1%}"
-        lines.append(f"| {key} | {row['paper']} | {row['supervised_top1']:.1%} | {row['supervised_motion']:.1%} | {zero_shot} | {row['wall_s']:.0f} |")
+        lines.append(
+            f"| {key} | {row['paper']} | {row['supervised_top1']:.1%} | {row['supervised_motion']:.1%} | {zero_shot} | {row['wall_s']:.0f} |"
+        )
     agreement = [results[key]["bf16_top1_agreement"] for key in keys]
     margin = max(results[key]["bf16_largest_flipped_margin"] for key in keys)
-    lines.append(f"bf16 weights (as predict --precision bf16) give fp32's top-1 class on {min(agreement):.1%} to "
-                 f"{max(agreement):.1%} of the evaluation videos, by variant; where they differ, fp32's top two "
-                 f"classes were at most {margin:.3f} apart in probability")
-    lines.append(f"total {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s CPU; {run['machine']}; load average {run['loadavg_start']} -> {run['loadavg_end']}")
+    lines.append(
+        f"bf16 weights (as predict --precision bf16) give fp32's top-1 class on {min(agreement):.1%} to "
+        f"{max(agreement):.1%} of the evaluation videos, by variant; where they differ, fp32's top two "
+        f"classes were at most {margin:.3f} apart in probability"
+    )
+    lines.append(
+        f"total {run['wall_s']:.0f} s wall, {run['cpu_s']:.0f} s CPU; {run['machine']}; load average {run['loadavg_start']} -> {run['loadavg_end']}"
+    )
     return "\n".join(lines)
 
 

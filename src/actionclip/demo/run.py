@@ -4,6 +4,7 @@ The world of shapes is ``world.py``, how each model is trained ``recipes.py``, w
 module runs it: the two tiny CLIPs pre-train side by side in worker processes, and each tower's variants fine-tune
 and evaluate as soon as it is ready. Results go to ``results.json`` and ``results.png``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,24 +23,8 @@ import numpy as np
 import torch
 
 from actionclip.data.synthetic import class_text
-from actionclip.demo.recipes import (
-    MODEL_NAMES,
-    VARIANTS,
-    DemoConfig,
-    build_variant,
-    finetune,
-    model_config,
-    pretrain_tower,
-)
-from actionclip.demo.report import (
-    bf16_agreement,
-    check_pretrained,
-    class_probabilities,
-    format_table,
-    plot_results,
-    pretrain_key,
-    scores,
-)
+from actionclip.demo.recipes import MODEL_NAMES, VARIANTS, DemoConfig, build_variant, finetune, model_config, pretrain_tower
+from actionclip.demo.report import bf16_agreement, check_pretrained, class_probabilities, format_table, plot_results, pretrain_key, scores
 from actionclip.demo.world import HELD_OUT, all_classes, render_videos, splits
 from actionclip.engine.pretrain import check_captions_fit, save_clip
 from actionclip.models.backbone import register_model_config
@@ -70,12 +55,18 @@ def pretrain_step(config: DemoConfig, output: Path, context_length: int, tower: 
     start = _clock()
     clip, losses = pretrain_tower(config, context_length, tower, log)
     clip_config = model_config(context_length, tower)
-    summary = {"image_tower": tower, **check_pretrained(clip, clip_config, config.check_images, config.seed),
-               "final_loss": float(np.mean(losses[-20:])), **_since(start)}
+    summary = {
+        "image_tower": tower,
+        **check_pretrained(clip, clip_config, config.check_images, config.seed),
+        "final_loss": float(np.mean(losses[-20:])),
+        **_since(start),
+    }
     path = save_clip(clip, clip_config, output / pretrain_key(tower), {"losses": losses, **summary})
-    log(f"pre-trained tiny CLIP ({tower}): single-image zero-shot colour x shape {summary['single_image_zero_shot_top1']:.1%} "
+    log(
+        f"pre-trained tiny CLIP ({tower}): single-image zero-shot colour x shape {summary['single_image_zero_shot_top1']:.1%} "
         f"(chance {summary['single_image_chance']:.1%}), motion-trail images over all {len(all_classes())} classes "
-        f"{summary['motion_trail_zero_shot_top1']:.1%} ({summary['wall_s']:.0f} s)")
+        f"{summary['motion_trail_zero_shot_top1']:.1%} ({summary['wall_s']:.0f} s)"
+    )
     return path, summary
 
 
@@ -94,14 +85,17 @@ def run_variant(key: str, clip_path: Path, config: DemoConfig, log: Callable[[st
         classes = all_classes()
         # Generalised zero-shot: the unseen videos scored against all 72 classes, seen ones included.
         test_sets["generalized_zero_shot"] = replace(
-            test_sets["zero_shot"], classes=classes,
-            labels=torch.tensor([classes.index(unseen_classes[i]) for i in test_sets["zero_shot"].labels]))
+            test_sets["zero_shot"],
+            classes=classes,
+            labels=torch.tensor([classes.index(unseen_classes[i]) for i in test_sets["zero_shot"].labels]),
+        )
     probabilities = {name: class_probabilities(model, variant, videos) for name, videos in test_sets.items()}
     predicted = {name: p.argmax(dim=1) for name, p in probabilities.items()}
     # The same model with bf16 weights (actionclip.models.precision, as predict --precision bf16): same top-1?
     low = prepare_for_inference(copy.deepcopy(model), "bf16")
     agreement, flipped_margin = bf16_agreement(
-        [(probabilities[name], class_probabilities(low, variant, videos)) for name, videos in test_sets.items()])
+        [(probabilities[name], class_probabilities(low, variant, videos)) for name, videos in test_sets.items()]
+    )
     seen = scores(predicted["supervised"], test_seen)
     row = {
         "supervised_top1": seen["top1"],
@@ -117,8 +111,12 @@ def run_variant(key: str, clip_path: Path, config: DemoConfig, log: Callable[[st
     if "zero_shot" in test_sets:
         unseen = scores(predicted["zero_shot"], test_sets["zero_shot"])
         general = scores(predicted["generalized_zero_shot"], test_sets["generalized_zero_shot"])
-        row.update(zero_shot_top1=unseen["top1"], zero_shot_appearance=unseen["appearance"], zero_shot_motion=unseen["motion"],
-                   generalized_zero_shot_top1=general["top1"])
+        row.update(
+            zero_shot_top1=unseen["top1"],
+            zero_shot_appearance=unseen["appearance"],
+            zero_shot_motion=unseen["motion"],
+            generalized_zero_shot_top1=general["top1"],
+        )
         row["chance"]["generalized_zero_shot_top1"] = 1 / len(classes)
     row.update(_since(start))
     zero_shot = "n/a" if row["zero_shot_top1"] is None else f"{row['zero_shot_top1']:.1%}"
@@ -196,8 +194,7 @@ def _run(output: Path, config: DemoConfig, log) -> dict:
         results[pretrain_key(tower)] = summary
     results["run"] = {
         "config": asdict(config),
-        "classes": {"train": len(train_classes), "unseen": len(unseen_classes),
-                    "held_out_pairs": [f"{c} {s}" for c, s in HELD_OUT]},
+        "classes": {"train": len(train_classes), "unseen": len(unseen_classes), "held_out_pairs": [f"{c} {s}" for c, s in HELD_OUT]},
         "videos_per_class": {"train": config.train_draws, "test": config.test_draws},
         "context_length": context_length,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {config.threads} process(es) x 1 thread",

@@ -13,6 +13,7 @@ Pre-training sees single images of every composition, like web image-text data: 
 fainter the older -- captioned "red circle moving left". The trails are what grounds the motion words: without them
 the text tower never sees "left" apart from "right" and maps both to one embedding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ def motion_trail(clip: np.ndarray, motion: str) -> np.ndarray:
 
 
 def still_caption(frame: np.ndarray, colour: str, shape: str, rng: np.random.Generator) -> str:
-    """"red circle", or with where the shape is ("red circle on the left", "red circle at the top") or how big
+    """ "red circle", or with where the shape is ("red circle on the left", "red circle at the top") or how big
     ("small red circle"). Video frames carry no trails, so telling "moving left" from "moving right" from frames
     needs image features that know where a shape is and how large: these captions ask for that."""
     mask = (frame != frame[0, 0]).any(-1)

@@ -3,6 +3,7 @@
 Unknown keys are errors (with the file and the key), so a typo never silently falls back to a default. The models
 give editors a JSON schema too: ``python -m actionclip.engine.config --schema > configs/schema.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,8 +102,10 @@ class Config(_Section):
         """Values that are each well typed but do not make sense together, and views, whose form no type says."""
         optim = self.optim
         if not 0 <= optim.warmup_epochs < optim.epochs:
-            raise ValueError(f"optim.warmup_epochs ({optim.warmup_epochs}) must be >= 0 and less than optim.epochs "
-                             f"({optim.epochs}), or the learning rate never decays")
+            raise ValueError(
+                f"optim.warmup_epochs ({optim.warmup_epochs}) must be >= 0 and less than optim.epochs "
+                f"({optim.epochs}), or the learning rate never decays"
+            )
         try:
             parse_views(self.eval.views)
         except ValueError as error:

@@ -4,6 +4,7 @@ A model that cannot score the data (a classifier head trained on other classes, 
 frame count, another input size) is refused with one line naming the config key, before any video is decoded; a frame
 count the model computes correctly but was not trained with is evaluated, with a warning saying so.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,7 +13,6 @@ from collections.abc import Sequence
 from torch import nn
 
 logger = logging.getLogger("actionclip.engine")
-
 
 
 class EvaluationMismatch(ValueError):
@@ -41,8 +41,10 @@ def check_frames(model: nn.Module, source: str, num_frames: int) -> str | None:
             f"{source} was trained on {trained} frames per clip and {prompt} learned a position for each; "
             f"model.num_frames is {num_frames}: set model.num_frames={trained}"
         )
-    warning = (f"{source} was trained on {trained} frames per clip; evaluating on model.num_frames={num_frames} "
-               f"({prompt} runs on any number of frames)")
+    warning = (
+        f"{source} was trained on {trained} frames per clip; evaluating on model.num_frames={num_frames} "
+        f"({prompt} runs on any number of frames)"
+    )
     logger.warning(warning)
     return warning
 

@@ -8,6 +8,7 @@ uint8 (normalised on the device with the dataset's ``normalization``) or float (
 Memory is bounded whatever the views and the batch size: the model sees at most ``FRAMES_PER_FORWARD`` frames at
 a time (10x3 views of 32 frames for 16 videos would be 15,360 frames, ~37 GB of ViT-B/16 activations in fp32).
 """
+
 from __future__ import annotations
 
 import csv
@@ -20,13 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from actionclip.data.bad_samples import IndexedSamples, collate_skip_bad
-from actionclip.engine.metrics import (
-    confusion_matrix,
-    mean_average_precision,
-    mean_class_accuracy,
-    per_class_accuracy,
-    topk_accuracy,
-)
+from actionclip.engine.metrics import confusion_matrix, mean_average_precision, mean_class_accuracy, per_class_accuracy, topk_accuracy
 from actionclip.engine.workers import init_worker
 from actionclip.host import distributed
 from actionclip.host.distributed import DistInfo
@@ -34,8 +29,6 @@ from actionclip.inference.scoring import multiview_probabilities
 
 # ViT-B/16 activations for 512 frames are ~1.2 GB in fp32; larger forwards gain next to nothing on a GPU.
 FRAMES_PER_FORWARD = 512
-
-
 
 
 def _normalization(dataset: Dataset) -> str:
@@ -56,8 +49,15 @@ def evaluation_loader(dataset: Dataset, batch_size: int, workers: int, info: Dis
     """This rank's share of ``dataset`` in order. ``persistent``: the workers outlive a pass, for a training run that
     evaluates every epoch; they leave stop signals to the main process (engine/workers.py)."""
     mine = IndexedSamples(dataset, range(info.rank, len(dataset), info.world_size))
-    return DataLoader(mine, batch_size=batch_size, num_workers=workers, collate_fn=collate_skip_bad, worker_init_fn=init_worker,
-                      pin_memory=info.device.type == "cuda", persistent_workers=persistent and workers > 0)
+    return DataLoader(
+        mine,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate_skip_bad,
+        worker_init_fn=init_worker,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=persistent and workers > 0,
+    )
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
 """Recognition metrics: top-k accuracy, mean class accuracy, confusion matrix, mAP (multi-label)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 A batch is mixed with its own reverse (as timm's ``Mixup``): one coefficient per batch, and for cutmix one
 box shared by every frame of a clip, so the pasted region is a consistent video, not per-frame noise.
 """
+
 from __future__ import annotations
 
 import torch

@@ -11,6 +11,7 @@
 picks the model's own objective unless told otherwise. An objective is called once per batch as
 ``objective(forward, videos, labels, seeds=..., generator=...)``, ``forward`` being the model or its DDP wrapper.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -31,15 +32,22 @@ from actionclip.prompts import PromptTokens
 class VideoTextKL:
     """ActionCLIP's objective: KL over the batch's video-text pairs."""
 
-    def __init__(self, model: nn.Module, class_names: Sequence[str], templates=None, gather_features: bool | None = None,
-                 info: DistInfo = DistInfo()):
+    def __init__(
+        self, model: nn.Module, class_names: Sequence[str], templates=None, gather_features: bool | None = None, info: DistInfo = DistInfo()
+    ):
         self.prompts = PromptTokens(model.tokenize, class_names, templates)
         self.trim = model.text.trim
         self.gather_features = info.enabled if gather_features is None else gather_features
         self.info = info
 
-    def __call__(self, forward: Callable, videos: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        forward: Callable,
+        videos: torch.Tensor,
+        labels: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Each sample's template comes from its seed (so a resumed run sees the same texts) or from ``generator``.
         ``labels`` on the CPU spare a GPU's training step a wait for them to come back."""
         if seeds is None:
@@ -58,8 +66,9 @@ class VideoTextKL:
         return kl_contrastive_loss(logits, logits.t(), labels)
 
 
-def class_logits(forward: Callable, videos: torch.Tensor, tokens: torch.Tensor | None = None,
-                 text_features: torch.Tensor | None = None) -> torch.Tensor:
+def class_logits(
+    forward: Callable, videos: torch.Tensor, tokens: torch.Tensor | None = None, text_features: torch.Tensor | None = None
+) -> torch.Tensor:
     """Logits ``[B, C]`` of a video batch against class texts, given as ``tokens`` ``[C, L]`` or as un-normalised
     ``text_features`` ``[C, D]``. X-CLIP's forward returns them; ActionCLIP's returns (per video, per text)."""
     logits = forward(videos, tokens, text_features=text_features)
@@ -69,9 +78,17 @@ def class_logits(forward: Callable, videos: torch.Tensor, tokens: torch.Tensor |
 class ClassCrossEntropy:
     """Cross-entropy over all classes: against every class text (``ce``) or from a classifier head (``head``)."""
 
-    def __init__(self, model: nn.Module, class_names: Sequence[str], templates=None, kind: str = "ce",
-                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 mixup_switch_prob: float = 0.5):
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        templates=None,
+        kind: str = "ce",
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_switch_prob: float = 0.5,
+    ):
         self.kind, self.num_classes = kind, len(class_names)
         self.label_smoothing = label_smoothing
         self.mixup_alpha, self.cutmix_alpha, self.mixup_switch_prob = mixup_alpha, cutmix_alpha, mixup_switch_prob
@@ -89,8 +106,14 @@ class ClassCrossEntropy:
             return forward(videos)
         return class_logits(forward, videos, self.class_tokens, self.class_features)
 
-    def __call__(self, forward: Callable, videos: torch.Tensor, labels: torch.Tensor, seeds: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        forward: Callable,
+        videos: torch.Tensor,
+        labels: torch.Tensor,
+        seeds: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         labels = labels.to(videos.device, non_blocking=True)
         if not (self.label_smoothing or self.mixup_alpha > 0 or self.cutmix_alpha > 0):
             return F.cross_entropy(self._logits(forward, videos), labels)
@@ -99,10 +122,19 @@ class ClassCrossEntropy:
         return soft_cross_entropy(self._logits(forward, videos), targets)
 
 
-def create_objective(model: nn.Module, class_names: Sequence[str], templates=None, kind: str | None = None, *,
-                     label_smoothing: float = 0.0, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                     mixup_switch_prob: float = 0.5, gather_features: bool | None = None,
-                     info: DistInfo = DistInfo()) -> VideoTextKL | ClassCrossEntropy:
+def create_objective(
+    model: nn.Module,
+    class_names: Sequence[str],
+    templates=None,
+    kind: str | None = None,
+    *,
+    label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    mixup_switch_prob: float = 0.5,
+    gather_features: bool | None = None,
+    info: DistInfo = DistInfo(),
+) -> VideoTextKL | ClassCrossEntropy:
     """The objective ``kind`` (None: the model's own, ``model.objective``) for ``model`` over ``class_names``.
 
     ``templates`` are the textual prompts (``kl`` draws one per sample, ``ce`` takes the first). ``ce`` must run with
@@ -112,13 +144,13 @@ def create_objective(model: nn.Module, class_names: Sequence[str], templates=Non
     if kind not in ("kl", "ce", "head"):
         raise ValueError(f"unknown objective {kind!r}; choose kl, ce or head")
     if (kind == "head") != model.has_class_head:
-        raise ValueError(f"the {kind} objective does not fit an {arch!r} model: head is for the unimodal classifier, "
-                         "kl and ce for video-text models")
+        raise ValueError(
+            f"the {kind} objective does not fit an {arch!r} model: head is for the unimodal classifier, kl and ce for video-text models"
+        )
     if kind == "kl":
         if model.video_specific_text:
             raise ValueError("X-CLIP's logits are per video x class, not per video-text pair: train it with ce")
         if label_smoothing or mixup_alpha > 0 or cutmix_alpha > 0:
             raise ValueError("label smoothing, mixup and cutmix apply to the ce and head objectives, not to kl")
         return VideoTextKL(model, class_names, templates, gather_features, info)
-    return ClassCrossEntropy(model, class_names, templates, kind, label_smoothing, mixup_alpha, cutmix_alpha,
-                             mixup_switch_prob)
+    return ClassCrossEntropy(model, class_names, templates, kind, label_smoothing, mixup_alpha, cutmix_alpha, mixup_switch_prob)

@@ -4,6 +4,7 @@ checkpoint or the config's model, exported on the fly into the cache as ``predic
 (classes, frames, image size) and test settings. It runs on the CPU; under torchrun each process runs its own
 session on its share of the videos, with its share of the cores.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,7 @@ def onnx_evaluation_model(config, checkpoint: str | None, runtime: str, precisio
     export_dir = onnx_predict.is_export_dir(checkpoint)
     if config.train.device not in (None, "cpu"):
         what = f"{checkpoint} (an export directory)" if export_dir else "--runtime onnx"
-        raise ValueError(f"{what} runs with ONNX Runtime on the CPU but train.device is {config.train.device}: "
-                         "set train.device=cpu")
+        raise ValueError(f"{what} runs with ONNX Runtime on the CPU but train.device is {config.train.device}: set train.device=cpu")
     config.train.device = "cpu"
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
     threads = max(1, (os.cpu_count() or 1) // local_processes) if local_processes > 1 else None
@@ -34,4 +34,3 @@ def onnx_evaluation_model(config, checkpoint: str | None, runtime: str, precisio
         return onnx_predict.load_onnx_model(checkpoint, precision=precision, threads=threads)
     config.model.checkpoint = checkpoint
     return onnx_predict.exported_on_the_fly(model_from_config(config.model), precision or config.eval.precision, "cpu", threads)
-

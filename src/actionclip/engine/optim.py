@@ -7,6 +7,7 @@ no decay for biases, norms, embeddings and the logit scale (``decay_norm_bias=Fa
 warms up linearly from 0 over the first ``warmup_epochs`` and then follows a cosine to zero, updated every
 step (the official scheduler is stepped every 10 iterations).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ class OptimConfig(BaseModel):
 
 
 def parameter_group(name: str) -> str:
-    """"new" for modules that CLIP does not have, "visual" for the image encoder, "text" for the rest."""
+    """ "new" for modules that CLIP does not have, "visual" for the image encoder, "text" for the rest."""
     if name.startswith(("video.temporal.", "head.")) or name == "video.time_embedding":
         return "new"
     if name.startswith("video."):
@@ -61,8 +62,12 @@ def build_param_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
         decay = config.decay_norm_bias or not _no_decay(name, param)
         group = groups.setdefault(
             (kind, decay),
-            {"name": kind if decay else f"{kind}_no_decay", "params": [], "lr": config.lr * ratios[kind],
-             "weight_decay": config.weight_decay if decay else 0.0},
+            {
+                "name": kind if decay else f"{kind}_no_decay",
+                "params": [],
+                "lr": config.lr * ratios[kind],
+                "weight_decay": config.weight_decay if decay else 0.0,
+            },
         )
         group["params"].append(param)
     order = [(k, d) for k in ("text", "visual", "new") for d in (True, False)]

@@ -1,4 +1,5 @@
 """PNG plots from run directories: training curves, and accuracy against shots for few-shot runs."""
+
 from __future__ import annotations
 
 import json

@@ -10,6 +10,7 @@ cannot tell apart. AdamW, linear warm-up then cosine decay. The result is an ope
 Data: a CSV with a ``path,caption`` header (paths relative to the CSV) or a folder where each image
 ``x.png`` / ``x.jpg`` has its caption in ``x.txt``.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,8 +67,9 @@ def contrastive_loss(clip: nn.Module, images: torch.Tensor, tokens: torch.Tensor
     return kl_contrastive_loss(logits, logits.t(), caption_groups(tokens))
 
 
-def pretrain_clip(clip: nn.Module, next_batch: Callable[[int], Batch], config: PretrainConfig,
-                  log: Callable[[str], None] | None = None) -> list[float]:
+def pretrain_clip(
+    clip: nn.Module, next_batch: Callable[[int], Batch], config: PretrainConfig, log: Callable[[str], None] | None = None
+) -> list[float]:
     """Train ``clip`` in place for ``config.steps`` steps on ``next_batch(step)``; returns the loss of every step.
 
     Weight decay skips biases, norms, embeddings and the logit scale: token embeddings of words that are rare
@@ -169,8 +171,14 @@ def save_clip(clip: nn.Module, model_config: dict, output: str | Path, extra: di
     return path
 
 
-def pretrain_from_files(data: str | Path, model_name: str, output: str | Path, config: PretrainConfig = PretrainConfig(),
-                        workers: int = 0, log: Callable[[str], None] | None = print) -> Path:
+def pretrain_from_files(
+    data: str | Path,
+    model_name: str,
+    output: str | Path,
+    config: PretrainConfig = PretrainConfig(),
+    workers: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> Path:
     """Pre-train ``model_name`` from random weights on the pairs in ``data``; returns the saved ``clip.pt``."""
     model_config = get_model_config(model_name)
     torch.manual_seed(config.seed)
@@ -181,6 +189,13 @@ def pretrain_from_files(data: str | Path, model_name: str, output: str | Path, c
     tokenize = make_tokenizer(model_config)
     started, cpu = time.perf_counter(), time.process_time()
     losses = pretrain_clip(clip, loader_batches(dataset, tokenize, config.batch_size, config.seed, workers), config, log)
-    extra = {"model": model_name, "data": str(data), "pairs": len(dataset), "config": asdict(config), "losses": losses,
-             "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu}
+    extra = {
+        "model": model_name,
+        "data": str(data),
+        "pairs": len(dataset),
+        "config": asdict(config),
+        "losses": losses,
+        "wall_s": time.perf_counter() - started,
+        "cpu_s": time.process_time() - cpu,
+    }
     return save_clip(clip, model_config, output, extra)

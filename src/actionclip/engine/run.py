@@ -1,4 +1,5 @@
 """From a config to a model, datasets and a run: what ``actionclip train`` and ``actionclip eval`` do."""
+
 from __future__ import annotations
 
 import copy
@@ -133,8 +134,15 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
         for name, (part, val_set) in parts.items():
             templates, normalization = remembered_test_settings(model, part)
             result = predict_dataset(
-                model, val_set, val_set.classes, templates=templates, ensemble=part.prompts.ensemble,
-                batch_size=part.eval.batch_size, workers=part.data.workers, info=info, normalization=normalization,
+                model,
+                val_set,
+                val_set.classes,
+                templates=templates,
+                ensemble=part.prompts.ensemble,
+                batch_size=part.eval.batch_size,
+                workers=part.data.workers,
+                info=info,
+                normalization=normalization,
             )
             summaries[name] = summarize(result)
             if info.is_main:
@@ -151,8 +159,10 @@ def run_evaluation(config: Config, checkpoint: str | None = None, output: str | 
 
 def _evaluation_datasets(config: Config) -> dict[str, tuple[Config, VideoDataset]]:
     """Each part's config and its validation dataset."""
-    return {name: (part, build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views))
-            for name, part in _evaluation_parts(config).items()}
+    return {
+        name: (part, build_dataset(part.data, "val", part.model.num_frames, seed=part.train.seed, views=part.eval.views))
+        for name, part in _evaluation_parts(config).items()
+    }
 
 
 def _evaluation_parts(config: Config) -> dict[str, Config]:

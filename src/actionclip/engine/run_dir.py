@@ -7,6 +7,7 @@
 - ``save_checkpoint`` / ``load_checkpoint``: torch payloads carrying a digest of their tensors, written under a
   unique temporary name, synced and renamed; a file that fails to load or to match its digest is named as corrupt.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,11 +25,27 @@ from actionclip.weights.readers import tensor_digest
 
 # Settings that change neither the model nor the optimisation: they may differ when a run is resumed (data moved
 # to another disk, more workers, another evaluation protocol). Every other change is refused.
-RESUMABLE = ("data.workers", "data.root", "data.options.train_root", "data.options.val_root", "data.options.split_dir",
-             "data.max_bad_fraction", "train.output", "train.device", "train.log_every", "train.eval_every",
-             "train.save_every_steps", "train.keep_last", "train.max_steps", "train.deterministic", "prompts.ensemble", "eval.",
-             # The Trainer checks the global batch these make with the number of processes, which may change.
-             "data.batch_size", "optim.accumulation_steps")
+RESUMABLE = (
+    "data.workers",
+    "data.root",
+    "data.options.train_root",
+    "data.options.val_root",
+    "data.options.split_dir",
+    "data.max_bad_fraction",
+    "train.output",
+    "train.device",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every_steps",
+    "train.keep_last",
+    "train.max_steps",
+    "train.deterministic",
+    "prompts.ensemble",
+    "eval.",
+    # The Trainer checks the global batch these make with the number of processes, which may change.
+    "data.batch_size",
+    "optim.accumulation_steps",
+)
 
 
 class RunDirError(RuntimeError):
@@ -51,8 +68,9 @@ class RunLock:
             self._held.enter_context(file_lock(self.path, blocking=False))
         except LockHeld:
             holder = self.path.read_text().strip() or "a process that has not written its pid yet"
-            raise RunDirError(f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or choose "
-                              f"another output") from None
+            raise RunDirError(
+                f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or choose another output"
+            ) from None
         self.path.write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
         return self
 
@@ -84,8 +102,11 @@ def resume_changes(saved_config: Path, config: Config) -> list[str]:
     """``key: old -> new`` for every setting that differs from the run's ``config.yaml`` and may not change."""
     saved = _flatten(yaml.safe_load(saved_config.read_text()) or {})
     current = _flatten(plain_dict(config))
-    return [f"{key}: {saved[key]!r} -> {current[key]!r}" for key in sorted(saved.keys() & current.keys())
-            if saved[key] != current[key] and not key.startswith(RESUMABLE)]
+    return [
+        f"{key}: {saved[key]!r} -> {current[key]!r}"
+        for key in sorted(saved.keys() & current.keys())
+        if saved[key] != current[key] and not key.startswith(RESUMABLE)
+    ]
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -117,8 +138,9 @@ def load_checkpoint(path: Path, device: torch.device, keys: tuple[str, ...]) -> 
     return payload
 
 
-def newest_intact_checkpoint(paths: list[Path], device: torch.device, keys: tuple[str, ...],
-                             warn: Callable[[str], None]) -> tuple[Path, dict]:
+def newest_intact_checkpoint(
+    paths: list[Path], device: torch.device, keys: tuple[str, ...], warn: Callable[[str], None]
+) -> tuple[Path, dict]:
     """The newest of ``paths`` (sorted oldest first) that loads and matches its digest, warning about newer bad ones."""
     problems = []
     for path in reversed(paths):

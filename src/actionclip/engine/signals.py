@@ -5,6 +5,7 @@ agreement on a step is read one step later, engine/steps.py), agrees with the ot
 then exits with ``EXIT_INTERRUPTED``. Repeated signals are ignored: under torchrun a terminal's Ctrl-C reaches each
 rank once from the terminal and once more from the launcher, and the save must not be cut short by the second.
 """
+
 from __future__ import annotations
 
 import signal

@@ -7,6 +7,7 @@ step k+1, so the host never waits for the GPU to finish the step it just queued:
 What is decided on them (stop, give up) therefore happens one step late; ``settle`` reads the pending one at once,
 and the loop calls it before writing any checkpoint, so no checkpoint holds the step of a non-finite loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,14 +68,23 @@ def step_seed(seed: int, micro_step: int, rank: int) -> int:
 def train_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, device: torch.device) -> DataLoader:
     """One loader for the whole run: its workers persist across epochs and evaluations (the sampler changes its
     epoch in place), and on a GPU batches come in pinned memory, so their copy to the GPU can overlap compute."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
-                      collate_fn=collate_skip_bad, worker_init_fn=init_worker, pin_memory=device.type == "cuda",
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        drop_last=True,
+        collate_fn=collate_skip_bad,
+        worker_init_fn=init_worker,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
 
 
 @dataclass
 class Agreed:
     """The ranks' agreement on one optimizer step."""
+
     epoch: int
     step: int  # the step's number before it ran, as in "step 2" of an error message
     record: dict  # what the log says of the step, without the loss
@@ -94,14 +104,26 @@ class StepAgreement:
         self.info = info
         self.pending = None
 
-    def exchange(self, epoch: int, step: int, record: dict, stop: bool, bad_videos: int, loss: torch.Tensor,
-                 nonfinite: tuple[torch.Tensor, torch.Tensor]) -> Agreed | None:
+    def exchange(
+        self,
+        epoch: int,
+        step: int,
+        record: dict,
+        stop: bool,
+        bad_videos: int,
+        loss: torch.Tensor,
+        nonfinite: tuple[torch.Tensor, torch.Tensor],
+    ) -> Agreed | None:
         """Start the all_reduce of this step's values; return the agreement on the previous step (None at first)."""
         previous = self.settle()
         device = self.info.device
         host = torch.tensor([float(stop), float(bad_videos)])
-        values = torch.cat([host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host,
-                            torch.stack([nonfinite[0].float(), nonfinite[1].float(), loss.detach().float()])])
+        values = torch.cat(
+            [
+                host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host,
+                torch.stack([nonfinite[0].float(), nonfinite[1].float(), loss.detach().float()]),
+            ]
+        )
         work = dist.all_reduce(values, async_op=True) if self.info.enabled else None
         ready = None
         if device.type == "cuda":

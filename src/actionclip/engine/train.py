@@ -6,12 +6,11 @@ each rank). So a run resumed from a checkpoint sees the same batches as an unint
 ``gather_features`` is on by default) sees the same global batches as one process with the same global batch size,
 so a run may also be resumed with another number of processes that keeps its global batch.
 """
+
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from actionclip.checkpoints import ours as checkpoints
-from actionclip.data.bad_samples import BadSample, SeededSamples, fail_if_too_many
+from actionclip.data.bad_samples import BadSample, SeededSamples
 from actionclip.data.transforms import frames_to_device
 from actionclip.engine.config import Config
 from actionclip.engine.evaluate import evaluation_loader, predict_dataset, summarize, write_report
@@ -38,15 +37,9 @@ from actionclip.engine.run_dir import (
     resume_changes,
     save_checkpoint,
 )
+from actionclip.engine.run_log import RunLog, check_files_exist, report_bad_videos
 from actionclip.engine.signals import StopSignals, TrainingInterrupted
-from actionclip.engine.steps import (
-    Agreed,
-    EpochSampler,
-    StepAgreement,
-    autocast_dtype,
-    step_seed,
-    train_loader,
-)
+from actionclip.engine.steps import Agreed, EpochSampler, StepAgreement, autocast_dtype, step_seed, train_loader
 from actionclip.host import distributed
 from actionclip.host.distributed import DistInfo
 
@@ -98,16 +91,26 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
         train = config.train
         self.objective = create_objective(
-            self.model, self.class_names, config.prompts.templates, train.objective, label_smoothing=train.label_smoothing,
-            mixup_alpha=train.mixup_alpha, cutmix_alpha=train.cutmix_alpha, mixup_switch_prob=train.mixup_switch_prob,
-            gather_features=train.gather_features, info=info,
+            self.model,
+            self.class_names,
+            config.prompts.templates,
+            train.objective,
+            label_smoothing=train.label_smoothing,
+            mixup_alpha=train.mixup_alpha,
+            cutmix_alpha=train.cutmix_alpha,
+            mixup_switch_prob=train.mixup_switch_prob,
+            gather_features=train.gather_features,
+            info=info,
         )
-        self.ddp = DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None) if info.enabled else self.model
+        self.ddp = (
+            DistributedDataParallel(self.model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            if info.enabled
+            else self.model
+        )
         self.state = TrainState(steps_per_epoch=self.steps_per_epoch, global_batch=self.global_batch)
         self.agreement = StepAgreement(info)
         self.skipped_in_a_row = 0
-        self.metrics_file = self.output / "metrics.jsonl"
-        self.tensorboard = None
+        self.run_log = RunLog(self.output, info.is_main)
         self.val_loader: DataLoader | None = None
 
     # ---- checkpoints -------------------------------------------------------------------------------
@@ -143,46 +146,34 @@ class Trainer:
 
     def resume(self) -> None:
         """Continue from the newest checkpoint that loads and matches its digest (saying so if a newer one did not)."""
-        _, payload = newest_intact_checkpoint(self.checkpoints(), self.info.device, RESUMABLE_KEYS,
-                                              lambda line: tqdm.write(line, file=sys.stderr) if self.info.is_main else None)
+        _, payload = newest_intact_checkpoint(
+            self.checkpoints(),
+            self.info.device,
+            RESUMABLE_KEYS,
+            lambda line: tqdm.write(line, file=sys.stderr) if self.info.is_main else None,
+        )
         saved_batch = payload["state"].get("global_batch", 0)
         if saved_batch and saved_batch != self.global_batch:
             data, optim = self.config.data, self.config.optim
-            raise RunDirError(f"--resume: the run's global batch was {saved_batch} videos, this one's is {self.global_batch} "
-                              f"(data.batch_size {data.batch_size} x {self.info.world_size} processes x optim.accumulation_steps "
-                              f"{optim.accumulation_steps}): another number of processes must keep the global batch")
+            raise RunDirError(
+                f"--resume: the run's global batch was {saved_batch} videos, this one's is {self.global_batch} "
+                f"(data.batch_size {data.batch_size} x {self.info.world_size} processes x optim.accumulation_steps "
+                f"{optim.accumulation_steps}): another number of processes must keep the global batch"
+            )
         saved_steps = payload["state"].get("steps_per_epoch", 0)
         if saved_steps and saved_steps != self.steps_per_epoch:
-            raise RunDirError(f"--resume: the run had {saved_steps} steps per epoch, this config and data give "
-                              f"{self.steps_per_epoch}: the schedule would not continue; keep the data and batch sizes")
+            raise RunDirError(
+                f"--resume: the run had {saved_steps} steps per epoch, this config and data give "
+                f"{self.steps_per_epoch}: the schedule would not continue; keep the data and batch sizes"
+            )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.scaler.load_state_dict(payload["scaler"])
         self.state = TrainState(**{**payload["state"], "steps_per_epoch": self.steps_per_epoch, "global_batch": self.global_batch})
-        if self.info.is_main and self.metrics_file.exists():
-            # Drop what the interrupted run logged after this checkpoint, so the log reads as one run.
-            kept = [line for line in self.metrics_file.read_text().splitlines() if json.loads(line).get("step", 0) <= self.state.global_step]
-            self.metrics_file.write_text("".join(line + "\n" for line in kept))
+        self.run_log.truncate_after(self.state.global_step)
 
     # ---- logging -----------------------------------------------------------------------------------
-    def log(self, record: dict) -> None:
-        if not self.info.is_main:
-            return
-        with open(self.metrics_file, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if self.tensorboard is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    self.tensorboard.add_scalar(key, value, record.get("step", 0))
-
-    def _open_tensorboard(self) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional; metrics.jsonl always has everything
-            return
-        self.tensorboard = SummaryWriter(str(self.output / "tensorboard"))
-
     def train(self, resume: bool = False) -> dict:
         """Train from scratch, or with ``resume`` from the newest intact checkpoint in the output directory.
 
@@ -192,7 +183,7 @@ class Trainer:
         with contextlib.ExitStack() as stack:
             self._take_run_dir(stack, resume)
             stop = stack.enter_context(StopSignals())
-            stack.callback(lambda: self.tensorboard.close() if self.tensorboard is not None else None)
+            stack.callback(self.run_log.close)
             return self._train(stop)
 
     def _take_run_dir(self, stack: contextlib.ExitStack, resume: bool) -> None:
@@ -210,40 +201,39 @@ class Trainer:
             raise problem
         latest = self.latest_checkpoint()
         if latest is not None and not resume:
-            raise FileExistsError(f"{self.output} already has checkpoints ({latest.name}): pass --resume to continue that run, or choose another output")
+            raise FileExistsError(
+                f"{self.output} already has checkpoints ({latest.name}): pass --resume to continue that run, or choose another output"
+            )
         if resume and latest is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {self._checkpoint_dir()}")
         saved_config = self.output / "config.yaml"
         if resume and saved_config.is_file():
             changes = resume_changes(saved_config, config)
             if changes:
-                raise RunDirError(f"--resume: these settings differ from {saved_config} and would change the model or "
-                                  f"the schedule: {'; '.join(changes)}. Put them back, or start a new run in another output")
-        self._check_files_exist()
+                raise RunDirError(
+                    f"--resume: these settings differ from {saved_config} and would change the model or "
+                    f"the schedule: {'; '.join(changes)}. Put them back, or start a new run in another output"
+                )
+        check_files_exist(self.train_set, self.config.data.max_bad_fraction, self.info)
         distributed.barrier(info)
         if info.is_main:
             record_config(config, self.output, "resume" if resume else "start")
             remove_partial_files(self._checkpoint_dir())
-            self._open_tensorboard()
+            self.run_log.open_tensorboard()
         if latest is not None:
             self.resume()
 
-    def _check_files_exist(self) -> None:
-        """Fail before the first step if more training videos are missing than ``data.max_bad_fraction`` allows
-        (datasets that are not lists of files have nothing to check)."""
-        samples = getattr(self.train_set, "samples", [])
-        # Rank 0 alone walks the files (240k on a shared file system), as it alone built the datasets.
-        missing = distributed.made_on_main(
-            lambda: [BadSample(i, s.path, "no such file or folder") for i, s in enumerate(samples) if not os.path.exists(s.path)],
-            self.info)
-        fail_if_too_many(missing, len(samples), self.config.data.max_bad_fraction, "training videos", "data.max_bad_fraction")
-        if missing and self.info.is_main:
-            tqdm.write(f"warning: {len(missing)} training video(s) are missing and will be skipped, e.g. {missing[0].path}", file=sys.stderr)
-
     def _agree_now(self, stop: StopSignals) -> bool:
         """Whether any rank was asked to stop (between steps, where nothing is pending)."""
-        self.agreement.exchange(self.state.epoch, self.state.global_step, {}, stop.received is not None, 0,
-                                torch.zeros((), device=self.info.device), (torch.zeros((), dtype=torch.bool, device=self.info.device),) * 2)
+        self.agreement.exchange(
+            self.state.epoch,
+            self.state.global_step,
+            {},
+            stop.received is not None,
+            0,
+            torch.zeros((), device=self.info.device),
+            (torch.zeros((), dtype=torch.bool, device=self.info.device),) * 2,
+        )
         return self.agreement.settle().stop
 
     def _record(self, agreed: Agreed | None, progress: tqdm) -> None:
@@ -255,11 +245,15 @@ class Trainer:
         if not agreed.finite and (not skipped or self.skipped_in_a_row >= FP16_SKIPS_IN_A_ROW):
             what = "nan" if agreed.nan else "inf"
             repeated = f" for {self.skipped_in_a_row} steps in a row" if skipped else ""
-            raise TrainingDiverged(f"loss is {what}{repeated} at epoch {agreed.epoch}, step {agreed.step}; "
-                                   f"the last good checkpoint is {self.latest_checkpoint()}")
-        progress.set_postfix(loss=f"{agreed.loss:.4f}", lr=f"{agreed.record['lr']:.2e}", videos_per_s=f"{agreed.record['videos_per_s']:.1f}")
+            raise TrainingDiverged(
+                f"loss is {what}{repeated} at epoch {agreed.epoch}, step {agreed.step}; "
+                f"the last good checkpoint is {self.latest_checkpoint()}"
+            )
+        progress.set_postfix(
+            loss=f"{agreed.loss:.4f}", lr=f"{agreed.record['lr']:.2e}", videos_per_s=f"{agreed.record['videos_per_s']:.1f}"
+        )
         if agreed.record.pop("log"):
-            self.log({"step": agreed.step + 1, "epoch": agreed.epoch, "loss": agreed.loss, **agreed.record})
+            self.run_log.write({"step": agreed.step + 1, "epoch": agreed.epoch, "loss": agreed.loss, **agreed.record})
 
     def _save_checked(self, progress: tqdm) -> None:
         """Save the state once the newest step is known to be finite on every rank."""
@@ -291,7 +285,9 @@ class Trainer:
                     bad_videos.extend(batch.bad)
                     last_micro = (micro_step + 1) % accumulation == 0
                     # Dropout and mixing draws depend on the step and the rank only, never on what ran before here.
-                    torch.manual_seed(step_seed(config.train.seed, self.state.global_step * accumulation + micro_step % accumulation, info.rank))
+                    torch.manual_seed(
+                        step_seed(config.train.seed, self.state.global_step * accumulation + micro_step % accumulation, info.rank)
+                    )
                     # DDP all-reduces the gradients only at the last micro-step of an optimizer step.
                     with self.ddp.no_sync() if info.enabled and not last_micro else contextlib.nullcontext():
                         with torch.autocast(info.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -315,14 +311,17 @@ class Trainer:
                     self.state.global_step += 1
                     self.state.step_in_epoch += 1
                     progress.update()
-                    record = {"lr": self.optimizer.param_groups[0]["lr"], "videos_per_s": seen * info.world_size / (time.perf_counter() - started),
-                              "log": self.state.global_step % config.train.log_every == 0 or self.state.step_in_epoch == self.steps_per_epoch}
+                    record = {
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "videos_per_s": seen * info.world_size / (time.perf_counter() - started),
+                        "log": self.state.global_step % config.train.log_every == 0 or self.state.step_in_epoch == self.steps_per_epoch,
+                    }
                     agreed = self.agreement.exchange(epoch, step, record, stop.received is not None, len(bad_videos), loss, (nan, inf))
                     nan = inf = torch.zeros((), dtype=torch.bool, device=info.device)
                     self._record(agreed, progress)
                     if agreed is not None and agreed.bad_videos > config.data.max_bad_fraction * len(self.train_set):
                         self._save_checked(progress)  # what was learnt so far is kept; the list of bad videos follows
-                        self.report_bad_videos(epoch, bad_videos)
+                        self._report_bad_videos(epoch, bad_videos)
                     if agreed is not None and agreed.stop:
                         self._stop(stop, progress)
                     every = config.train.save_every_steps
@@ -336,7 +335,7 @@ class Trainer:
                     self._stop(stop, progress)
             finally:  # also when stopping: the bar is closed before the last message
                 progress.close()
-            self.report_bad_videos(epoch, bad_videos)
+            self._report_bad_videos(epoch, bad_videos)
             stopped_early = self.state.step_in_epoch < self.steps_per_epoch
             if not stopped_early:
                 self.state.epoch += 1
@@ -348,23 +347,17 @@ class Trainer:
                 self._stop(stop)
         return last_eval
 
-    def report_bad_videos(self, epoch: int, bad_videos: list[BadSample]) -> None:
-        """Log this epoch's unreadable videos (all ranks); fail if more than ``data.max_bad_fraction`` of the data."""
-        gathered = distributed.gather_objects(bad_videos, self.info)
-        bad = sorted({(b.path, b.reason): b for part in gathered for b in part}.values(), key=lambda b: (b.path, b.reason))
-        if not bad:
-            return
-        if self.info.is_main:
-            self.log({"step": self.state.global_step, "epoch": epoch, "bad_videos": len(bad)})
-            listed = "\n".join(f"  {b.path}: {b.reason}" for b in bad)
-            tqdm.write(f"epoch {epoch}: skipped {len(bad)} unreadable video(s):\n{listed}", file=sys.stderr)
-        fail_if_too_many(bad, len(self.train_set), self.config.data.max_bad_fraction, "training videos", "data.max_bad_fraction")
+    def _report_bad_videos(self, epoch: int, bad_videos: list[BadSample]) -> None:
+        report_bad_videos(
+            bad_videos, self.run_log, self.state.global_step, epoch, len(self.train_set), self.config.data.max_bad_fraction, self.info
+        )
 
     def _val_loader(self) -> DataLoader:
         """The validation loader, made at the first evaluation; its workers serve every later one."""
         if self.val_loader is None:
-            self.val_loader = evaluation_loader(self.val_set, self.config.eval.batch_size, self.config.data.workers, self.info,
-                                                persistent=True)
+            self.val_loader = evaluation_loader(
+                self.val_set, self.config.eval.batch_size, self.config.data.workers, self.info, persistent=True
+            )
         return self.val_loader
 
     def end_of_epoch(self, epoch: int, final: bool) -> dict:
@@ -372,8 +365,14 @@ class Trainer:
         summary: dict = {}
         if self.val_set is not None and (final or (epoch + 1) % config.train.eval_every == 0):
             result = predict_dataset(
-                self.model, self.val_set, self.class_names, templates=config.prompts.templates, ensemble=config.prompts.ensemble,
-                info=self.info, autocast_dtype=self.amp_dtype, loader=self._val_loader(),
+                self.model,
+                self.val_set,
+                self.class_names,
+                templates=config.prompts.templates,
+                ensemble=config.prompts.ensemble,
+                info=self.info,
+                autocast_dtype=self.amp_dtype,
+                loader=self._val_loader(),
             )
             summary = summarize(result)
             metric = summary.get("top1", summary.get("mAP"))
@@ -387,6 +386,6 @@ class Trainer:
         if summary and self.info.is_main:
             write_report(self.output, summary, result, self.class_names)
             scores = {f"val_{k}": v for k, v in summary.items() if k != "unreadable"}
-            self.log({"step": self.state.global_step, "epoch": epoch, **scores, "val_unreadable": len(result.unreadable)})
+            self.run_log.write({"step": self.state.global_step, "epoch": epoch, **scores, "val_unreadable": len(result.unreadable)})
         distributed.barrier(self.info)
         return summary

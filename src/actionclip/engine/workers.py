@@ -1,4 +1,5 @@
 """What a DataLoader worker leaves to the process that forked it."""
+
 from __future__ import annotations
 
 from actionclip.engine.signals import ignore_stop_signals

@@ -7,6 +7,7 @@ ActionCLIP's fixed test scale of 100, softmax per template, mean over templates;
 the graph files, the default precision, how many matmuls the int8 video graph runs in int8 and in fp32, and the
 weights' digest.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,14 @@ def weights_digest(model: nn.Module) -> str:
     return tensor_digest(model.state_dict())
 
 
-def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", frames: int | None = None,
-                 labels: Sequence[str] | None = None, templates=None) -> Path:
+def export_model(
+    model: nn.Module,
+    output: str | Path,
+    precision: str = "fp32",
+    frames: int | None = None,
+    labels: Sequence[str] | None = None,
+    templates=None,
+) -> Path:
     """Export ``model`` (an fp32 ActionCLIP or X-CLIP, not prepared for inference) into ``output``: the fp32 graphs,
     with ``precision="int8"`` also the int8 video graph (then the default), and with ``labels`` their text features
     for ``templates`` (None: the model's default templates). Returns ``output``."""
@@ -57,24 +64,41 @@ def export_model(model: nn.Module, output: str | Path, precision: str = "fp32", 
     mean, std = NORMALIZATIONS[normalization]
     xclip = model.video_specific_text  # X-CLIP: text features from its prompt graph
     config = {
-        "format": EXPORT_FORMAT, "version": 1, "arch": model.config.arch, "model_name": model.config.model_name,
-        "visual_prompt": model.config.visual_prompt if model.uses_visual_prompt else None, "embed_dim": model.config.clip["embed_dim"],
-        "image_size": size, "normalization": normalization,
-        "mean": list(mean), "std": list(std), **{k: v for k, v in graphs.items() if k != "files"},
-        "tokenizer": Path(default_bpe()).name, "templates": resolve_templates(model.default_templates),
-        "test": {"video_features": "L2-normalised output of video.onnx",
-                 "text_features": "un-normalised (X-CLIP adds its prompts first)" if xclip else "L2-normalised",
-                 "logit_scale": None if xclip else model.config.test_logit_scale or TEST_LOGIT_SCALE,
-                 "logits": "prompts.onnx" if xclip else "logit_scale x cosine similarity",
-                 "templates": "softmax over labels per template, mean over templates"},
-        "files": graphs["files"], "precision": precision, "int8": int8, "weights_digest": digest, "label_features": None,
+        "format": EXPORT_FORMAT,
+        "version": 1,
+        "arch": model.config.arch,
+        "model_name": model.config.model_name,
+        "visual_prompt": model.config.visual_prompt if model.uses_visual_prompt else None,
+        "embed_dim": model.config.clip["embed_dim"],
+        "image_size": size,
+        "normalization": normalization,
+        "mean": list(mean),
+        "std": list(std),
+        **{k: v for k, v in graphs.items() if k != "files"},
+        "tokenizer": Path(default_bpe()).name,
+        "templates": resolve_templates(model.default_templates),
+        "test": {
+            "video_features": "L2-normalised output of video.onnx",
+            "text_features": "un-normalised (X-CLIP adds its prompts first)" if xclip else "L2-normalised",
+            "logit_scale": None if xclip else model.config.test_logit_scale or TEST_LOGIT_SCALE,
+            "logits": "prompts.onnx" if xclip else "logit_scale x cosine similarity",
+            "templates": "softmax over labels per template, mean over templates",
+        },
+        "files": graphs["files"],
+        "precision": precision,
+        "int8": int8,
+        "weights_digest": digest,
+        "label_features": None,
     }
     (output / EXPORT_CONFIG).write_text(json.dumps(config, indent=2))
     if labels:
         labels = list(labels)
         features = ExportedModel(output).class_text_features(labels, templates)
         np.save(output / LABEL_FEATURES, features.astype(np.float32), allow_pickle=False)
-        config["label_features"] = {"file": LABEL_FEATURES, "labels": labels, "templates": resolve_templates(
-            model.default_templates if templates is None else templates)}
+        config["label_features"] = {
+            "file": LABEL_FEATURES,
+            "labels": labels,
+            "templates": resolve_templates(model.default_templates if templates is None else templates),
+        }
         (output / EXPORT_CONFIG).write_text(json.dumps(config, indent=2))
     return output

@@ -12,6 +12,7 @@ embedding, Transf_cls's positions, X-CLIP's MIT positions; see :func:`fixed_fram
 Self-attention is traced in the layout ONNX Runtime runs fastest (:func:`attention_for_export`); the int8 video graph
 is made from the fp32 one by :mod:`actionclip.export.int8`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,11 +46,14 @@ def check_exportable(model: nn.Module) -> None:
     if not hasattr(model, "class_text_features"):
         raise ValueError(f"a {model.config.arch!r} model has a fixed set of classes and no text tower; export exports video-text models")
     if model.config.clip["text_cfg"].get("hf_tokenizer_name"):
-        raise ValueError("export writes CLIP's BPE tokenizer; this model's text tower uses the Hugging Face tokenizer "
-                         f"{model.config.clip['text_cfg']['hf_tokenizer_name']!r}")
+        raise ValueError(
+            "export writes CLIP's BPE tokenizer; this model's text tower uses the Hugging Face tokenizer "
+            f"{model.config.clip['text_cfg']['hf_tokenizer_name']!r}"
+        )
     if model.text.tower is not None:
-        raise ValueError("export needs an OpenAI-style CLIP text tower (open_clip.CLIP); this model's text tower is "
-                         f"{type(model.text.tower).__name__}")
+        raise ValueError(
+            f"export needs an OpenAI-style CLIP text tower (open_clip.CLIP); this model's text tower is {type(model.text.tower).__name__}"
+        )
 
 
 class VideoGraph(nn.Module):
@@ -87,19 +91,39 @@ class XCLIPPromptGraph(nn.Module):
         return self.model._logits(video_features, visual_tokens, text_features)
 
 
-def _self_attention(self: nn.MultiheadAttention, query, key, value, key_padding_mask=None, need_weights=True,
-                    attn_mask=None, average_attn_weights=True, is_causal=False):
+def _self_attention(
+    self: nn.MultiheadAttention,
+    query,
+    key,
+    value,
+    key_padding_mask=None,
+    need_weights=True,
+    attn_mask=None,
+    average_attn_weights=True,
+    is_causal=False,
+):
     """``nn.MultiheadAttention.forward`` as exported, for a self-attention with at most a 2-D additive mask (CLIP's
     towers, the temporal transformer, X-CLIP's message attention); any other call goes to the module's own forward."""
-    if (query is not key or key is not value or key_padding_mask is not None or need_weights or is_causal
-            or (self.training and self.dropout > 0)
-            or (attn_mask is not None and (attn_mask.dim() != 2 or not attn_mask.is_floating_point()))):
-        return nn.MultiheadAttention.forward(self, query, key, value, key_padding_mask, need_weights, attn_mask,
-                                             average_attn_weights, is_causal)
+    if (
+        query is not key
+        or key is not value
+        or key_padding_mask is not None
+        or need_weights
+        or is_causal
+        or (self.training and self.dropout > 0)
+        or (attn_mask is not None and (attn_mask.dim() != 2 or not attn_mask.is_floating_point()))
+    ):
+        return nn.MultiheadAttention.forward(
+            self, query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights, is_causal
+        )
     x = query if self.batch_first else query.transpose(0, 1)
     batch, length, width = x.shape
-    q, k, v = (F.linear(x, self.export_in_proj_weight, self.export_in_proj_bias)
-               .view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0))
+    q, k, v = (
+        F.linear(x, self.export_in_proj_weight, self.export_in_proj_bias)
+        .view(batch, length, 3, self.num_heads, self.head_dim)
+        .permute(2, 0, 3, 1, 4)
+        .unbind(0)
+    )
     scores = q @ k.transpose(-2, -1)
     if attn_mask is not None:
         scores = scores + attn_mask
@@ -118,11 +142,14 @@ def attention_for_export(module: nn.Module):
     ``q @ k^T``, the heads joined (the speed it buys: docs/performance.md). The function is the same to float
     rounding; the weights exported are ``in_proj_weight`` and ``in_proj_bias`` with their query rows scaled, and the
     module is as before after the block."""
-    attentions = [m for m in module.modules() if isinstance(m, nn.MultiheadAttention)
-                  and m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn]
+    attentions = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim and m.bias_k is None and not m.add_zero_attn
+    ]
     for attention in attentions:
         scale = torch.ones(3 * attention.embed_dim, device=attention.in_proj_weight.device)
-        scale[: attention.embed_dim] = attention.head_dim ** -0.5
+        scale[: attention.embed_dim] = attention.head_dim**-0.5
         bias = attention.in_proj_bias
         attention.register_buffer("export_in_proj_weight", attention.in_proj_weight.detach() * scale[:, None], persistent=False)
         attention.register_buffer("export_in_proj_bias", None if bias is None else bias.detach() * scale, persistent=False)
@@ -149,12 +176,19 @@ def _errors_only(*loggers: str):
             logger.setLevel(level)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            dynamic_shapes: dict) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_shapes: dict) -> None:
     with warnings.catch_warnings(), _errors_only("onnxscript", "torch.onnx"), attention_for_export(module):
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=dynamic_shapes, dynamo=True, verbose=False, external_data=False)
+        program = torch.onnx.export(
+            module,
+            args,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_shapes=dynamic_shapes,
+            dynamo=True,
+            verbose=False,
+            external_data=False,
+        )
         program.save(str(path), external_data=False)
 
 
@@ -183,10 +217,13 @@ def export_video_graph(model: nn.Module, path: str | Path, frames: int | None = 
         raise ValueError(f"this model takes exactly {model.config.num_frames} frames ({reason}), not {frames}")
     frame_dim = {} if reason else {1: torch.export.Dim("frames", min=2, max=model.config.max_frames)}
     outputs = ["video_features", "visual_tokens"] if model.video_specific_text else ["video_features"]
-    _export(VideoGraph(model), (_example_video(model, frames),), Path(path), ["frames"], outputs,
-            {"frames": {0: _BATCH, **frame_dim}})
-    return {"num_frames": frames, "dynamic_frames": reason is None, "fixed_frames_reason": reason,
-            "max_frames": model.config.max_frames if reason is None else frames}
+    _export(VideoGraph(model), (_example_video(model, frames),), Path(path), ["frames"], outputs, {"frames": {0: _BATCH, **frame_dim}})
+    return {
+        "num_frames": frames,
+        "dynamic_frames": reason is None,
+        "fixed_frames_reason": reason,
+        "max_frames": model.config.max_frames if reason is None else frames,
+    }
 
 
 @torch.no_grad()
@@ -197,8 +234,14 @@ def export_text_graph(model: nn.Module, path: str | Path) -> int:
     context = model.text.positional_embedding.shape[0]
     # A length below the context's, so that the length stays a free dimension (the runtime cuts tokens as TextEncoder).
     tokens = model.tokenize(["a video of a person", "two"])[:, : min(16, context - 1)]
-    _export(TextGraph(model), (tokens,), Path(path), ["tokens"], ["text_features"],
-            {"tokens": {0: torch.export.Dim("texts", min=1, max=1 << 20), 1: torch.export.Dim("length", min=2, max=context)}})
+    _export(
+        TextGraph(model),
+        (tokens,),
+        Path(path),
+        ["tokens"],
+        ["text_features"],
+        {"tokens": {0: torch.export.Dim("texts", min=1, max=1 << 20), 1: torch.export.Dim("length", min=2, max=context)}},
+    )
     return context
 
 
@@ -208,10 +251,18 @@ def export_prompt_graph(model: nn.Module, path: str | Path) -> None:
     model = model.float().eval()
     features, visual_tokens = model.video(_example_video(model, model.config.num_frames))
     classes = torch.randn(3, features.shape[1])
-    _export(XCLIPPromptGraph(model), (features, visual_tokens, classes), Path(path),
-            ["video_features", "visual_tokens", "text_features"], ["logits"],
-            {"video_features": {0: _BATCH}, "visual_tokens": {0: _BATCH},
-             "text_features": {0: torch.export.Dim("classes", min=2, max=1 << 20)}})
+    _export(
+        XCLIPPromptGraph(model),
+        (features, visual_tokens, classes),
+        Path(path),
+        ["video_features", "visual_tokens", "text_features"],
+        ["logits"],
+        {
+            "video_features": {0: _BATCH},
+            "visual_tokens": {0: _BATCH},
+            "text_features": {0: torch.export.Dim("classes", min=2, max=1 << 20)},
+        },
+    )
 
 
 def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = None) -> dict:

@@ -20,6 +20,7 @@ on which a symmetric row range spends its levels. Where a LayerNorm feeds one qu
 that keep the feature axis last), its ``beta`` moves into that matmul's bias as ``beta @ W``, exact in real
 arithmetic, and the row quantised is ``x_hat * gamma``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,8 +40,12 @@ def _weight_operand(node: onnx.NodeProto, initializers: dict) -> tuple[bool, str
     if node.op_type == "Gemm" and node.input[1] in initializers:
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if (attributes.get("transA", 0) or attributes.get("alpha", 1.0) != 1.0 or attributes.get("beta", 1.0) != 1.0
-                or (bias is not None and bias not in initializers)):
+        if (
+            attributes.get("transA", 0)
+            or attributes.get("alpha", 1.0) != 1.0
+            or attributes.get("beta", 1.0) != 1.0
+            or (bias is not None and bias not in initializers)
+        ):
             return None
         return bool(attributes.get("transB", 0)), bias
     return None
@@ -179,15 +184,24 @@ def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) ->
         low = add("Neg", [row_reduce("ReduceMin", rows, p + "min")], p + "neg_min")
         amax = add("Max", [add("Max", [high, low], p + "absmax"), tiny], p + "absmax_safe")
         scale = add("Mul", [amax, inv127], p + "scale")
-        row_zero_points = add("ConstantOfShape", [add("Shape", [scale], p + "count")], p + "zero_points",
-                              value=numpy_helper.from_array(np.array([128], np.uint8)))
+        row_zero_points = add(
+            "ConstantOfShape",
+            [add("Shape", [scale], p + "count")],
+            p + "zero_points",
+            value=numpy_helper.from_array(np.array([128], np.uint8)),
+        )
         quantized = add("QuantizeLinear", [rows, scale, row_zero_points], p + "quantized", axis=0)
-        product = add("MatMulIntegerToFloat", [quantized, constant(p + "weight", weight_q), one,
-                                               constant(p + "weight_scale", scale_w.astype(np.float32)), zero_point],
-                      p + "product")
+        product = add(
+            "MatMulIntegerToFloat",
+            [quantized, constant(p + "weight", weight_q), one, constant(p + "weight_scale", scale_w.astype(np.float32)), zero_point],
+            p + "product",
+        )
         leading = add("Shape", [x], p + "leading", end=-1)
-        shaped = add("Reshape", [product, add("Concat", [leading, constant(p + "n", np.array([n], np.int64))],
-                                              p + "out_shape", axis=0)], p + "shaped")
+        shaped = add(
+            "Reshape",
+            [product, add("Concat", [leading, constant(p + "n", np.array([n], np.int64))], p + "out_shape", axis=0)],
+            p + "shaped",
+        )
         row_scale = add("Reshape", [scale, add("Concat", [leading, ones], p + "scale_shape", axis=0)], p + "row_scale")
         if not np.any(bias_value):
             add("Mul", [shaped, row_scale], output)
@@ -210,8 +224,9 @@ def quantize_matmuls(model: onnx.ModelProto, outputs: set[str] | None = None) ->
     return model_copy, count
 
 
-def quantize_video_graph(directory: str | Path, frames: int, image_size: int, source: str = "video.onnx",
-                         target: str = "video.int8.onnx") -> dict:
+def quantize_video_graph(
+    directory: str | Path, frames: int, image_size: int, source: str = "video.onnx", target: str = "video.int8.onnx"
+) -> dict:
     """Write ``target`` beside the fp32 video graph ``source`` in ``directory``: its per-token matmuls in int8.
     Returns what the export config records: the file and the matmuls quantised and kept in fp32."""
     directory = Path(directory)
@@ -219,5 +234,4 @@ def quantize_video_graph(directory: str | Path, frames: int, image_size: int, so
     per_token = per_token_matmuls(model, (frames, 3, image_size, image_size))
     quantized, count = quantize_matmuls(model, per_token)
     onnx.save(quantized, directory / target)
-    return {"file": target, "version": INT8_VERSION, "int8_matmuls": count,
-            "fp32_weight_matmuls": len(weight_matmuls(model)) - count}
+    return {"file": target, "version": INT8_VERSION, "int8_matmuls": count, "fp32_weight_matmuls": len(weight_matmuls(model)) - count}

@@ -1,4 +1,5 @@
 """Devices and what they compute natively: the precision ``auto`` resolves to."""
+
 from __future__ import annotations
 
 from pathlib import Path

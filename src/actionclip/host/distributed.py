@@ -3,6 +3,7 @@
 Launch many processes with ``torchrun``; it sets RANK/WORLD_SIZE/LOCAL_RANK, and ``init`` joins the group
 (nccl on GPU, gloo on CPU).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Files: the one atomic write, the one lock (``filelock``, so that it works where ``fcntl`` does not) and the cache
 root. No torch: the torch-free ONNX runtime uses it too."""
+
 from __future__ import annotations
 
 import contextlib

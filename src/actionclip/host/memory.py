@@ -1,4 +1,5 @@
 """Process memory settings: glibc's malloc keeping freed memory for reuse, or handing it back."""
+
 from __future__ import annotations
 
 import ctypes

@@ -5,6 +5,7 @@ pydantic models with ``extra="forbid"``, and a mistake reported as one line, ``F
 false and ``true`` as 1, which in a hand-written file are mistakes, while ``5e-6`` (a string to PyYAML, which wants a
 dot) must stay a number.
 """
+
 from __future__ import annotations
 
 import types
@@ -28,10 +29,14 @@ Number = Annotated[float, BeforeValidator(_no_flag)]
 # A section written with every key commented out is YAML null: it means the defaults, as an empty mapping does.
 EMPTY_IS_DEFAULT = BeforeValidator(lambda value: {} if value is None else value)
 
-_WORDS = {bool: ("true or false", "flags"), int: ("an integer", "integers"), float: ("a number", "numbers"),
-          str: ("a string", "strings"), type(None): ("null", "nulls")}
-_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"),
-           "less_than": ("<", "lt")}
+_WORDS = {
+    bool: ("true or false", "flags"),
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    type(None): ("null", "nulls"),
+}
+_BOUNDS = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"), "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
 
 
 def _bare(hint: Any) -> Any:
@@ -115,8 +120,9 @@ def error_line(error: ValidationError, source: str, model: type) -> str:
         path, hint = _resolve(model, first["loc"][:-1])
         same = [p for p in problems if p["type"] == first["type"] and _resolve(model, p["loc"][:-1])[0] == path]
         names = ", ".join(str(p["loc"][-1]) for p in same)
-        what = (f"unknown key(s) {names}; known: {', '.join(_keys(hint))}" if first["type"] == "extra_forbidden"
-                else f"missing key(s) {names}")
+        what = (
+            f"unknown key(s) {names}; known: {', '.join(_keys(hint))}" if first["type"] == "extra_forbidden" else f"missing key(s) {names}"
+        )
     else:
         path, hint = _resolve(model, first["loc"])
         same = [p for p in problems if p["type"] not in keyed and _nested(_resolve(model, p["loc"])[0], path)]

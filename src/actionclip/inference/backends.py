@@ -1,6 +1,7 @@
 """The runtime backends of inference behind one interface (``config``, ``logit_scale.device``, ``eval``/``train``,
 ``class_text_features``, ``video_probabilities``): a torch model prepared for inference, or an ONNX Runtime model
 (:mod:`actionclip.inference.onnx_backend`)."""
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,16 @@ def load_model(
     predict loop uses (:mod:`actionclip.inference.onnx_backend`; ``precision`` fp32, int8 or auto).
     """
     if wants_onnx(checkpoint, runtime):
-        return load_onnx_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames,
-                               arch=arch, device=device, precision=precision)
+        return load_onnx_model(
+            checkpoint,
+            model_name,
+            pretrained,
+            visual_prompt=visual_prompt,
+            num_frames=num_frames,
+            arch=arch,
+            device=device,
+            precision=precision,
+        )
     model = read_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames, arch=arch)
     check_video_text(model, checkpoint or model_name)
     return prepare_for_inference(model.to(device).eval(), resolve_precision(precision, device))

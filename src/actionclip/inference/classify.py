@@ -8,6 +8,7 @@ texts are encoded once per call, not per video. Frames follow the test protocol 
 sampling of T segments, the model's input size, one centre crop (1x1 views) or clips x three crops averaged (e.g.
 10x3).
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,13 @@ def iter_predictions(
     num_frames = model.config.num_frames if num_frames is None else num_frames
     dataset = video_clips(paths, num_frames, model_image_size(model), views, decode_short_side, model_normalization(model))
     device = model.logit_scale.device
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=min(workers, len(dataset)),
-                        collate_fn=collate_skip_bad, pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=min(workers, len(dataset)),
+        collate_fn=collate_skip_bad,
+        pin_memory=device.type == "cuda",
+    )
     was_training = model.training
     model.eval()
     try:
@@ -76,8 +82,9 @@ def iter_predictions(
                 results = {b.index: _error(b) for b in batch.bad}
                 if batch.frames is not None:
                     frames = batch.frames.to(device, non_blocking=True)  # uint8: normalised chunk by chunk
-                    probabilities = multiview_probabilities(model, frames, text_features, chunk=batch_size,
-                                                            normalization=dataset.dataset.normalization)
+                    probabilities = multiview_probabilities(
+                        model, frames, text_features, chunk=batch_size, normalization=dataset.dataset.normalization
+                    )
                     for index, row in zip(batch.indices.tolist(), probabilities.cpu()):
                         results[index] = ranked(paths[index], row, labels, top_k)
                     for note in batch.partly_read:
@@ -94,5 +101,7 @@ def format_result(result: dict) -> str:
     if "error" in result:
         return f"{result['video']}: error: {result['error']}"
     lines = [result["video"]]
-    lines += [f"  {rank:>2}  {100 * score:6.2f}%  {label}" for rank, (label, score) in enumerate(zip(result["labels"], result["scores"]), 1)]
+    lines += [
+        f"  {rank:>2}  {100 * score:6.2f}%  {label}" for rank, (label, score) in enumerate(zip(result["labels"], result["scores"]), 1)
+    ]
     return "\n".join(lines)

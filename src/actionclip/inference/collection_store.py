@@ -6,6 +6,7 @@ What a crash can leave is never trusted: a shard is written to a temporary name,
 then are its rows appended to the manifest (one ``write`` per shard, flushed too). A shard the manifest does not name
 (a crash between the two) is deleted by the next run, and a manifest line cut short by a crash is ignored.
 """
+
 from __future__ import annotations
 
 import io
@@ -107,6 +108,6 @@ def load_embeddings(directory: str | os.PathLike) -> tuple[list[dict], np.ndarra
         stop = start + 1
         while stop < len(rows) and rows[stop]["shard"] == shard and rows[stop]["row"] == first + stop - start:
             stop += 1
-        matrix[start:stop] = shards[shard][first:first + stop - start]
+        matrix[start:stop] = shards[shard][first : first + stop - start]
         start = stop
     return rows, matrix

@@ -6,6 +6,7 @@ Running again skips what the manifest holds, so an interrupted run is resumed by
 rank 0 reads the manifest and every rank takes its share of what is left (rank ``r`` of ``n``: every ``n``-th video from
 the ``r``-th), each writing its own shards; the manifest is shared.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,15 +41,26 @@ _SAME_FOR_ALL = ("weights", "frames", "window", "stride", "dtype", "dim", "decod
 
 
 @torch.inference_mode()
-def iter_clip_outputs(model: nn.Module, paths: Sequence[str], compute: Callable[[torch.Tensor], torch.Tensor], *,
-                      num_frames: int, window: float | None = None, stride: float | None = None, batch_size: int = 8,
-                      workers: int = 2, decode_short_side: int | None = None, progress: bool = False,
-                      desc: str = "videos") -> Iterator[tuple[dict, list[tuple[float, float, torch.Tensor]]]]:
+def iter_clip_outputs(
+    model: nn.Module,
+    paths: Sequence[str],
+    compute: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    num_frames: int,
+    window: float | None = None,
+    stride: float | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    decode_short_side: int | None = None,
+    progress: bool = False,
+    desc: str = "videos",
+) -> Iterator[tuple[dict, list[tuple[float, float, torch.Tensor]]]]:
     """``(finished, rows)`` for each video as it is done (not in input order): ``finished`` as
     :class:`~actionclip.data.windows.CollectionClips` gives it, ``rows`` ``(start, end, compute(clip))`` of its
     clips in time order (none for a video that could not be read). ``compute`` takes a normalised batch of clips."""
-    dataset = CollectionClips(paths, num_frames, model_image_size(model), window, stride, batch_size, decode_short_side,
-                              model_normalization(model))
+    dataset = CollectionClips(
+        paths, num_frames, model_image_size(model), window, stride, batch_size, decode_short_side, model_normalization(model)
+    )
     device = model.logit_scale.device
     loader = DataLoader(dataset, batch_size=None, num_workers=min(workers, len(paths)), pin_memory=device.type == "cuda")
     pending: dict[int, list] = defaultdict(list)
@@ -148,8 +160,7 @@ def embed(
     window, stride = check_window(window, stride)
     if dtype not in store.DTYPES:
         raise ValueError(f"dtype must be one of {sorted(store.DTYPES)}, got {dtype!r}")
-    check_at_least_one(num_frames=num_frames, batch_size=batch_size, shard_size=shard_size,
-                       decode_short_side=decode_short_side)
+    check_at_least_one(num_frames=num_frames, batch_size=batch_size, shard_size=shard_size, decode_short_side=decode_short_side)
     distributed.parse_device(device, "device")  # named as the caller knows it, before init names it otherwise
     info_dist = distributed.init(device)
     source = model_source(model, checkpoint, pretrained, visual_prompt, arch)
@@ -158,29 +169,56 @@ def embed(
         if precision is not None:
             prepare_for_inference(model, resolve_precision(precision, info_dist.device))
     else:
-        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt, arch=arch,
-                           num_frames=8 if num_frames is None else num_frames, device=info_dist.device,
-                           precision=precision or "auto")
+        model = load_model(
+            checkpoint,
+            model,
+            pretrained,
+            visual_prompt=visual_prompt,
+            arch=arch,
+            num_frames=8 if num_frames is None else num_frames,
+            device=info_dist.device,
+            precision=precision or "auto",
+        )
     num_frames = num_frames or model.config.num_frames
     directory = Path(output)
     with _lock(directory) if info_dist.is_main else contextlib.nullcontext():
-        info = {"format": 1, "source": source, "arch": model.config.arch, "model_name": model.config.model_name,
-                "weights": tensor_digest(model.state_dict()), "text_weights": text_weights_digest(model),
-                "precision": frame_precision(model),
-                "frames": num_frames, "window": window, "stride": stride, "dtype": dtype,
-                "dim": model.config.clip["embed_dim"], "decode_short_side": decode_short_side}
+        info = {
+            "format": 1,
+            "source": source,
+            "arch": model.config.arch,
+            "model_name": model.config.model_name,
+            "weights": tensor_digest(model.state_dict()),
+            "text_weights": text_weights_digest(model),
+            "precision": frame_precision(model),
+            "frames": num_frames,
+            "window": window,
+            "stride": stride,
+            "dtype": dtype,
+            "dim": model.config.clip["embed_dim"],
+            "decode_short_side": decode_short_side,
+        }
         paths = list(dict.fromkeys(collect_videos(inputs)))
         todo, skipped = distributed.made_on_main(lambda: _prepare(directory, info, paths), info_dist)
-        mine = todo[info_dist.rank::info_dist.world_size]
-        counts = _embed_videos(model, mine, directory, info, info_dist.rank, batch_size=batch_size, workers=workers,
-                               shard_size=shard_size, progress=progress and info_dist.is_main)
+        mine = todo[info_dist.rank :: info_dist.world_size]
+        counts = _embed_videos(
+            model,
+            mine,
+            directory,
+            info,
+            info_dist.rank,
+            batch_size=batch_size,
+            workers=workers,
+            shard_size=shard_size,
+            progress=progress and info_dist.is_main,
+        )
         totals = [sum(c[key] for c in distributed.gather_objects(counts, info_dist)) for key in ("embedded", "failed", "rows")]
         distributed.barrier(info_dist)
     return {"videos": len(paths), "skipped": skipped, "embedded": totals[0], "failed": totals[1], "rows": totals[2]}
 
 
-def _embed_videos(model, paths: list[str], directory: Path, info: dict, rank: int, *, batch_size: int, workers: int,
-                  shard_size: int, progress: bool) -> dict:
+def _embed_videos(
+    model, paths: list[str], directory: Path, info: dict, rank: int, *, batch_size: int, workers: int, shard_size: int, progress: bool
+) -> dict:
     rows: list[np.ndarray] = []
     records: list[dict] = []
     counts = {"embedded": 0, "failed": 0, "rows": 0}
@@ -199,10 +237,19 @@ def _embed_videos(model, paths: list[str], directory: Path, info: dict, rank: in
         rows.clear()
         records.clear()
 
-    for done, clips in iter_clip_outputs(model, paths, normalized_embeddings(model), num_frames=info["frames"],
-                                         window=info["window"], stride=info["stride"], batch_size=batch_size,
-                                         workers=workers, decode_short_side=info["decode_short_side"],
-                                         progress=progress, desc="embed"):
+    for done, clips in iter_clip_outputs(
+        model,
+        paths,
+        normalized_embeddings(model),
+        num_frames=info["frames"],
+        window=info["window"],
+        stride=info["stride"],
+        batch_size=batch_size,
+        workers=workers,
+        decode_short_side=info["decode_short_side"],
+        progress=progress,
+        desc="embed",
+    ):
         path = paths[done["position"]]
         if "error" in done:
             records.append({"video": path, "error": done["error"], **stamp})

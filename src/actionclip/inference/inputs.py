@@ -1,5 +1,6 @@
 """The inputs of inference: label lists, video paths (folders expanded), the clips each video is scored on, the
 numeric options checked, and a ranked result."""
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ PathLike = str | os.PathLike
 
 
 def parse_labels(text: str) -> list[str]:
-    """"arm wrestling, playing guitar" -> ["arm wrestling", "playing guitar"]."""
+    """ "arm wrestling, playing guitar" -> ["arm wrestling", "playing guitar"]."""
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
@@ -61,15 +62,24 @@ def collect_videos(inputs: PathLike | Sequence[PathLike]) -> list[str]:
     return paths
 
 
-def video_clips(paths: Sequence[str], num_frames: int, size: int, views: str = "1x1",
-                decode_short_side: int | None = None, normalization: str = "clip") -> IndexedSamples:
+def video_clips(
+    paths: Sequence[str], num_frames: int, size: int, views: str = "1x1", decode_short_side: int | None = None, normalization: str = "clip"
+) -> IndexedSamples:
     """Item ``i``: ``(frames, 0, i)`` with ``frames`` ``[T, 3, S, S]`` or ``[V, T, 3, S, S]`` (V = clips x crops),
     or a ``BadSample``. The clips are those ``actionclip eval`` scores (``VideoDataset``'s test mode); the label is
     unused. A truncated video's item is a ``PartlyRead``. ``normalization``: the mean/std, clip or imagenet."""
     clips, crops = parse_views(views)
     transform = (ThreeCropTransform if crops == 3 else TestTransform)(size=size, normalization=normalization)
-    dataset = VideoDataset([Sample(path, 0) for path in paths], ["unused"], num_frames, "test", transform, clips,
-                           decode_short_side=decode_short_side, mark_partly_read=True)
+    dataset = VideoDataset(
+        [Sample(path, 0) for path in paths],
+        ["unused"],
+        num_frames,
+        "test",
+        transform,
+        clips,
+        decode_short_side=decode_short_side,
+        mark_partly_read=True,
+    )
     return IndexedSamples(dataset)
 
 

@@ -6,6 +6,7 @@ other checkpoint or model, exported on the fly into a cache (``$ACTIONCLIP_CACHE
 ``eval``/``train``, ``class_text_features``, ``video_probabilities``), on torch tensors, computed by
 :class:`actionclip.onnx_runtime.runtime.ExportedModel`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,8 +55,7 @@ def cached_export(model: torch.nn.Module, frames: int, precision: str, cache_dir
     """The export directory of ``model`` in the cache, made when missing (atomically: a half-written export is never
     taken for a finished one)."""
     # format 2: self-attention traced batch-first (export/graphs.py), faster; exports cached before are remade.
-    request = {"format": 2, "weights": weights_digest(model), "arch": model.config.arch, "frames": frames,
-               "precision": precision}
+    request = {"format": 2, "weights": weights_digest(model), "arch": model.config.arch, "frames": frames, "precision": precision}
     if precision == "int8":  # only then: the int8 module needs the onnx package, a cached fp32 export does not
         from actionclip.export.int8 import INT8_VERSION
 
@@ -85,14 +85,18 @@ class OnnxPredictModel:
         config = exported.config
         # What `eval` checks and remembers of a torch model's config: an ActionCLIP export's visual prompt decides,
         # as for the model, whether another frame count is refused; its templates are the model's test templates.
-        self.config = SimpleNamespace(arch=config["arch"], num_frames=config["num_frames"], normalization=config["normalization"],
-                                      visual_prompt=config["visual_prompt"], templates=config["templates"],
-                                      clip={"embed_dim": config["embed_dim"], "vision_cfg": {"image_size": config["image_size"]}})
+        self.config = SimpleNamespace(
+            arch=config["arch"],
+            num_frames=config["num_frames"],
+            normalization=config["normalization"],
+            visual_prompt=config["visual_prompt"],
+            templates=config["templates"],
+            clip={"embed_dim": config["embed_dim"], "vision_cfg": {"image_size": config["image_size"]}},
+        )
         self.default_templates = config["templates"]
         # The attributes of its architecture that the engine and search ask of a model (a property reads this config).
         architecture = ARCHITECTURES[config["arch"]]
-        for name in ("objective", "has_class_head", "video_specific_text", "uses_visual_prompt", "temporal_module",
-                     "any_frame_count"):
+        for name in ("objective", "has_class_head", "video_specific_text", "uses_visual_prompt", "temporal_module", "any_frame_count"):
             value = getattr(architecture, name)
             setattr(self, name, value.fget(self) if isinstance(value, property) else value)
         # The key of its class text features in the text-feature cache: the weights it was exported from, run by
@@ -122,9 +126,18 @@ class OnnxPredictModel:
         return torch.from_numpy(self.exported.video_probabilities(frames, text_features.numpy(), ensemble))
 
 
-def load_onnx_model(checkpoint=None, model_name: str | None = None, pretrained: str | None = None, *,
-                    visual_prompt: str = "Transf", num_frames: int = 8, arch: str | None = None, device="cpu",
-                    precision: str | None = "auto", threads: int | None = None) -> OnnxPredictModel:
+def load_onnx_model(
+    checkpoint=None,
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    *,
+    visual_prompt: str = "Transf",
+    num_frames: int = 8,
+    arch: str | None = None,
+    device="cpu",
+    precision: str | None = "auto",
+    threads: int | None = None,
+) -> OnnxPredictModel:
     """An export directory as it is, or any other checkpoint or model (see ``load_model``) exported into the cache.
     ``threads``: ONNX Runtime's intra-op threads (None: all cores)."""
     if is_export_dir(checkpoint):

@@ -1,5 +1,6 @@
 """``actionclip.predict``: classify videos with any label list, one result per video (:mod:`classify
 <actionclip.inference.classify>`), or a timeline of windows per video (:mod:`timeline <actionclip.inference.timeline>`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,14 +66,48 @@ def predict(
             prepare_for_inference(model, resolve_precision(precision, model.logit_scale.device))
     else:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = load_model(checkpoint, model, pretrained, visual_prompt=visual_prompt,
-                           num_frames=8 if num_frames is None else num_frames,
-                           arch=arch, device=device, precision=precision or "auto")
+        model = load_model(
+            checkpoint,
+            model,
+            pretrained,
+            visual_prompt=visual_prompt,
+            num_frames=8 if num_frames is None else num_frames,
+            arch=arch,
+            device=device,
+            precision=precision or "auto",
+        )
     if window is not None:
-        return list(iter_timelines(model, videos, labels, window=window, stride=stride, num_frames=num_frames,
-                                   top_k=top_k, min_score=min_score, templates=templates, batch_size=batch_size,
-                                   workers=workers, progress=progress, text_cache=text_cache,
-                                   decode_short_side=decode_short_side))
-    return list(iter_predictions(model, videos, labels, num_frames=num_frames, views=views, top_k=top_k,
-                                 templates=templates, batch_size=batch_size, workers=workers, progress=progress,
-                                 text_cache=text_cache, decode_short_side=decode_short_side))
+        return list(
+            iter_timelines(
+                model,
+                videos,
+                labels,
+                window=window,
+                stride=stride,
+                num_frames=num_frames,
+                top_k=top_k,
+                min_score=min_score,
+                templates=templates,
+                batch_size=batch_size,
+                workers=workers,
+                progress=progress,
+                text_cache=text_cache,
+                decode_short_side=decode_short_side,
+            )
+        )
+    return list(
+        iter_predictions(
+            model,
+            videos,
+            labels,
+            num_frames=num_frames,
+            views=views,
+            top_k=top_k,
+            templates=templates,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            text_cache=text_cache,
+            decode_short_side=decode_short_side,
+        )
+    )

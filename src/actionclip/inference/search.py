@@ -7,6 +7,7 @@ product over the rows, a chunk at a time; ``index="faiss"`` builds a faiss index
 ``IVF_FROM`` rows, an inverted-file index of ``sqrt(N)`` lists beyond) and keeps it beside the shards, built again only
 when the manifest has changed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,9 +35,15 @@ IVF_FROM = 50_000  # below this, a flat (exact) faiss index is as fast as an app
 CHUNK_ROWS = 262_144
 
 
-def collection_model(directory: PathLike, model: nn.Module | str | None = None, *, checkpoint: PathLike | None = None,
-                     pretrained: str | None = None, device: str | torch.device | None = None,
-                     check: str = "text_weights") -> nn.Module:
+def collection_model(
+    directory: PathLike,
+    model: nn.Module | str | None = None,
+    *,
+    checkpoint: PathLike | None = None,
+    pretrained: str | None = None,
+    device: str | torch.device | None = None,
+    check: str = "text_weights",
+) -> nn.Module:
     """The model of the collection in ``directory``: ``model`` (an object, or an open_clip name with ``pretrained``) or
     ``checkpoint`` if given, else the one its ``collection.json`` records, loaded in the frame precision it was embedded
     with. ``check``: "text_weights" (text queries) or "weights" (the whole model, for videos) must be those the
@@ -47,11 +54,18 @@ def collection_model(directory: PathLike, model: nn.Module | str | None = None, 
     if not isinstance(model, nn.Module):
         if model is None and checkpoint is None:
             if not source:
-                raise ValueError(f"{directory}: embedded with a model object, which it cannot load again; give a "
-                                 "checkpoint or model name")
+                raise ValueError(f"{directory}: embedded with a model object, which it cannot load again; give a checkpoint or model name")
             checkpoint, model, pretrained = source.get("checkpoint"), source.get("model"), source.get("pretrained")
-        model = load_model(checkpoint, model, pretrained, visual_prompt=source.get("visual_prompt") or "Transf",
-                           num_frames=info["frames"], arch=info["arch"], device=device, precision=info["precision"])
+        model = load_model(
+            checkpoint,
+            model,
+            pretrained,
+            visual_prompt=source.get("visual_prompt") or "Transf",
+            num_frames=info["frames"],
+            arch=info["arch"],
+            device=device,
+            precision=info["precision"],
+        )
     digest = text_weights_digest(model) if check == "text_weights" else tensor_digest(model.state_dict())
     if digest != info[check]:
         what = "text encoder differs" if check == "text_weights" else "weights differ, at the same precision"
@@ -62,16 +76,26 @@ def collection_model(directory: PathLike, model: nn.Module | str | None = None, 
 def text_query_embedding(model: nn.Module, query: str, templates=None) -> torch.Tensor:
     """``[D]``: the normalised mean of the query's normalised template embeddings."""
     if model.video_specific_text:
-        raise ValueError("X-CLIP's text embeddings depend on each video's frames (its video-specific prompts): an "
-                         "embedded collection cannot be searched by text with it; search with like=VIDEO instead")
+        raise ValueError(
+            "X-CLIP's text embeddings depend on each video's frames (its video-specific prompts): an "
+            "embedded collection cannot be searched by text with it; search with like=VIDEO instead"
+        )
     features = F.normalize(model.class_text_features([query], templates).float(), dim=-1)
     return F.normalize(features.mean(dim=0)[0], dim=-1).cpu()
 
 
 def video_query_embedding(model: nn.Module, video: PathLike, info: dict) -> torch.Tensor:
     """``[D]``: ``video`` embedded as the collection's videos were (its test clip; the whole video, not windows)."""
-    ((done, rows),) = list(iter_clip_outputs(model, [str(video)], normalized_embeddings(model), num_frames=info["frames"],
-                                             workers=0, decode_short_side=info["decode_short_side"]))
+    ((done, rows),) = list(
+        iter_clip_outputs(
+            model,
+            [str(video)],
+            normalized_embeddings(model),
+            num_frames=info["frames"],
+            workers=0,
+            decode_short_side=info["decode_short_side"],
+        )
+    )
     if "error" in done:
         raise ValueError(f"{video}: {done['error']}")
     return rows[0][2]
@@ -81,8 +105,9 @@ def exact_top_k(matrix: np.ndarray, query: torch.Tensor, k: int) -> tuple[list[f
     """The ``k`` rows of ``matrix`` with the largest inner product with ``query``, best first."""
     if len(matrix) == 0:
         return [], []
-    scores = torch.cat([torch.from_numpy(np.asarray(matrix[i:i + CHUNK_ROWS])).float() @ query.float()
-                        for i in range(0, len(matrix), CHUNK_ROWS)])
+    scores = torch.cat(
+        [torch.from_numpy(np.asarray(matrix[i : i + CHUNK_ROWS])).float() @ query.float() for i in range(0, len(matrix), CHUNK_ROWS)]
+    )
     values, order = scores.topk(min(k, len(scores)))
     return values.tolist(), order.tolist()
 
@@ -97,8 +122,7 @@ def faiss_index(directory: PathLike, rows: Sequence[dict], matrix: np.ndarray):
     try:
         import faiss
     except ImportError:
-        raise ValueError("faiss is not installed: pip install 'actionclip[index]' (faiss-cpu), or search without "
-                         "--index faiss") from None
+        raise ValueError("faiss is not installed: pip install 'actionclip[index]' (faiss-cpu), or search without --index faiss") from None
     directory = Path(directory)
     key = _rows_key(rows)
     path, info_path = directory / store.INDEX, directory / store.INDEX_INFO
@@ -117,7 +141,7 @@ def faiss_index(directory: PathLike, rows: Sequence[dict], matrix: np.ndarray):
         sample = np.random.default_rng(0).choice(len(matrix), min(len(matrix), 64 * lists), replace=False)
         index.train(np.ascontiguousarray(matrix[np.sort(sample)], dtype=np.float32))
     for i in range(0, len(matrix), CHUNK_ROWS):
-        index.add(np.ascontiguousarray(matrix[i:i + CHUNK_ROWS], dtype=np.float32))
+        index.add(np.ascontiguousarray(matrix[i : i + CHUNK_ROWS], dtype=np.float32))
     tmp = temporary_path(path)
     faiss.write_index(index, str(tmp))
     os.replace(tmp, path)
@@ -163,15 +187,22 @@ def search(
     info = store.read_info(directory)
     rows, matrix = store.load_embeddings(directory)
     with torch.inference_mode():
-        model = collection_model(directory, model, checkpoint=checkpoint, pretrained=pretrained, device=device,
-                                 check="text_weights" if like is None else "weights")
+        model = collection_model(
+            directory,
+            model,
+            checkpoint=checkpoint,
+            pretrained=pretrained,
+            device=device,
+            check="text_weights" if like is None else "weights",
+        )
         vector = text_query_embedding(model, query, templates) if like is None else video_query_embedding(model, like, info)
     if index == "faiss":
         scores, order = faiss_top_k(faiss_index(directory, rows, matrix), vector, top_k, nprobe)
     else:
         scores, order = exact_top_k(matrix, vector, top_k)
-    results = [{"video": rows[i]["video"], "start": rows[i]["start"], "end": rows[i]["end"], "score": score}
-               for score, i in zip(scores, order)]
+    results = [
+        {"video": rows[i]["video"], "start": rows[i]["start"], "end": rows[i]["end"], "score": score} for score, i in zip(scores, order)
+    ]
     return {"query": query if like is None else str(like), "results": results}
 
 

@@ -6,6 +6,7 @@ The cache is only an optimisation: a file that cannot be trusted (wrong shape, o
 not match, not a safetensors file) and a folder that cannot be written (read-only, full) each give one warning, and
 the features are computed as if there were no cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ def _fingerprint(model: nn.Module) -> list[tuple]:
     (a storage kept this way cannot be freed and its identity reused by another), its place, dtype and shape there,
     and its version counter, which every in-place change through the tensor (an optimizer step, ``load_state_dict``,
     ``copy_``) increments. Changes through ``.data`` bypass the counter and are not seen."""
-    return [(name, StorageWeakRef(t.untyped_storage()), t.storage_offset(), t.dtype, t.device, t.shape, t.stride(), t._version)
-            for name, t in model.text.state_dict(keep_vars=True).items()]
+    return [
+        (name, StorageWeakRef(t.untyped_storage()), t.storage_offset(), t.dtype, t.device, t.shape, t.stride(), t._version)
+        for name, t in model.text.state_dict(keep_vars=True).items()
+    ]
 
 
 def _cached_text_weights_digest(model: nn.Module) -> str:

@@ -1,5 +1,6 @@
 """ActionCLIP (video encoder + text encoder + cosine similarity with a learnable temperature) and the
 unimodal baseline of Table 1 (the same video encoder with a linear head)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -132,8 +133,14 @@ class ActionCLIP(nn.Module):
         """CLIP tokens ``[N, context_length]`` (77 for the standard text tower)."""
         return self.tokenizer([texts] if isinstance(texts, str) else list(texts))
 
-    def forward(self, video: torch.Tensor, tokens: torch.Tensor | None = None, *, text_features: torch.Tensor | None = None,
-                normalized_features: bool = False):
+    def forward(
+        self,
+        video: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        *,
+        text_features: torch.Tensor | None = None,
+        normalized_features: bool = False,
+    ):
         """Training logits: cosine similarities times the learned scale, ``[B, N]`` and ``[N, B]``, against the texts
         of ``tokens`` ``[N, L]`` or their un-normalised ``text_features`` ``[N, D]`` (cached from a frozen text tower).
 
@@ -160,12 +167,7 @@ class ActionCLIP(nn.Module):
 
     @torch.no_grad()
     def classify(
-        self,
-        video: torch.Tensor,
-        labels: Sequence[str],
-        templates=None,
-        ensemble: str = "softmax",
-        clean_labels: bool = False,
+        self, video: torch.Tensor, labels: Sequence[str], templates=None, ensemble: str = "softmax", clean_labels: bool = False
     ) -> torch.Tensor:
         """Zero-shot class probabilities ``[B, C]`` for any label list, with the official test arithmetic.
 
@@ -183,12 +185,14 @@ class ActionCLIP(nn.Module):
 
     def video_probabilities(self, video: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax") -> torch.Tensor:
         """``[B, C]`` probabilities of a video batch against ``class_text_features`` output ``[K, C, D]``."""
-        return ensemble_probabilities(F.normalize(self.encode_video(video), dim=-1), text_features, ensemble,
-                                      self.config.test_logit_scale or TEST_LOGIT_SCALE)
+        return ensemble_probabilities(
+            F.normalize(self.encode_video(video), dim=-1), text_features, ensemble, self.config.test_logit_scale or TEST_LOGIT_SCALE
+        )
 
 
-def ensemble_probabilities(video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax",
-                           scale: float = TEST_LOGIT_SCALE) -> torch.Tensor:
+def ensemble_probabilities(
+    video_features: torch.Tensor, text_features: torch.Tensor, ensemble: str = "softmax", scale: float = TEST_LOGIT_SCALE
+) -> torch.Tensor:
     """Probabilities ``[B, C]`` from normalised video features ``[B, D]`` and text features ``[K, C, D]``, in fp32;
     ``scale`` multiplies the cosine similarities."""
     video_features, text_features = video_features.float(), text_features.float()

@@ -4,6 +4,7 @@
 an OpenAI TorchScript ``.pt``, an OpenAI or open_clip state dict (``.pt``/``.pth``/``.bin``, optionally
 wrapped in ``{"state_dict": ...}`` with ``module.`` prefixes) or a ``.safetensors`` file (read by ``weight_files``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,13 +15,7 @@ import open_clip
 from torch import nn
 
 from actionclip.weights.errors import CheckpointError
-from actionclip.weights.readers import (
-    infer_openai_config,
-    is_torchscript,
-    load_strict,
-    read_checkpoint,
-    unwrap_state_dict,
-)
+from actionclip.weights.readers import infer_openai_config, is_torchscript, load_strict, read_checkpoint, unwrap_state_dict
 
 # Tiny OpenAI-style CLIPs (ViT, QuickGELU, the real 77-token BPE text tower) for smoke runs and demos on a CPU.
 _CUSTOM_CONFIGS: dict[str, dict[str, Any]] = {
@@ -29,7 +24,7 @@ _CUSTOM_CONFIGS: dict[str, dict[str, Any]] = {
         "quick_gelu": True,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
-    },
+    }
 }
 
 

@@ -1,5 +1,6 @@
 """Building a model from an open_clip backbone (``from_open_clip``) or from its config (``build_model``). Published
 checkpoints by name are the checkpoints package's (:func:`actionclip.checkpoints.sources.create_model`)."""
+
 from __future__ import annotations
 
 import torch

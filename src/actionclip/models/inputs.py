@@ -1,5 +1,6 @@
 """What frames a model takes: the side of its square input and the mean/std its frames are normalised with. Also
 read off an ONNX model's config, whose shape is the same."""
+
 from __future__ import annotations
 
 from torch import nn

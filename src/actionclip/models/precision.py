@@ -6,6 +6,7 @@ On CPUs with native bf16 matrix units (AVX512-BF16, AMX) bf16 *weights* run ViTs
 while bf16 autocast alone gains nothing at small batches (it re-casts the fp32 weights at every call); figures in
 docs/performance.md.
 """
+
 from __future__ import annotations
 
 import torch
@@ -50,8 +51,13 @@ class PatchEmbeddingMatmul(nn.Conv2d):
 
 
 def _is_patch_embedding(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == conv.stride and conv.padding == (0, 0)
-            and conv.dilation == (1, 1) and conv.groups == 1)
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == conv.stride
+        and conv.padding == (0, 0)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
 
 
 QUICK_GELU_SCALE = 1.702
@@ -65,8 +71,11 @@ def fold_quick_gelu(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.Sequential) and isinstance(getattr(module, "gelu", None), (QuickGELU, OpenClipQuickGELU)):
             with torch.no_grad():
-                for tensor, factor in ((module.c_fc.weight, QUICK_GELU_SCALE), (module.c_fc.bias, QUICK_GELU_SCALE),
-                                       (module.c_proj.weight, 1 / QUICK_GELU_SCALE)):
+                for tensor, factor in (
+                    (module.c_fc.weight, QUICK_GELU_SCALE),
+                    (module.c_fc.bias, QUICK_GELU_SCALE),
+                    (module.c_proj.weight, 1 / QUICK_GELU_SCALE),
+                ):
                     tensor.copy_(tensor.float() * factor)
             # In place: the activation is c_fc's fresh output, read by nothing else.
             module.gelu = nn.SiLU(inplace=True)
@@ -103,8 +112,9 @@ def _cast_per_frame_weights(model: nn.Module, dtype: torch.dtype) -> None:
     """Cast the floating-point parameters and buffers of ``model``'s children to ``dtype``, except the text tower,
     a ``head`` and ActionCLIP's temporal modules; the model's own (the logit scale) stay fp32 too. Those left out
     are never cast at all, so they keep their exact fp32 values."""
-    fp32_prefixes = ("text.", "head.") + tuple(f"{name}.temporal." for name, module in model.named_modules()
-                                               if isinstance(module, VideoEncoder))
+    fp32_prefixes = ("text.", "head.") + tuple(
+        f"{name}.temporal." for name, module in model.named_modules() if isinstance(module, VideoEncoder)
+    )
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if "." in name and tensor.is_floating_point() and not name.startswith(fp32_prefixes):
             tensor.data = tensor.data.to(dtype)

@@ -4,6 +4,7 @@ Each module maps ``[B, T, D]`` to one embedding per video ``[B, D]`` and is buil
 ``modules/Visual_Prompt.py`` builds it, with the same parameter names, so official checkpoints load by
 stripping their ``module.`` prefix only.
 """
+
 from __future__ import annotations
 
 import math
@@ -201,8 +202,7 @@ def canonical_prompt_name(name: str) -> str:
         raise ValueError(f"unknown visual prompt {name!r}; choose one of {', '.join(VISUAL_PROMPTS)}") from None
 
 
-def build_temporal(prompt: str, width: int, num_frames: int, layers: int, heads: int, max_frames: int,
-                   ln_eps: float = 1e-12) -> nn.Module:
+def build_temporal(prompt: str, width: int, num_frames: int, layers: int, heads: int, max_frames: int, ln_eps: float = 1e-12) -> nn.Module:
     """The module that turns ``[B, T, D]`` frame features into ``[B, D]``; Joint and Shift pool by mean."""
     prompt = canonical_prompt_name(prompt)
     if prompt in ("Joint", "Shift", "MeanP"):

@@ -1,4 +1,5 @@
 """CLIP's text encoder, taken out of an open_clip model, and its tokenizer."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -61,5 +62,7 @@ def make_tokenizer(clip_config: dict[str, Any]):
     text_cfg = clip_config["text_cfg"]
     context_length = text_cfg.get("context_length", 77)
     if text_cfg.get("hf_tokenizer_name"):
-        return open_clip.HFTokenizer(text_cfg["hf_tokenizer_name"], context_length=context_length, **(text_cfg.get("tokenizer_kwargs") or {}))
+        return open_clip.HFTokenizer(
+            text_cfg["hf_tokenizer_name"], context_length=context_length, **(text_cfg.get("tokenizer_kwargs") or {})
+        )
     return open_clip.SimpleTokenizer(context_length=context_length)

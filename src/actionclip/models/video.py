@@ -6,6 +6,7 @@
   tokens before every block (TSM), then mean over frames;
 - post-network ``MeanP``, ``Conv1D``, ``LSTM``, ``Transf``, ``Transf_cls`` on per-frame features.
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,13 +57,16 @@ class VideoEncoder(nn.Module):
         self.visual = visual
         if self.visual_prompt in ("Joint", "Shift"):
             if not isinstance(visual, VisionTransformer) or not visual.transformer.batch_first:
-                raise ValueError(f"the {self.visual_prompt} prompt needs an open_clip VisionTransformer image tower, got {type(visual).__name__}")
+                raise ValueError(
+                    f"the {self.visual_prompt} prompt needs an open_clip VisionTransformer image tower, got {type(visual).__name__}"
+                )
         if self.visual_prompt == "Joint":
             width = visual.conv1.out_channels
             # Same scale as CLIP's own spatial position embedding (and the official time_embedding).
             self.time_embedding = nn.Parameter(width**-0.5 * torch.randn(num_frames, width))
-        self.temporal = build_temporal(self.visual_prompt, embed_dim, num_frames, temporal_layers, temporal_heads, max_frames,
-                                       temporal_ln_eps)
+        self.temporal = build_temporal(
+            self.visual_prompt, embed_dim, num_frames, temporal_layers, temporal_heads, max_frames, temporal_ln_eps
+        )
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         if video.ndim != 5:

@@ -13,6 +13,7 @@ Module and parameter names follow the original code (microsoft/VideoX, ``X-CLIP/
 with prefixes changed (and the prompt MLP's layers named as CLIP's); the arithmetic is that of ``transformers``'
 ``XCLIPModel``, checked in the tests.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -152,8 +153,9 @@ class XCLIPVideoEncoder(nn.Module):
     not used (the blocks need the frame count, and X-CLIP also needs the patch tokens before ``ln_post``).
     """
 
-    def __init__(self, visual: nn.Module, num_frames: int, embed_dim: int, mit_layers: int, mit_heads: int, act_layer,
-                 mit_mlp_ratio: float = 4.0):
+    def __init__(
+        self, visual: nn.Module, num_frames: int, embed_dim: int, mit_layers: int, mit_heads: int, act_layer, mit_mlp_ratio: float = 4.0
+    ):
         super().__init__()
         if not isinstance(visual, VisionTransformer) or not visual.transformer.batch_first:
             raise ValueError(f"X-CLIP needs an open_clip VisionTransformer image tower, got {type(visual).__name__}")
@@ -184,6 +186,7 @@ class XCLIPVideoEncoder(nn.Module):
 
 class XCLIP(nn.Module):
     """X-CLIP around an open_clip CLIP: image tower -> :class:`XCLIPVideoEncoder`, CLIP's text tower as is."""
+
     default_templates = "label_only"  # X-CLIP trains and tests on the label alone
     objective = "ce"  # cross-entropy over all class texts: its logits are per video x class
     has_class_head = False
@@ -192,7 +195,6 @@ class XCLIP(nn.Module):
     temporal_module = "X-CLIP's MIT"
     any_frame_count = False  # its cross-frame attention and MIT learn a position per frame
 
-
     def __init__(self, config: ActionCLIPConfig, clip: nn.Module | None = None):
         super().__init__()
         clip = build_clip(config.clip) if clip is None else clip
@@ -200,8 +202,9 @@ class XCLIP(nn.Module):
         embed_dim = config.clip["embed_dim"]
         act_layer = QuickGELU if config.clip.get("quick_gelu", False) else nn.GELU
         mit_heads = config.mit_heads or max(1, embed_dim // 64)
-        self.video = XCLIPVideoEncoder(clip.visual, config.num_frames, embed_dim, config.mit_layers, mit_heads, act_layer,
-                                       config.mit_mlp_ratio)
+        self.video = XCLIPVideoEncoder(
+            clip.visual, config.num_frames, embed_dim, config.mit_layers, mit_heads, act_layer, config.mit_mlp_ratio
+        )
         self.text = TextEncoder(clip)
         prompt_heads = config.prompt_heads or max(1, embed_dim // 64)
         self.prompts_generator = VideoSpecificPrompt(embed_dim, config.prompt_layers, prompt_heads, config.prompt_alpha)

@@ -3,6 +3,7 @@
 and, when installed, ``ftfy`` (open_clip cleans text with it too); the vocabulary is the merges file an export
 directory carries (open_clip's ``bpe_simple_vocab_16e6.txt.gz``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -53,8 +54,7 @@ class BPETokenizer:
         self.ranks = {merge: i for i, merge in enumerate(merges)}
         self.start, self.end = self.ids[START], self.ids[END]
         self.context_length = context_length
-        self.pattern = regex.compile(rf"{START}|{END}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+",
-                                     regex.IGNORECASE)
+        self.pattern = regex.compile(rf"{START}|{END}|'s|'t|'re|'ve|'m|'ll|'d|[\p{{L}}]+|[\p{{N}}]|[^\s\p{{L}}\p{{N}}]+", regex.IGNORECASE)
         self._words: dict[str, list[str]] = {START: [START], END: [END]}
 
     def _merge(self, word: str) -> list[str]:

@@ -16,6 +16,7 @@ PIL, which rounds to uint8 after each axis where torchvision's tensor resize rou
 apart on fewer than 0.5% of the values (measured on the shared test clips and on random frames up to 1080p, crops
 of 32, 224 and 336 pixels).
 """
+
 from __future__ import annotations
 
 import json
@@ -124,8 +125,9 @@ class ExportedModel:
         if self._text_session is None:
             self._text_session = self._session(self.config["files"]["text"])
         tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1].astype(np.int64)
-        return np.concatenate([self._text_session.run(None, {"tokens": tokens[i:i + batch_size]})[0]
-                               for i in range(0, len(tokens), batch_size)])
+        return np.concatenate(
+            [self._text_session.run(None, {"tokens": tokens[i : i + batch_size]})[0] for i in range(0, len(tokens), batch_size)]
+        )
 
     def templates(self, templates=None) -> list[str]:
         return resolve_templates(self.config["templates"] if templates is None else templates)
@@ -151,9 +153,12 @@ class ExportedModel:
             if ensemble != "softmax":
                 raise ValueError("X-CLIP combines templates by averaging probabilities (ensemble='softmax')")
             video, tokens = outputs
-            logits = [self.prompts_session.run(None, {"video_features": video, "visual_tokens": tokens,
-                                                      "text_features": np.ascontiguousarray(f, dtype=np.float32)})[0]
-                      for f in text_features]
+            logits = [
+                self.prompts_session.run(
+                    None, {"video_features": video, "visual_tokens": tokens, "text_features": np.ascontiguousarray(f, dtype=np.float32)}
+                )[0]
+                for f in text_features
+            ]
             return np.mean([_softmax(x) for x in logits], axis=0)
         video = _normalize(outputs[0])
         scale = self.config["test"]["logit_scale"]
@@ -171,8 +176,15 @@ def centre_crop_frames(frames: np.ndarray, size: int, mean: Sequence[float], std
     short = size * 256 // 224
     new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    x = np.stack([np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BICUBIC))
-                  [top:top + size, left:left + size] for frame in frames]).astype(np.float32) / 255.0
+    x = (
+        np.stack(
+            [
+                np.asarray(Image.fromarray(frame).resize((new_w, new_h), Image.Resampling.BICUBIC))[top : top + size, left : left + size]
+                for frame in frames
+            ]
+        ).astype(np.float32)
+        / 255.0
+    )
     return ((x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(0, 3, 1, 2)
 
 
@@ -186,9 +198,15 @@ def read_clip(path: str | os.PathLike, frames: int, decode_short_side: int | Non
     return read_clips(video, video.num_frames, lambda count: [sample_indices(count, frames, "test")])[0]
 
 
-def classify_videos(directory: str | os.PathLike | ExportedModel, videos: Sequence[str | os.PathLike], labels: Sequence[str],
-                    top_k: int = 5, templates=None, precision: str | None = None,
-                    decode_short_side: int | None = None) -> list[dict]:
+def classify_videos(
+    directory: str | os.PathLike | ExportedModel,
+    videos: Sequence[str | os.PathLike],
+    labels: Sequence[str],
+    top_k: int = 5,
+    templates=None,
+    precision: str | None = None,
+    decode_short_side: int | None = None,
+) -> list[dict]:
     """One result dict per video, as ``actionclip.predict`` gives them with one view: ``{"video", "labels",
     "scores"}`` best first, or ``{"video", "error"}`` for a video that cannot be read."""
     model = directory if isinstance(directory, ExportedModel) else ExportedModel(directory, precision)
@@ -204,6 +222,5 @@ def classify_videos(directory: str | os.PathLike | ExportedModel, videos: Sequen
         frames = centre_crop_frames(clip, model.image_size, model.config["mean"], model.config["std"])
         probabilities = model.video_probabilities(frames[None], text_features)[0]
         order = np.argsort(-probabilities, kind="stable")[: min(top_k, len(labels))]
-        results.append({"video": str(path), "labels": [labels[i] for i in order],
-                        "scores": [float(probabilities[i]) for i in order]})
+        results.append({"video": str(path), "labels": [labels[i] for i in order], "scores": [float(probabilities[i]) for i in order]})
     return results

@@ -1,6 +1,7 @@
 """The FastAPI app of ``actionclip serve``: ``POST /v1/classify``, ``GET /v1/health``, ``GET /v1/model``,
 ``GET /v1/label-sets`` and the page at ``/``. Every mistake in a request is a 4xx JSON answer ``{"detail": "..."}``
 saying what was wrong; uploads live in a temporary folder for the request's lifetime only."""
+
 from __future__ import annotations
 
 import asyncio
@@ -70,20 +71,34 @@ _FORM_SCHEMA = {
     "type": "object",
     "required": [FILE_FIELD],
     "properties": {
-        FILE_FIELD: {"type": "array", "items": {"type": "string", "format": "binary"},
-                     "description": "one or more video files (repeat the field)"},
-        "labels": {"type": "string", "description": 'comma-separated ("a,b,c") or a JSON list (["a", "b"]); '
-                                                    "default: the server's label set"},
+        FILE_FIELD: {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "one or more video files (repeat the field)",
+        },
+        "labels": {
+            "type": "string",
+            "description": 'comma-separated ("a,b,c") or a JSON list (["a", "b"]); default: the server\'s label set',
+        },
         "top_k": {"type": "integer", "minimum": 1, "default": DEFAULT_TOP_K, "description": "labels per video"},
         "views": {"type": "string", "description": "CLIPSxCROPS, e.g. 1x1, 3x1, 10x3 (default: the server's --views)"},
-        "templates": {"type": "string", "description": 'actionclip, label_only, or a JSON list of templates with "{}"'
-                                                       " (default: the model's)"},
+        "templates": {
+            "type": "string",
+            "description": 'actionclip, label_only, or a JSON list of templates with "{}" (default: the model\'s)',
+        },
         "thumbnails": {"type": "boolean", "default": False, "description": "return the sampled frames"},
     },
 }
-_ERRORS = {status: {"model": Problem, "description": text} for status, text in (
-    (400, "malformed multipart body"), (401, "missing or wrong API key"), (413, "upload over --max-upload-mb"),
-    (415, "not multipart/form-data"), (422, "bad fields or labels, or no video could be read"))}
+_ERRORS = {
+    status: {"model": Problem, "description": text}
+    for status, text in (
+        (400, "malformed multipart body"),
+        (401, "missing or wrong API key"),
+        (413, "upload over --max-upload-mb"),
+        (415, "not multipart/form-data"),
+        (422, "bad fields or labels, or no video could be read"),
+    )
+}
 
 
 def _parse_labels_field(text: str) -> list[str]:
@@ -145,8 +160,12 @@ def _flag(text: str | None, name: str) -> bool:
 
 def label_sets() -> dict[str, list[str]]:
     """The shipped class lists, as prompt text (``ApplyEyeMakeup`` -> ``apply eye makeup``)."""
-    return {name: [clean_class_name(line.strip()) for line in (PACKAGE / "labels" / f"{name}.txt").read_text("utf-8").splitlines()
-                   if line.strip()] for name in LABEL_SETS}
+    return {
+        name: [
+            clean_class_name(line.strip()) for line in (PACKAGE / "labels" / f"{name}.txt").read_text("utf-8").splitlines() if line.strip()
+        ]
+        for name in LABEL_SETS
+    }
 
 
 def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = None) -> FastAPI:
@@ -160,8 +179,14 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        batcher = Batcher(model, settings.workers, lock, max_batch=settings.max_batch,
-                          max_wait_ms=settings.max_wait_ms, decode_short_side=settings.decode_short_side)
+        batcher = Batcher(
+            model,
+            settings.workers,
+            lock,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            decode_short_side=settings.decode_short_side,
+        )
         await asyncio.to_thread(batcher.start)
         app.state.batcher = batcher
         if settings.default_labels:
@@ -172,8 +197,12 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
             await asyncio.to_thread(batcher.close)
 
     # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc served by the app, where FastAPI's load them from a CDN.
-    app = FastAPIOffline(title="actionclip", version="1", lifespan=lifespan,
-                         description="Classify videos among your own labels (video-text matching with CLIP).")
+    app = FastAPIOffline(
+        title="actionclip",
+        version="1",
+        lifespan=lifespan,
+        description="Classify videos among your own labels (video-text matching with CLIP).",
+    )
     app.state.texts = texts
 
     def api_key(request: Request) -> None:
@@ -181,8 +210,7 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
             return
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key: send it in the header 'X-API-Key: KEY' "
-                                     "(or 'Authorization: Bearer KEY')")
+            raise HTTPException(401, "missing or wrong API key: send it in the header 'X-API-Key: KEY' (or 'Authorization: Bearer KEY')")
 
     @app.get("/v1/health", summary="Liveness; says whether the API needs a key")
     def health() -> dict:
@@ -191,20 +219,35 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
     @app.get("/v1/model", summary="The served model and the server's settings", dependencies=[Depends(api_key)])
     def model_info() -> dict:
         config = model.config
-        return {"arch": config.arch, "model_name": config.model_name, "visual_prompt": config.visual_prompt,
-                "frames": config.num_frames, "image_size": app.state.batcher.size, "precision": settings.precision,
-                "device": str(app.state.batcher.device), "default_labels": settings.default_labels,
-                "views": settings.views, "max_upload_mb": settings.max_upload_mb, "max_batch": settings.max_batch,
-                "max_wait_ms": settings.max_wait_ms, "max_labels": MAX_LABELS}
+        return {
+            "arch": config.arch,
+            "model_name": config.model_name,
+            "visual_prompt": config.visual_prompt,
+            "frames": config.num_frames,
+            "image_size": app.state.batcher.size,
+            "precision": settings.precision,
+            "device": str(app.state.batcher.device),
+            "default_labels": settings.default_labels,
+            "views": settings.views,
+            "max_upload_mb": settings.max_upload_mb,
+            "max_batch": settings.max_batch,
+            "max_wait_ms": settings.max_wait_ms,
+            "max_labels": MAX_LABELS,
+        }
 
-    @app.get("/v1/label-sets", summary="Ready label lists: Kinetics-400, UCF-101, HMDB-51 class names",
-             dependencies=[Depends(api_key)])
+    @app.get("/v1/label-sets", summary="Ready label lists: Kinetics-400, UCF-101, HMDB-51 class names", dependencies=[Depends(api_key)])
     def get_label_sets() -> dict:
         return {"names": LABEL_SETS, "labels": label_sets()}
 
-    @app.post("/v1/classify", response_model=Results, response_model_exclude_none=True, responses=_ERRORS,
-              summary="Classify uploaded videos among labels", dependencies=[Depends(api_key)],
-              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}})
+    @app.post(
+        "/v1/classify",
+        response_model=Results,
+        response_model_exclude_none=True,
+        responses=_ERRORS,
+        summary="Classify uploaded videos among labels",
+        dependencies=[Depends(api_key)],
+        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}}}},
+    )
     async def classify(request: Request):
         folder = Path(tempfile.mkdtemp(prefix="actionclip-serve-", dir=upload_dir))
         try:

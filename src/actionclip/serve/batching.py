@@ -4,6 +4,7 @@ waiting at most ``max_wait_ms`` for more after the first) through the model toge
 each label set are computed once and kept in an LRU, so a page that keeps one label list costs no text encoding
 after its first request.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -59,8 +60,7 @@ def _thumbnails(frames: torch.Tensor) -> tuple[str, ...]:
     return tuple(uris)
 
 
-def decode_upload(path: str, num_frames: int, size: int, views: str, thumbnails: bool,
-                  decode_short_side: int | None = None) -> Decoded:
+def decode_upload(path: str, num_frames: int, size: int, views: str, thumbnails: bool, decode_short_side: int | None = None) -> Decoded:
     """The clips ``predict`` would score for ``path`` (run in a worker process)."""
     item = video_clips([path], num_frames, size, views, decode_short_side)[0]
     if isinstance(item, BadSample):
@@ -135,8 +135,16 @@ def _resolve(future: asyncio.Future, result=None, error: BaseException | None = 
 class Batcher:
     """Decodes uploads in ``pool`` and scores them in one model thread, across requests (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, workers: int, lock: threading.Lock, *, max_batch: int = 8,
-                 max_wait_ms: float = 20, decode_short_side: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        workers: int,
+        lock: threading.Lock,
+        *,
+        max_batch: int = 8,
+        max_wait_ms: float = 20,
+        decode_short_side: int | None = None,
+    ):
         self.model, self.workers, self.lock = model, workers, lock
         self.pool = decoding_pool(workers)
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
@@ -163,8 +171,9 @@ class Batcher:
         self._thread.join()
         self.pool.shutdown(cancel_futures=True)
 
-    async def classify(self, path: str, name: str, labels: Sequence[str], text_features: torch.Tensor, views: str,
-                       top_k: int, thumbnails: bool) -> dict:
+    async def classify(
+        self, path: str, name: str, labels: Sequence[str], text_features: torch.Tensor, views: str, top_k: int, thumbnails: bool
+    ) -> dict:
         """The result dict of one uploaded video (``predict --json``'s, ``video`` being ``name``)."""
         loop = asyncio.get_running_loop()
         try:
@@ -185,8 +194,9 @@ class Batcher:
     async def _decode(self, path: str, views: str, thumbnails: bool, retry: bool = True) -> Decoded:
         pool = self.pool
         try:
-            return await asyncio.wrap_future(pool.submit(decode_upload, path, self.num_frames, self.size, views,
-                                                         thumbnails, self.decode_short_side))
+            return await asyncio.wrap_future(
+                pool.submit(decode_upload, path, self.num_frames, self.size, views, thumbnails, self.decode_short_side)
+            )
         except BrokenProcessPool:
             if not retry:
                 raise
@@ -229,9 +239,9 @@ class Batcher:
             try:
                 with self.lock, torch.inference_mode():
                     frames = torch.stack([job.frames for job in jobs]).to(self.device)
-                    probabilities = multiview_probabilities(self.model, frames, jobs[0].text_features,
-                                                            chunk=self.max_batch,
-                                                            normalization=model_normalization(self.model)).cpu()
+                    probabilities = multiview_probabilities(
+                        self.model, frames, jobs[0].text_features, chunk=self.max_batch, normalization=model_normalization(self.model)
+                    ).cpu()
                 for job, row in zip(jobs, probabilities):
                     job.loop.call_soon_threadsafe(_resolve, job.future, row)
             except Exception as error:  # noqa: BLE001 - answered as a 500 to the requests concerned, the server lives on

@@ -1,6 +1,7 @@
 """A multipart request streamed into a temporary folder: each file part written to disk as it arrives, the text
 fields kept, and the whole refused as soon as it grows past the size limit (a ``Content-Length`` over it is refused
 before any of the body is read)."""
+
 from __future__ import annotations
 
 import os
@@ -57,10 +58,15 @@ class _FormWriter:
         self._text = bytearray()
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
-                "on_header_value": self._header_value_data, "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-                "on_part_end": self._part_end}
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value_data,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
 
     def _part_begin(self) -> None:
         self._headers, self._header_name, self._header_value = {}, b"", b""
@@ -92,8 +98,9 @@ class _FormWriter:
         if name == FILE_FIELD:
             raise UploadError(422, f"the field {FILE_FIELD!r} holds text, not a file: send the video as a file upload")
         if name not in TEXT_FIELDS:
-            raise UploadError(422, f"unknown field {name!r}; the fields are {FILE_FIELD!r} (files), "
-                                   + ", ".join(repr(f) for f in TEXT_FIELDS))
+            raise UploadError(
+                422, f"unknown field {name!r}; the fields are {FILE_FIELD!r} (files), " + ", ".join(repr(f) for f in TEXT_FIELDS)
+            )
         if name in self.form.fields:
             raise UploadError(422, f"the field {name!r} is given more than once")
         self._field, self._text = name, bytearray()

@@ -24,6 +24,7 @@ does not decode). Containers whose timestamps cannot be trusted for that (AVI: p
 timestamps out of presentation order) are decoded sequentially, counting frames. If the decoder ever
 contradicts the timestamp table, the read is redone sequentially.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -202,8 +203,7 @@ class VideoFile:
         if not is_truncated(self.num_frames, self.header_frames):
             return None
         if self.frame_rate:
-            return (f"only {self.num_frames / self.frame_rate:.1f} s of {self.header_frames / self.frame_rate:.1f} s "
-                    "could be decoded")
+            return f"only {self.num_frames / self.frame_rate:.1f} s of {self.header_frames / self.frame_rate:.1f} s could be decoded"
         return f"only {self.num_frames} of {self.header_frames} frames could be decoded"
 
     @property
@@ -240,8 +240,7 @@ class VideoFile:
             raise VideoReadError(self.path, f"frame {min(pending)} did not decode (a corrupt or truncated stream)")
         if pending:
             self._known_count = count + 1
-            raise VideoReadError(self.path, f"frame {min(pending)} requested but only {count + 1} frames decode",
-                                 num_frames=count + 1)
+            raise VideoReadError(self.path, f"frame {min(pending)} requested but only {count + 1} frames decode", num_frames=count + 1)
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 ``[len(indices), H, W, 3]``."""
@@ -310,8 +309,7 @@ class VideoFile:
                     break
         if pending:
             self._known_count = index + 1
-            raise VideoReadError(self.path, f"frame {min(pending)} requested but only {index + 1} frames decode",
-                                 num_frames=index + 1)
+            raise VideoReadError(self.path, f"frame {min(pending)} requested but only {index + 1} frames decode", num_frames=index + 1)
         return frames
 
 
@@ -340,8 +338,9 @@ class FrameFolder:
         for index in sorted(set(indices)):
             file = os.path.join(self.path, self.template.format(index + self.offset))
             if index >= self.num_frames:
-                raise VideoReadError(file, f"frame {index} requested but the folder has {self.num_frames} frames",
-                                     num_frames=self.num_frames)
+                raise VideoReadError(
+                    file, f"frame {index} requested but the folder has {self.num_frames} frames", num_frames=self.num_frames
+                )
             try:
                 with Image.open(file) as image:
                     frames[index] = np.asarray(image.convert("RGB"))
@@ -350,8 +349,9 @@ class FrameFolder:
         return _stack(frames, indices, self.path)
 
 
-def open_video(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET,
-               short_side: int | None = None) -> VideoFile | FrameFolder:
+def open_video(
+    path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET, short_side: int | None = None
+) -> VideoFile | FrameFolder:
     """A ``FrameFolder`` for a directory, else a ``VideoFile`` (scaling down to ``short_side``); both have
     ``num_frames`` and ``read(indices)``."""
     if os.path.isdir(path):
@@ -359,8 +359,7 @@ def open_video(path: str | os.PathLike, template: str = FRAME_TEMPLATE, offset: 
     return VideoFile(path, short_side)
 
 
-def read_frames(path: str | os.PathLike, indices: Sequence[int], template: str = FRAME_TEMPLATE,
-                offset: int = FRAME_OFFSET) -> np.ndarray:
+def read_frames(path: str | os.PathLike, indices: Sequence[int], template: str = FRAME_TEMPLATE, offset: int = FRAME_OFFSET) -> np.ndarray:
     """Frames ``indices`` (0-based, any order, repeats allowed) of a video file or frame folder, as a
     uint8 array ``[len(indices), H, W, 3]`` in the order given. Raises ``VideoReadError``."""
     return open_video(path, template, offset).read(indices)
@@ -387,5 +386,4 @@ def is_video_file(path: str | os.PathLike) -> bool:
 def find_videos(folder: str | os.PathLike) -> list[str]:
     """Every file below ``folder`` (recursive, sorted) with a video extension; broken symbolic links are kept, so
     that they are reported rather than silently left out."""
-    return sorted(str(p) for p in Path(folder).rglob("*")
-                  if (p.is_file() or (p.is_symlink() and not p.exists())) and is_video_file(p))
+    return sorted(str(p) for p in Path(folder).rglob("*") if (p.is_file() or (p.is_symlink() and not p.exists())) and is_video_file(p))

@@ -5,6 +5,7 @@ from each segment; testing takes the centre of each. Both follow ``datasets/data
 official code (``_sample_indices`` / ``_get_val_indices`` with ``new_length=1``), but return 0-based
 indices: the official code adds ``index_bias=1`` to turn them into ``img_00001.jpg``-style file numbers.
 """
+
 from __future__ import annotations
 
 import numpy as np

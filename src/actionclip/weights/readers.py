@@ -6,6 +6,7 @@ each model family's checkpoints (``checkpoints.py``, ``xclip_checkpoints.py``) a
 (``backbone.py``) build on these. ``tensor_digest`` hashes a payload's tensors, for files that must be verified when
 read again (resumable checkpoints, the text-feature cache).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,11 +71,7 @@ def unwrap_state_dict(checkpoint: Any, path: str | Path = "checkpoint") -> dict[
                 break
     if not isinstance(checkpoint, dict) or not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise CheckpointError(f"{path}: does not contain a state dict of tensors")
-    return {
-        (k[len("module.") :] if k.startswith("module.") else k): v
-        for k, v in checkpoint.items()
-        if k not in _OPENAI_EXTRA_KEYS
-    }
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in checkpoint.items() if k not in _OPENAI_EXTRA_KEYS}
 
 
 def infer_openai_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -111,7 +108,9 @@ def key_mismatches(own: dict[str, tuple[int, ...]], theirs: dict[str, tuple[int,
     line; empty when they agree."""
     missing = sorted(set(own) - set(theirs))
     unexpected = sorted(set(theirs) - set(own))
-    mismatched = [f"{k}: file {tuple(theirs[k])} vs model {tuple(own[k])}" for k in own if k in theirs and tuple(theirs[k]) != tuple(own[k])]
+    mismatched = [
+        f"{k}: file {tuple(theirs[k])} vs model {tuple(own[k])}" for k in own if k in theirs and tuple(theirs[k]) != tuple(own[k])
+    ]
     parts = []
     for title, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
         if keys:

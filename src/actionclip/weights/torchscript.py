@@ -6,6 +6,7 @@
 rebuilt from the archive's storages, and which attributes are parameters and buffers is read from the
 ``__parameters__`` / ``__buffers__`` lines of the archive's class declarations, as text.
 """
+
 from __future__ import annotations
 
 import collections
@@ -19,9 +20,18 @@ import torch
 # Storage types name the dtype of each tensor's bytes in the pickle.
 _STORAGE_DTYPES = {
     f"{name}Storage": dtype
-    for name, dtype in [("Float", torch.float32), ("Half", torch.float16), ("BFloat16", torch.bfloat16),
-                        ("Double", torch.float64), ("Long", torch.int64), ("Int", torch.int32), ("Short", torch.int16),
-                        ("Char", torch.int8), ("Byte", torch.uint8), ("Bool", torch.bool)]
+    for name, dtype in [
+        ("Float", torch.float32),
+        ("Half", torch.float16),
+        ("BFloat16", torch.bfloat16),
+        ("Double", torch.float64),
+        ("Long", torch.int64),
+        ("Int", torch.int32),
+        ("Short", torch.int16),
+        ("Char", torch.int8),
+        ("Byte", torch.uint8),
+        ("Bool", torch.bool),
+    ]
 }
 _REBUILDERS = {"_rebuild_tensor_v2": torch._utils._rebuild_tensor_v2, "_rebuild_tensor": torch._utils._rebuild_tensor}
 # TorchScript's typed containers: each returns its argument, so the data stands for itself.
@@ -79,7 +89,7 @@ def _declared_state(archive: zipfile.ZipFile, prefix: str) -> dict[str, set[str]
     for name in archive.namelist():
         if not (name.startswith(f"{prefix}code/") and name.endswith(".py")):
             continue
-        module = name[len(f"{prefix}code/"):-len(".py")].replace("/", ".")
+        module = name[len(f"{prefix}code/") : -len(".py")].replace("/", ".")
         text = archive.read(name).decode("utf-8", errors="replace")
         starts = [(m.start(), m.group(1)) for m in _CLASS.finditer(text)] + [(len(text), "")]
         for (start, cls), (end, _) in zip(starts, starts[1:]):
