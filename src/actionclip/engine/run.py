@@ -92,9 +92,9 @@ def remembered_test_settings(model: torch.nn.Module, config: Config) -> tuple:
     statistics) where ``config`` leaves them at their defaults, else ``config``'s."""
     remembered = getattr(model, "config", None)
     templates, normalization = config.prompts.templates, None
-    if getattr(remembered, "templates", None) and templates == PromptConfig.templates:
+    if getattr(remembered, "templates", None) and templates == PromptConfig.model_fields["templates"].default:
         templates = remembered.templates
-    if getattr(remembered, "normalization", None) and config.data.normalization == DataConfig.normalization:
+    if getattr(remembered, "normalization", None) and config.data.normalization == DataConfig.model_fields["normalization"].default:
         normalization = remembered.normalization
     return templates, normalization
 
