@@ -23,7 +23,8 @@ from safetensors import safe_open
 
 from actionclip.host.validation import error_line
 from actionclip.models.actionclip import ActionCLIPConfig
-from actionclip.models.build import build_model
+from actionclip.models.build import ARCHITECTURES, build_model
+from actionclip.models.xclip import XCLIP
 from actionclip.weights.errors import CheckpointError
 from actionclip.weights.readers import key_mismatches
 
@@ -135,6 +136,7 @@ def check_against_weights(
             )
 
     vision, text = CLIPVisionCfg(**config.clip["vision_cfg"]), CLIPTextCfg(**config.clip["text_cfg"])
+    architecture = ARCHITECTURES[config.arch]
     embed_dim = config.clip["embed_dim"]
     if not vision.timm_model_name:
         if isinstance(vision.layers, int):
@@ -142,9 +144,9 @@ def check_against_weights(
         else:
             counts = [_blocks(shapes, f"video.visual.layer{stage}.") for stage in range(1, len(vision.layers) + 1)]
             expect("vision_cfg.layers", list(vision.layers), counts, "ResNet blocks per stage")
-    if config.arch != "unimodal" and not text.hf_model_name:  # the unimodal classifier has no text tower
+    if architecture.has_text_tower and not text.hf_model_name:
         expect("text_cfg.layers", text.layers, _blocks(shapes, "text.transformer.resblocks."), "text blocks")
-    if config.arch == "xclip":
+    if architecture is XCLIP:  # its own temporal modules: cross-frame attention, MIT, prompts generator
         expect("mit_layers", config.mit_layers, _blocks(shapes, "video.mit.resblocks."), "MIT blocks")
         expect("prompt_layers", config.prompt_layers, _blocks(shapes, "prompts_generator.decoder."), "prompt generator blocks")
     elif config.visual_prompt in _TEMPORAL_BLOCKS:
@@ -163,13 +165,13 @@ def check_against_weights(
             if (vision.image_size // vision.patch_size) ** 2 + 1 != shapes[positions][0]:
                 grid = math.isqrt(max(0, shapes[positions][0] - 1))
                 expect("vision_cfg.image_size", vision.image_size, grid * vision.patch_size, f"({positions}: {list(shapes[positions])})")
-    if config.arch != "unimodal" and not text.hf_model_name:
+    if architecture.has_text_tower and not text.hf_model_name:
         expect_dim("text_cfg.width", text.width, "text.ln_final.weight", 0)
         expect_dim("text_cfg.context_length", text.context_length, "text.positional_embedding", 0)
         expect_dim("text_cfg.vocab_size", text.vocab_size, "text.token_embedding.weight", 0)
         divides("text_cfg.heads", text.heads, "text_cfg.width", text.width)
 
-    if config.arch == "xclip":
+    if architecture is XCLIP:
         expect_dim("num_frames", config.num_frames, "video.mit.positional_embedding", 1)
         divides("mit_heads", config.mit_heads or max(1, embed_dim // 64), "embed_dim", embed_dim)
         divides("prompt_heads", config.prompt_heads or max(1, embed_dim // 64), "embed_dim", embed_dim)
@@ -185,7 +187,7 @@ def check_against_weights(
             f"{config_path}: {names.get('num_frames', 'num_frames')} is {config.num_frames}, more than "
             f"{MAX_FRAMES_WITHOUT_WEIGHTS} frames per clip"
         )
-    if config.arch == "unimodal":
+    if architecture.has_class_head:
         expect_dim("num_classes", config.num_classes, "head.weight", 0)
 
     try:

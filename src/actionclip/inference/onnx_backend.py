@@ -96,7 +96,15 @@ class OnnxPredictModel:
         self.default_templates = config["templates"]
         # The attributes of its architecture that the engine and search ask of a model (a property reads this config).
         architecture = ARCHITECTURES[config["arch"]]
-        for name in ("objective", "has_class_head", "video_specific_text", "uses_visual_prompt", "temporal_module", "any_frame_count"):
+        for name in (
+            "objective",
+            "has_class_head",
+            "has_text_tower",
+            "video_specific_text",
+            "uses_visual_prompt",
+            "temporal_module",
+            "any_frame_count",
+        ):
             value = getattr(architecture, name)
             setattr(self, name, value.fget(self) if isinstance(value, property) else value)
         # The key of its class text features in the text-feature cache: the weights it was exported from, run by

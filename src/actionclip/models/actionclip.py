@@ -90,6 +90,7 @@ class ActionCLIP(nn.Module):
     # What the rest of the library asks of an architecture, instead of comparing its name.
     objective = "kl"  # the training objective of its paper: KL over in-batch video-text pairs
     has_class_head = False  # a fixed set of classes (a linear head) rather than text
+    has_text_tower = True
     video_specific_text = False  # text features that depend on each video (X-CLIP's prompts)
     uses_visual_prompt = True  # config.visual_prompt is its temporal module
 
@@ -211,6 +212,7 @@ class UnimodalClassifier(nn.Module):
 
     objective = "head"
     has_class_head = True
+    has_text_tower = False
     video_specific_text = False
     uses_visual_prompt = True
     temporal_module = ActionCLIP.temporal_module

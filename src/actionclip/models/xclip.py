@@ -190,6 +190,7 @@ class XCLIP(nn.Module):
     default_templates = "label_only"  # X-CLIP trains and tests on the label alone
     objective = "ce"  # cross-entropy over all class texts: its logits are per video x class
     has_class_head = False
+    has_text_tower = True
     video_specific_text = True  # its prompts generator adds each video's visual tokens to the text features
     uses_visual_prompt = False  # its temporal modelling is its own: cross-frame attention and the MIT
     temporal_module = "X-CLIP's MIT"
