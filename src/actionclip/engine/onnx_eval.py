@@ -15,15 +15,15 @@ def onnx_evaluation_model(config, checkpoint: str | None, runtime: str, precisio
     command line's (None: an export directory's own, else ``eval.precision``; fp32, int8 or auto). Sets
     ``train.device`` to the CPU when it was left to choose."""
     from actionclip.engine.run import model_from_config
-    from actionclip.inference import onnx_backend as onnx_predict
+    from actionclip.inference import onnx_backend
 
     checkpoint = checkpoint or config.model.checkpoint
-    if not onnx_predict.wants_onnx(checkpoint, runtime):
+    if not onnx_backend.wants_onnx(checkpoint, runtime):
         if precision == "int8":
             raise ValueError("--precision int8 is ONNX Runtime's: give an export directory as --checkpoint, or --runtime onnx")
         return None
 
-    export_dir = onnx_predict.is_export_dir(checkpoint)
+    export_dir = onnx_backend.is_export_dir(checkpoint)
     if config.train.device not in (None, "cpu"):
         what = f"{checkpoint} (an export directory)" if export_dir else "--runtime onnx"
         raise ValueError(f"{what} runs with ONNX Runtime on the CPU but train.device is {config.train.device}: set train.device=cpu")
@@ -31,6 +31,6 @@ def onnx_evaluation_model(config, checkpoint: str | None, runtime: str, precisio
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
     threads = max(1, (os.cpu_count() or 1) // local_processes) if local_processes > 1 else None
     if export_dir:
-        return onnx_predict.load_onnx_model(checkpoint, precision=precision, threads=threads)
+        return onnx_backend.load_onnx_model(checkpoint, precision=precision, threads=threads)
     config.model.checkpoint = checkpoint
-    return onnx_predict.exported_on_the_fly(model_from_config(config.model), precision or config.eval.precision, "cpu", threads)
+    return onnx_backend.exported_on_the_fly(model_from_config(config.model), precision or config.eval.precision, "cpu", threads)

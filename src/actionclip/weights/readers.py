@@ -1,9 +1,9 @@
 """Reading weight files without executing them, and fitting their tensors into a model.
 
 Formats: safetensors, OpenAI's TorchScript archives, and ``torch.load(weights_only=True)`` pickles (state dicts,
-optionally wrapped in ``{"state_dict": ...}`` or ``{"model": ...}`` with DDP's ``module.`` prefixes). The readers of
-each model family's checkpoints (``checkpoints.py``, ``xclip_checkpoints.py``) and of CLIP backbones
-(``backbone.py``) build on these. ``tensor_digest`` hashes a payload's tensors, for files that must be verified when
+optionally wrapped in ``{"state_dict": ...}`` or ``{"model": ...}`` with DDP's ``module.`` prefixes). The importers
+of ``actionclip.checkpoints`` (one per format) and the CLIP backbones of ``actionclip.models.backbone`` build on
+these. ``tensor_digest`` hashes a payload's tensors, for files that must be verified when
 read again (resumable checkpoints, the text-feature cache).
 """
 
