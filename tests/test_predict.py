@@ -482,6 +482,8 @@ def test_labels_file_with_a_byte_order_mark_or_not_utf8(checkpoint, tmp_path, ca
         (["--workers", "-1"], "--workers must be >= 0, got -1"),
         (["--device", "tpu"], "--device tpu: not a device name (cpu, cuda, cuda:1, mps, ...)"),
         (["--device", "meta"], "--device meta: not available here"),
+        (["--window", "inf"], "--window must be a finite number, got inf"),
+        (["--window", "1", "--stride", "nan"], "--stride must be a finite number, got nan"),
     ],
 )
 def test_bad_numbers_and_devices_are_one_line(args, message, checkpoint, tmp_path, capsys):

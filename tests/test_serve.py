@@ -317,10 +317,23 @@ def test_command_line_mistakes_are_one_line(tiny, tmp_path, capsys):
         (["--max-batch", "0"], "error: --max-batch must be >= 1, got 0"),
         (["--labels", "a,a"], "error: labels given more than once: ['a']"),
         (["--views", "2x2"], "crops 1 or 3"),
+        (["--max-wait-ms", "inf"], "error: --max-wait-ms must be a finite number, got inf"),
+        (["--max-upload-mb", "inf"], "error: --max-upload-mb must be a finite number, got inf"),
+        (["--api-key", ""], "error: the API key is empty (--api-key or ACTIONCLIP_API_KEY)"),
     ):
         code = main(["serve", "--checkpoint", str(checkpoint), *args])
         err = capsys.readouterr().err
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_an_empty_api_key_is_refused_at_start_up(tiny, monkeypatch, capsys):
+    _, checkpoint = tiny
+    monkeypatch.setenv("ACTIONCLIP_API_KEY", "")
+    assert main(["serve", "--checkpoint", str(checkpoint)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: the API key is empty")
+    with pytest.raises(ValueError, match="the API key is empty"):
+        ServeSettings(api_key="  ")
 
 
 def test_a_crashed_decoding_process_is_replaced(tiny, tmp_path):

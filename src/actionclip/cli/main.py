@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from actionclip.cli import benchmark, collections, demo, experiments, export, models, predict, serve
+from actionclip.cli.options import check_finite
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        check_finite(args)
         return args.handler(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

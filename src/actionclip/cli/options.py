@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 
@@ -19,3 +20,11 @@ def print_warning(message, category, filename, lineno, file=None, line=None) -> 
     from tqdm import tqdm
 
     tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
+def check_finite(args: argparse.Namespace) -> None:
+    """ValueError naming the first option given inf or nan: Python's float() takes them, and no option means them
+    (``--max-wait-ms inf`` stalled serve's batching, ``--window inf`` ended in a worker's traceback)."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")

@@ -45,12 +45,14 @@ def serve_command(args) -> int:
     try:
         import uvicorn
 
-        from actionclip.serve.app import ServeSettings, create_app
+        from actionclip.serve.app import API_KEY_ENV, ServeSettings, check_api_key, create_app
     except ImportError as error:
         raise ValueError(f"actionclip serve needs FastAPI and uvicorn ({error.name} is missing): pip install 'actionclip[serve]'") from None
     check_minimums(args, {"--frames": 1, "--port": 0, "--max-batch": 1, "--workers": 0, "--decode-short-side": 1})
     if args.max_upload_mb <= 0 or args.max_wait_ms < 0:
         raise ValueError("--max-upload-mb must be > 0 and --max-wait-ms >= 0")
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    check_api_key(api_key)  # before the model loads
     device = parse_device(args.device, "--device")
     labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
     warn_if_random(args)
@@ -70,7 +72,7 @@ def serve_command(args) -> int:
         max_upload_mb=args.max_upload_mb,
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
-        api_key=args.api_key or os.environ.get("ACTIONCLIP_API_KEY"),
+        api_key=api_key,
         workers=args.workers,
         decode_short_side=args.decode_short_side,
         precision=resolve_precision(args.precision, device),

@@ -32,6 +32,15 @@ MAX_LABELS = 1000  # Kinetics-700 fits; more is a mistake, and costs a text enco
 DEFAULT_TOP_K = 5
 LABEL_SETS = {"kinetics400": "Kinetics-400", "ucf101": "UCF-101", "hmdb51": "HMDB-51"}
 PACKAGE = resources.files("actionclip.serve")
+API_KEY_ENV = "ACTIONCLIP_API_KEY"
+
+
+def check_api_key(api_key: str | None) -> None:
+    """None serves without a key; an empty one is refused, as every request without a key would match it."""
+    if api_key is not None and not api_key.strip():
+        raise ValueError(
+            f"the API key is empty (--api-key or {API_KEY_ENV}): every request would be let in; give a key, or unset it to serve without one"
+        )
 
 
 @dataclass
@@ -45,6 +54,9 @@ class ServeSettings:
     workers: int = 2
     decode_short_side: int | None = None
     precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        check_api_key(self.api_key)
 
 
 class Result(BaseModel):
