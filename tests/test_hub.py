@@ -313,6 +313,26 @@ def test_a_mistake_in_a_user_list_is_one_line_naming_the_file_and_entry(tmp_path
     assert line.startswith(f"error: {path}: entry 1 (x): ") and message in line
 
 
+@pytest.mark.parametrize("key, value", [
+    ("filename", "../../victim.txt"), ("filename", "folder/x.pt"), ("filename", ".."), ("name", ".."),
+    ("url", "http://127.0.0.1:9/files/%2e%2e"),
+])  # fmt: skip
+def test_names_in_a_user_list_are_plain_file_names_and_nothing_outside_the_cache_is_touched(
+    tmp_path, monkeypatch, capsys, cache, key, value
+):
+    victim = cache.parent / "victim.txt"  # where "../../victim.txt" in the cache's files/ folder would land
+    victim.parent.mkdir(parents=True)
+    victim.write_text("the user's file")
+    entry = {"name": "x", "url": "http://127.0.0.1:9/x.pt", "format": "videox", key: value}
+    path = _user_list(tmp_path, monkeypatch, [entry])
+    line = _cli_error(capsys, ["models"])
+    assert line.startswith(f"error: {path}: entry 1 ") and "is not a plain file name" in line
+    if key != "name":  # a name ".." is a folder that exists, never taken for a published name
+        with pytest.raises(CheckpointError, match="is not a plain file name"):
+            actionclip.create_model(entry["name"])
+    assert victim.read_text() == "the user's file"
+
+
 class _Payload:
     def __init__(self, marker):
         self.marker = marker

@@ -20,7 +20,7 @@ from urllib.request import url2pathname
 from tqdm import tqdm
 
 from actionclip.checkpoints.registry import Entry
-from actionclip.host.files import HUB, cache_root, file_lock
+from actionclip.host.files import HUB, cache_root, file_lock, is_plain_name
 from actionclip.weights.errors import CheckpointError
 
 MIRROR_ENV = "ACTIONCLIP_HUB_MIRROR"
@@ -87,6 +87,8 @@ def fetch(entry: Entry, progress: bool = True) -> Path:
         raise CheckpointError(f"{entry.name}: nothing to download (no url and no filename)")
     directory = hub_cache() / "files"
     target = directory / name
+    if not is_plain_name(name):  # the registry refuses such names; nothing outside the cache is ever touched
+        raise CheckpointError(f"{entry.name}: {name!r} is not a plain file name")
     with file_lock(directory / f".{name}.lock"):
         expected = (entry.sha256 or entry.sha256_prefix or "").lower()
         if target.is_file() and sha256_of(target).startswith(expected):

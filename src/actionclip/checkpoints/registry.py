@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
+from actionclip.host.files import is_plain_name
 from actionclip.host.validation import error_line
 from actionclip.weights.errors import CheckpointError
 
@@ -76,6 +77,12 @@ class Entry(BaseModel):
 
     @model_validator(mode="after")
     def _complete(self) -> Entry:
+        # Both become paths in the cache (download.fetch, download.converted_dir): a name with a folder in it could
+        # reach, overwrite or delete a file outside it.
+        if not is_plain_name(self.name.replace("/", "--")):
+            raise ValueError(f"name {self.name!r} is not a plain file name")
+        if self.file_name is not None and not is_plain_name(self.file_name):
+            raise ValueError(f"filename {self.file_name!r} is not a plain file name (no folder, no '..')")
         if not self.url and not self.hub_id and not self.filename:
             raise ValueError("give a url, a hub_id, or the filename that a mirror serves")
         if self.hub_id and self.format != "hf_xclip":

@@ -26,6 +26,12 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "actionclip"))
 
 
+def is_plain_name(name: str) -> bool:
+    """A file name with no folder in it: what a name read from a file (a model list, a manifest) may be before it is
+    joined to a folder of ours, so that it never reaches outside that folder."""
+    return name not in ("", ".", "..") and not any(char in name for char in "/\\\0")
+
+
 def temporary_path(path: Path, suffix: str = ".tmp") -> Path:
     """A hidden name beside ``path`` that is this write's own (pid and random), so that concurrent writers never
     share one."""
