@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from actionclip.cli.model_options import add_build_options, add_model_source, warn_if_random
+from actionclip.cli.model_options import add_build_options, add_model_source, load_model_from_args, warn_if_random
 from actionclip.cli.options import check_minimums
 
 
@@ -147,7 +147,6 @@ def predict_collection(args, labels: list[str], device) -> int:
     """``actionclip predict`` with ``--window`` (timelines) or ``--embeddings`` (an embedded collection)."""
     from tqdm import tqdm
 
-    from actionclip.inference.backends import load_model
     from actionclip.inference.classify import format_result
     from actionclip.inference.timeline import embedding_predictions, format_timeline, iter_timelines, plot_timeline
 
@@ -173,16 +172,7 @@ def predict_collection(args, labels: list[str], device) -> int:
         if args.views != "1x1":
             raise ValueError("--window classifies one clip per window: --views is for whole videos")
         check_minimums(args, {"--top-k": 1, "--batch-size": 1, "--workers": 0})
-        model = load_model(
-            args.checkpoint,
-            args.model,
-            args.pretrained,
-            visual_prompt=args.visual_prompt,
-            num_frames=args.frames or 8,
-            arch=args.arch,
-            device=device,
-            precision=args.precision,
-        )
+        model = load_model_from_args(args, device)
         results = iter_timelines(
             model,
             args.videos,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from actionclip.cli.model_options import add_build_options, add_model_source, warn_if_random
+from actionclip.cli.model_options import add_build_options, add_model_source, labels_from_args, warn_if_random
 from actionclip.cli.options import check_minimums
 from actionclip.onnx_runtime.runtime import ONNX_PRECISIONS
 
@@ -31,10 +31,9 @@ def add_commands(sub) -> None:
 def _export(args) -> int:
     from actionclip.checkpoints.sources import read_model
     from actionclip.export.directory import export_model
-    from actionclip.inference.inputs import parse_labels, read_labels
 
     check_minimums(args, {"--frames": 1})
-    labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
+    labels = labels_from_args(args)
     warn_if_random(args)
     model = read_model(
         args.checkpoint, args.model, args.pretrained, visual_prompt=args.visual_prompt, num_frames=args.frames or 8, arch=args.arch

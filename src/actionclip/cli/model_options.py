@@ -34,3 +34,30 @@ def warn_if_random(args: argparse.Namespace, outputs: str = "scores") -> None:
 
     if args.model and not args.pretrained and not is_published(args.model):
         print(f"warning: {args.model} has random weights (no --pretrained): its {outputs} mean nothing", file=sys.stderr)
+
+
+def load_model_from_args(args: argparse.Namespace, device, **options):
+    """The inference model the source options name (``inference.backends.load_model``), on ``device`` in
+    ``--precision``; ``options`` (e.g. ``runtime``) go to it as well."""
+    from actionclip.inference.backends import load_model
+
+    return load_model(
+        args.checkpoint,
+        args.model,
+        args.pretrained,
+        visual_prompt=args.visual_prompt,
+        num_frames=args.frames or 8,
+        arch=args.arch,
+        device=device,
+        precision=args.precision,
+        **options,
+    )
+
+
+def labels_from_args(args: argparse.Namespace) -> list[str] | None:
+    """``--labels-file`` or ``--labels`` (None when neither is given)."""
+    from actionclip.inference.inputs import parse_labels, read_labels
+
+    if args.labels_file:
+        return read_labels(args.labels_file)
+    return parse_labels(args.labels) if args.labels else None

@@ -7,7 +7,7 @@ import json
 import sys
 
 from actionclip.cli.collections import add_predict_collection_options
-from actionclip.cli.model_options import add_build_options, add_model_source, warn_if_random
+from actionclip.cli.model_options import add_build_options, add_model_source, labels_from_args, load_model_from_args, warn_if_random
 from actionclip.cli.options import check_minimums, print_warning
 from actionclip.host.files import TEXT_FEATURES, cache_root
 
@@ -71,15 +71,13 @@ def _predict(args) -> int:
     from tqdm import tqdm
 
     from actionclip.host.distributed import parse_device
-    from actionclip.inference.backends import load_model
     from actionclip.inference.classify import format_result, iter_predictions
-    from actionclip.inference.inputs import parse_labels, read_labels
     from actionclip.weights.errors import CheckpointError
 
     try:
         check_minimums(args, {"--frames": 1, "--top-k": 1, "--batch-size": 1, "--workers": 0, "--decode-short-side": 1})
         device = parse_device(args.device, "--device")
-        labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels)
+        labels = labels_from_args(args)
         if args.embeddings or args.window is not None:
             from actionclip.cli.collections import predict_collection
 
@@ -87,17 +85,7 @@ def _predict(args) -> int:
         if not args.videos or not (args.checkpoint or args.model):
             raise ValueError("give videos and --checkpoint or --model (or --embeddings DIR)")
         warn_if_random(args)
-        model = load_model(
-            args.checkpoint,
-            args.model,
-            args.pretrained,
-            visual_prompt=args.visual_prompt,
-            num_frames=args.frames or 8,
-            arch=args.arch,
-            device=device,
-            precision=args.precision,
-            runtime=args.runtime,
-        )
+        model = load_model_from_args(args, device, runtime=args.runtime)
         failed = total = 0
         with warnings.catch_warnings():
             warnings.showwarning = print_warning

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from actionclip.cli.model_options import add_build_options, add_model_source, warn_if_random
+from actionclip.cli.model_options import add_build_options, add_model_source, labels_from_args, load_model_from_args, warn_if_random
 from actionclip.cli.options import check_minimums
 
 
@@ -39,8 +39,6 @@ def serve_command(args) -> int:
 
     from actionclip.host.devices import resolve_precision
     from actionclip.host.distributed import parse_device
-    from actionclip.inference.backends import load_model
-    from actionclip.inference.inputs import parse_labels, read_labels
 
     try:
         import uvicorn
@@ -54,18 +52,9 @@ def serve_command(args) -> int:
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     check_api_key(api_key)  # before the model loads
     device = parse_device(args.device, "--device")
-    labels = read_labels(args.labels_file) if args.labels_file else parse_labels(args.labels) if args.labels else None
+    labels = labels_from_args(args)
     warn_if_random(args)
-    model = load_model(
-        args.checkpoint,
-        args.model,
-        args.pretrained,
-        visual_prompt=args.visual_prompt,
-        num_frames=args.frames or 8,
-        arch=args.arch,
-        device=device,
-        precision=args.precision,
-    )
+    model = load_model_from_args(args, device)
     settings = ServeSettings(
         default_labels=labels,
         views=args.views,
