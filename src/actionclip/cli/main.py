@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         check_finite(args)
         return args.handler(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        sys.stderr.write("interrupted\n")
         return 130
     except Exception as error:
         code = _exit_code(error)
@@ -54,5 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from actionclip.engine.signals import EXIT_INTERRUPTED
 
-        print(error if code == EXIT_INTERRUPTED else f"error: {error}", file=sys.stderr)
+        # One write per line: print() writes the text and the newline separately, and the lines of ranks under
+        # torchrun, which share one stderr, then run together.
+        sys.stderr.write(f"{error}\n" if code == EXIT_INTERRUPTED else f"error: {error}\n")
         return code
