@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -16,6 +18,11 @@ TINY = {
 actionclip.register_model_config("test-tiny", TINY)
 # `actionclip predict` caches label text features; keep the tests' cache out of the home directory.
 os.environ["ACTIONCLIP_CACHE"] = tempfile.mkdtemp(prefix="actionclip-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ACTIONCLIP_CACHE"], ignore_errors=True)
+# pytest-xdist runs a worker per core: a second OpenMP thread per worker (and per subprocess a test starts) only
+# spins against the other workers, about a third more CPU time for the same suite.
+torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
