@@ -280,3 +280,21 @@ def test_every_command_that_scores_labels_runs_with_the_text_cache_on(tmp_path, 
         outputs.append([json.loads(line) for line in out.splitlines()])
     assert outputs[1] == outputs[0] and [r["labels"] for r in outputs[3]] == [r["labels"] for r in outputs[0]]
     assert len(encoded) == 1 and len(list((tmp_path / "text").glob("*.safetensors"))) == 1
+
+
+def test_a_stride_that_gives_too_many_windows_is_one_line_per_video_in_predict_and_embed(videos, tmp_path, capsys):
+    """--window 1 --stride 0.0000001 planned windows without end (memory grew by 55 MB/s, with no output)."""
+    path, _ = videos["constant"]
+    directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
+    message = "--window 1.0 with --stride 1e-07 gives 170000001 windows over its 18.0 s, more than 100000 per video: give a longer --stride"
+    code = main(["predict", str(path), "--labels", "a,b", "--checkpoint", str(directory), "--window", "1", "--stride", "0.0000001"])
+    assert code == 1 and capsys.readouterr().err.splitlines() == [f"{path}: error: {message}", "1 of 1 videos could not be read"]
+    summary = actionclip.embed([path], tmp_path / "emb", checkpoint=directory, window=1, stride=1e-7, device="cpu", workers=0)
+    assert summary["failed"] == 1
+    (record,) = [json.loads(line) for line in (tmp_path / "emb" / "manifest.jsonl").read_text().splitlines()]
+    assert record["error"] == message
+
+
+def test_a_stride_without_a_window_is_refused(tmp_path, capsys):
+    code = main(["predict", "clip.mp4", "--labels", "a,b", "--checkpoint", str(tmp_path), "--stride", "2"])
+    assert (code, capsys.readouterr().err.splitlines()) == (2, ["error: --stride needs --window SECONDS"])
