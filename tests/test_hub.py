@@ -245,6 +245,20 @@ def test_a_timeout_names_the_url_and_leaves_nothing(tiny, server, tmp_path, monk
     assert _cache_files(cache) == []
 
 
+def test_a_model_list_with_yaml_aliases_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    # Each level of aliases multiplies the expanded text by 9: `models --json` printed 20 MB for 460 bytes, 9 levels
+    # would be about 20 GB.
+    levels = ["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"] + [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 5)]
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "- name: x\n  url: http://127.0.0.1:9/x.pt\n  format: videox\n  accuracy:\n" + "".join(f"    {level}\n" for level in levels)
+    )
+    monkeypatch.setenv("ACTIONCLIP_MODELS", str(path))
+    line = _cli_error(capsys, ["models", "--json"])
+    assert line == f"error: {path}: line 6: *l0 is a YAML alias, which a model list does not take; write the value out"
+    assert capsys.readouterr().out == ""
+
+
 def test_a_mirror_serves_the_same_file_names(tiny, server, tmp_path, monkeypatch, capsys, cache):
     _, data = tiny
     server.files["/mirror/tiny.pt"] = data
