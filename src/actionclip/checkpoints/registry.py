@@ -44,6 +44,7 @@ class Entry(BaseModel):
     filename: str | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
+    size: int | None = None  # bytes: where a download stops (download.MAX_BYTES when not stated)
     pages: list[str] = []
     visual_prompt: str | None = None
     num_frames: int | None = None
@@ -74,6 +75,13 @@ class Entry(BaseModel):
         if digits is not None and info.field_name == "sha256" and len(digits) != 64:
             raise ValueError(f"has {len(digits)} digits, expected 64 (a prefix goes in sha256_prefix)")
         return digits
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, size: int | None) -> int | None:
+        if size is not None and size < 1:
+            raise ValueError(f"must be a number of bytes >= 1, got {size}")
+        return size
 
     @model_validator(mode="after")
     def _complete(self) -> Entry:
