@@ -328,6 +328,18 @@ def test_a_model_list_with_yaml_aliases_is_refused_in_one_line(tmp_path, monkeyp
     assert capsys.readouterr().out == ""
 
 
+def test_a_published_name_loads_through_checkpoint_as_through_model(tiny, server, tmp_path, monkeypatch, capsys):
+    _, data = tiny
+    server.files["/tiny.pt"] = data
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    video = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8))
+    results = []
+    for option in ("--model", "--checkpoint"):
+        assert main(["predict", str(video), "--labels", "a,b", option, "team-tiny", "--json", "--workers", "0", "--device", "cpu"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["labels"] == results[1]["labels"] and results[0]["scores"] == pytest.approx(results[1]["scores"], abs=1e-6)
+
+
 def test_a_mirror_serves_the_same_file_names(tiny, server, tmp_path, monkeypatch, capsys, cache):
     _, data = tiny
     server.files["/mirror/tiny.pt"] = data
