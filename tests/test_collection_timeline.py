@@ -256,3 +256,45 @@ def test_an_avi_file_is_timed_by_its_frame_rate(colour_model, tmp_path):
     assert [s["label"] for s in result["segments"]] == ["red", "blue", "green"]
     assert all(abs(s["end"] - b) <= 1.0 for s, b in zip(result["segments"], (6, 12)))
     assert result["segments"][-1]["end"] == pytest.approx(18.0)
+
+
+def test_every_command_that_scores_labels_runs_with_the_text_cache_on(tmp_path, capsys, monkeypatch):
+    """The cache is on by default; `predict --embeddings` crashed with it (a model loaded under inference_mode has
+    tensors without a version counter) and only --no-text-cache was tested. The first `predict` runs the text
+    encoder and writes the one cache file; the same `predict` again, `--window` and `--embeddings` read it. (`search`,
+    `eval` and `serve` keep no text features on disk.)"""
+    directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
+    videos = [str(v) for v in make_videos(tmp_path / "videos", 2)]
+    embedded = tmp_path / "emb"
+    actionclip.embed(videos, embedded, checkpoint=directory, precision="fp32", dtype="fp32", device="cpu", workers=0)
+    encoded = []
+    real = actionclip.ActionCLIP.class_text_features
+    monkeypatch.setattr(actionclip.ActionCLIP, "class_text_features", lambda *a, **k: encoded.append(1) or real(*a, **k))
+    common = ["--labels", "arm wrestling,swimming", "--json", "--text-cache", str(tmp_path / "text"), "--workers", "0", "--device", "cpu"]
+    from_videos = [*videos, "--checkpoint", str(directory), "--precision", "fp32"]
+    outputs = []
+    for args in (from_videos, from_videos, [*from_videos, "--window", "0.5"], ["--embeddings", str(embedded)]):
+        assert main(["predict", *args, *common]) == 0, args
+        out, err = capsys.readouterr()
+        assert err == "" and len(out.splitlines()) == 2, args
+        outputs.append([json.loads(line) for line in out.splitlines()])
+    assert outputs[1] == outputs[0] and [r["labels"] for r in outputs[3]] == [r["labels"] for r in outputs[0]]
+    assert len(encoded) == 1 and len(list((tmp_path / "text").glob("*.safetensors"))) == 1
+
+
+def test_a_stride_that_gives_too_many_windows_is_one_line_per_video_in_predict_and_embed(videos, tmp_path, capsys):
+    """--window 1 --stride 0.0000001 planned windows without end (memory grew by 55 MB/s, with no output)."""
+    path, _ = videos["constant"]
+    directory = actionclip.save(actionclip.create_model("test-tiny", seed=0), tmp_path / "ckpt")
+    message = "--window 1.0 with --stride 1e-07 gives 170000001 windows over its 18.0 s, more than 100000 per video: give a longer --stride"
+    code = main(["predict", str(path), "--labels", "a,b", "--checkpoint", str(directory), "--window", "1", "--stride", "0.0000001"])
+    assert code == 1 and capsys.readouterr().err.splitlines() == [f"{path}: error: {message}", "1 of 1 videos could not be read"]
+    summary = actionclip.embed([path], tmp_path / "emb", checkpoint=directory, window=1, stride=1e-7, device="cpu", workers=0)
+    assert summary["failed"] == 1
+    (record,) = [json.loads(line) for line in (tmp_path / "emb" / "manifest.jsonl").read_text().splitlines()]
+    assert record["error"] == message
+
+
+def test_a_stride_without_a_window_is_refused(tmp_path, capsys):
+    code = main(["predict", "clip.mp4", "--labels", "a,b", "--checkpoint", str(tmp_path), "--stride", "2"])
+    assert (code, capsys.readouterr().err.splitlines()) == (2, ["error: --stride needs --window SECONDS"])

@@ -29,7 +29,8 @@ from conftest import random_video
 
 
 class Server:
-    """http.server in a thread: serves ``files``, counts requests, honours Range, and can cut, corrupt or 404."""
+    """http.server in a thread: serves ``files``, counts requests, honours Range, and can cut, corrupt or 404, send
+    a body without end, drip a byte at a time, or state any Content-Length."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
@@ -37,6 +38,9 @@ class Server:
         self.cut_once: set[str] = set()
         self.wrong: set[str] = set()
         self.stall: set[str] = set()
+        self.endless: set[str] = set()  # zeros with no Content-Length (64 MiB at most, so that a test always ends)
+        self.drip: set[str] = set()  # one byte every 0.2 s (40 at most)
+        self.length: dict[str, str] = {}  # the Content-Length header sent instead of the true one
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -47,6 +51,15 @@ class Server:
                 server.requests.append((self.path, self.headers.get("Range")))
                 if self.path in server.stall:
                     time.sleep(2)
+                    return
+                if self.path in server.endless:
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        for _ in range(64):
+                            self.wfile.write(bytes(1 << 20))
+                    except OSError:  # the client stopped reading
+                        pass
                     return
                 data = server.files.get(self.path)
                 if data is None:
@@ -62,8 +75,17 @@ class Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Length", server.length.get(self.path, str(len(data) - start)))
                 self.end_headers()
+                if self.path in server.drip:
+                    try:
+                        for byte in data[start : start + 40]:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    except OSError:
+                        pass
+                    return
                 if self.path in server.cut_once:
                     server.cut_once.discard(self.path)
                     self.wfile.write(data[start : start + (len(data) - start) // 2])
@@ -243,6 +265,79 @@ def test_a_timeout_names_the_url_and_leaves_nothing(tiny, server, tmp_path, monk
     line = _cli_error(capsys, _predict("team-tiny"))
     assert f"{server.url}/tiny.pt: timed out" in line and "--hub-mirror" in line
     assert _cache_files(cache) == []
+
+
+def test_a_body_without_end_stops_at_the_cap_or_the_entry_size_and_leaves_nothing(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    from actionclip.checkpoints import download
+
+    _, data = tiny
+    server.endless.add("/tiny.pt")
+    monkeypatch.setattr(download, "MAX_BYTES", 1 << 20, raising=False)  # no size stated: the cap for every download
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert f"{server.url}/tiny.pt: sent more than {1 << 20} bytes, the most a download may have unless its entry states a size" in line
+    assert _cache_files(cache) == []
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data, size=len(data))])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert f"{server.url}/tiny.pt: sent more than the {len(data)} bytes that its entry states (size); the partial file was deleted" in line
+    assert _cache_files(cache) == []
+    server.endless.clear()
+    server.files["/tiny.pt"] = data  # a Content-Length over the bound is refused before a byte is written
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data, size=len(data) - 1)])
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert f"{server.url}/tiny.pt: announces {len(data)} bytes, more than the {len(data) - 1} bytes that its entry states (size)" in line
+    assert _cache_files(cache) == []
+
+
+def test_a_server_that_sends_a_byte_at_a_time_meets_the_total_time_bound(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    from actionclip.checkpoints import download
+
+    _, data = tiny
+    server.files["/tiny.pt"] = data
+    server.drip.add("/tiny.pt")  # each read gets a byte long before the per-read timeout
+    monkeypatch.setattr(download, "TOTAL_TIMEOUT_S", 1.0, raising=False)
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    started = time.monotonic()
+    line = _cli_error(capsys, _predict("team-tiny"))
+    assert time.monotonic() - started < 4
+    assert f"{server.url}/tiny.pt: not done after 1 s (" in line and "the next call resumes it" in line
+    assert _cache_files(cache) == ["files/tiny.pt.part"]
+
+
+def test_a_content_length_that_is_no_number_names_the_url(tiny, server, tmp_path, monkeypatch, capsys, cache):
+    _, data = tiny
+    server.files["/mirror/tiny.pt"] = data
+    server.length["/mirror/tiny.pt"] = "abc"
+    _user_list(tmp_path, monkeypatch, [_official_entry("https://publisher.invalid/tiny.pt", data)])
+    line = _cli_error(capsys, [*_predict("team-tiny"), "--hub-mirror", server.url + "/mirror"])
+    assert f"{server.url}/mirror/tiny.pt: its Content-Length 'abc' is not a number of bytes" in line
+    assert _cache_files(cache) == []
+
+
+def test_a_model_list_with_yaml_aliases_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    # Each level of aliases multiplies the expanded text by 9: `models --json` printed 20 MB for 460 bytes, 9 levels
+    # would be about 20 GB.
+    levels = ["l0: &l0 [" + ", ".join(["lol"] * 9) + "]"] + [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 5)]
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "- name: x\n  url: http://127.0.0.1:9/x.pt\n  format: videox\n  accuracy:\n" + "".join(f"    {level}\n" for level in levels)
+    )
+    monkeypatch.setenv("ACTIONCLIP_MODELS", str(path))
+    line = _cli_error(capsys, ["models", "--json"])
+    assert line == f"error: {path}: line 6: *l0 is a YAML alias, which a model list does not take; write the value out"
+    assert capsys.readouterr().out == ""
+
+
+def test_a_published_name_loads_through_checkpoint_as_through_model(tiny, server, tmp_path, monkeypatch, capsys):
+    _, data = tiny
+    server.files["/tiny.pt"] = data
+    _user_list(tmp_path, monkeypatch, [_official_entry(server.url + "/tiny.pt", data)])
+    video = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 256, (12, 48, 64, 3), dtype=np.uint8))
+    results = []
+    for option in ("--model", "--checkpoint"):
+        assert main(["predict", str(video), "--labels", "a,b", option, "team-tiny", "--json", "--workers", "0", "--device", "cpu"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["labels"] == results[1]["labels"] and results[0]["scores"] == pytest.approx(results[1]["scores"], abs=1e-6)
 
 
 def test_a_mirror_serves_the_same_file_names(tiny, server, tmp_path, monkeypatch, capsys, cache):

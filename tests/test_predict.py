@@ -439,21 +439,34 @@ def _weight_changes(model) -> dict:
     }
 
 
-def test_the_text_weights_are_hashed_again_only_when_they_change(tmp_path, monkeypatch):
-    model = actionclip.create_model("test-tiny", seed=0).eval()
+def test_a_loaded_model_is_hashed_once_and_a_model_object_at_every_call(checkpoint, tmp_path, monkeypatch):
+    """A model from load_model carries the hash of its text weights, taken when it was loaded: no call hashes it
+    again (reading its tensors' private version counters, as before, crashed on a model loaded under inference_mode).
+    A model object that never went through load_model is hashed at every call, so that every change of its weights
+    is seen, ``.data`` included; after changing a loaded model's weights, remember_text_weights hashes them again."""
+    from actionclip.inference.backends import load_model
+
+    _, directory = checkpoint
     hashed = []
     digest = text_cache.text_weights_digest
     monkeypatch.setattr(text_cache, "text_weights_digest", lambda m: hashed.append(1) or digest(m))
-    first = cached_class_text_features(model, LABELS, cache_dir=tmp_path)
-    assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=tmp_path), first) and len(hashed) == 1
+    with torch.inference_mode():
+        loaded = load_model(directory, precision="fp32")
+    first = cached_class_text_features(loaded, LABELS, cache_dir=tmp_path)
+    assert torch.equal(cached_class_text_features(loaded, LABELS, cache_dir=tmp_path), first) and len(hashed) == 1
+    with torch.inference_mode():  # where its tensors were made
+        loaded.text.ln_final.weight.mul_(2)
+    assert len(text_cache.remember_text_weights(loaded).text_features_digest) == 32
+    assert torch.equal(cached_class_text_features(loaded, LABELS, cache_dir=tmp_path), loaded.class_text_features(LABELS))
+    model = actionclip.create_model("test-tiny", seed=0).eval()
     for name, change in _weight_changes(model).items():
         change()
         hashed.clear()
         expected = model.class_text_features(LABELS)
         for _ in range(2):
             assert torch.equal(cached_class_text_features(model, LABELS, cache_dir=tmp_path), expected), name
-        assert len(hashed) == 1, name
-    assert torch.equal(expected, first)
+        assert len(hashed) == 2, name
+    torch.testing.assert_close(expected, first)  # the weights loaded back; prepare_for_inference rounds differently
 
 
 # ---------------------------------------------------------------- a user's mistake is one line

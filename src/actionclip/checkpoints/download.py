@@ -1,16 +1,22 @@
 """Downloads of published checkpoints into the cache: resumed after a cut (HTTP Range), verified against the
 publisher's sha256, with a progress bar. A partial download lives only as ``<file>.part`` (the next call resumes it);
 the finished name appears, by rename, only once the checksum holds. ``ACTIONCLIP_HUB_MIRROR`` replaces every
-publisher URL by ``<mirror>/<file name>``."""
+publisher URL by ``<mirror>/<file name>``.
+
+A server is not trusted to end what it sends: a download stops at the size its entry states (``size``), or at
+``MAX_BYTES`` when it states none, and after ``TOTAL_TIMEOUT_S`` however slowly the bytes keep coming (``TIMEOUT_S``
+bounds each read only)."""
 
 from __future__ import annotations
 
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +31,11 @@ from actionclip.weights.errors import CheckpointError
 
 MIRROR_ENV = "ACTIONCLIP_HUB_MIRROR"
 TIMEOUT_S = 30.0
+# Per URL and call; the partial file is kept, so a slow link continues where it stopped on the next call.
+TOTAL_TIMEOUT_S = 3600.0
+# For entries that state no size: a ViT-L/14 with its optimizer state is about 5 GB. An endless body wrote 306 MB
+# in a second.
+MAX_BYTES = 8 << 30
 _CHUNK = 1 << 20
 
 
@@ -67,6 +78,13 @@ def _hint(entry: Entry) -> str:
     return f"set {MIRROR_ENV}=URL (or --hub-mirror URL) to fetch {name} from a mirror"
 
 
+def _bound(entry: Entry) -> tuple[int, str]:
+    """The most bytes the file of ``entry`` may have, and how an error names that bound."""
+    if entry.size is not None:
+        return entry.size, f"the {entry.size} bytes that its entry states (size)"
+    return MAX_BYTES, f"{MAX_BYTES} bytes, the most a download may have unless its entry states a size"
+
+
 def _verify(entry: Entry, path: Path, url: str) -> str:
     """The file's sha256 after checking it against the entry's; a mismatch deletes the file and says so."""
     actual = sha256_of(path)
@@ -105,7 +123,7 @@ def fetch(entry: Entry, progress: bool = True) -> Path:
         for url in urls:
             part = directory / f"{name}.part"
             try:
-                _download(url, part, progress)
+                _download(url, part, progress, _bound(entry))
             except _Failed as failure:
                 failures.append(f"{url}: {failure}")
                 continue
@@ -119,17 +137,24 @@ class _Failed(Exception):
     """One URL that did not give the file (the next URL is tried)."""
 
 
-def _download(url: str, part: Path, progress: bool) -> None:
+def _download(url: str, part: Path, progress: bool, bound: tuple[int, str]) -> None:
+    limit, limit_text = bound
     if urlsplit(url).scheme == "file":
         source = Path(url2pathname(urlsplit(url).path))
         if not source.is_file():
             raise _Failed("no such file")
+        if source.stat().st_size > limit:
+            raise _Failed(f"has {source.stat().st_size} bytes, more than {limit_text}")
         shutil.copyfile(source, part)
         return
+    deadline = time.monotonic() + TOTAL_TIMEOUT_S
     have = part.stat().st_size if part.is_file() else 0
+    if have > limit:  # left by a download that had no bound
+        part.unlink()
+        have = 0
     request = urllib.request.Request(url, headers={"User-Agent": "actionclip", **({"Range": f"bytes={have}-"} if have else {})})
     try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+        response = urllib.request.urlopen(request, timeout=min(TIMEOUT_S, TOTAL_TIMEOUT_S))
     except urllib.error.HTTPError as error:
         if error.code == 416 and have:  # the part is already whole; the checksum decides
             return
@@ -141,32 +166,60 @@ def _download(url: str, part: Path, progress: bool) -> None:
     with response:
         if response.status != 206:
             have = 0  # the server ignored the Range header: start again
-        length = response.headers.get("Content-Length")
-        total = have + int(length) if length is not None else None
-        written = have
-        with (
-            open(part, "ab" if have else "wb") as handle,
-            tqdm(
-                total=total,
-                initial=have,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=part.name[: -len(".part")],
-                disable=not progress,
-                file=sys.stderr,
-                leave=False,
-            ) as bar,
-        ):
-            try:
-                for block in iter(lambda: response.read(_CHUNK), b""):
-                    handle.write(block)
-                    written += len(block)
-                    bar.update(len(block))
-            except (OSError, http.client.HTTPException, socket.timeout) as error:
-                raise _Failed(
-                    f"connection cut after {written} of {total or '?'} bytes ({type(error).__name__}); "
-                    f"the partial file {part} is kept and the next call resumes it"
-                ) from None
+        total = _total(response.headers.get("Content-Length"), have)
+        if total is not None and total > limit:
+            raise _Failed(f"announces {total} bytes, more than {limit_text}")
+        written = _receive(response, part, have, total, progress, deadline, bound)
     if total is not None and written < total:
         raise _Failed(f"connection cut after {written} of {total} bytes; the partial file {part} is kept and the next call resumes it")
+
+
+def _total(length: str | None, have: int) -> int | None:
+    """The whole file's size from a response's Content-Length (None: not stated)."""
+    if length is None:
+        return None
+    if not re.fullmatch(r"[0-9]+", length.strip()):
+        raise _Failed(f"its Content-Length {length!r} is not a number of bytes")
+    return have + int(length)
+
+
+def _receive(response, part: Path, have: int, total: int | None, progress: bool, deadline: float, bound: tuple[int, str]) -> int:
+    """Append the body of ``response`` to ``part`` (which holds ``have`` bytes); the bytes the part then holds."""
+    limit, limit_text = bound
+    written = have
+    with (
+        open(part, "ab" if have else "wb") as handle,
+        tqdm(
+            total=total,
+            initial=have,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=part.name[: -len(".part")],
+            disable=not progress,
+            file=sys.stderr,
+            leave=False,
+        ) as bar,
+    ):
+        try:
+            # read1 returns what one read of the socket gives, so that a server dripping bytes meets the deadline
+            for block in iter(lambda: response.read1(_CHUNK), b""):
+                handle.write(block)
+                written += len(block)
+                bar.update(len(block))
+                if written > limit:
+                    break
+                if time.monotonic() > deadline:
+                    raise _Failed(
+                        f"not done after {TOTAL_TIMEOUT_S:g} s ({written} of {total or '?'} bytes); the partial file {part} "
+                        "is kept and the next call resumes it"
+                    )
+        except (OSError, http.client.HTTPException, socket.timeout) as error:
+            raise _Failed(
+                f"connection cut after {written} of {total or '?'} bytes ({type(error).__name__}); "
+                f"the partial file {part} is kept and the next call resumes it"
+            ) from None
+    if written > limit:
+        part.unlink()
+        raise _Failed(f"sent more than {limit_text}; the partial file was deleted")
+    return written

@@ -78,6 +78,8 @@ def _predict(args) -> int:
         check_minimums(args, {"--frames": 1, "--top-k": 1, "--batch-size": 1, "--workers": 0, "--decode-short-side": 1})
         device = parse_device(args.device, "--device")
         labels = labels_from_args(args)
+        if args.stride is not None and args.window is None:
+            raise ValueError("--stride needs --window SECONDS")
         if args.embeddings or args.window is not None:
             from actionclip.cli.collections import predict_collection
 

@@ -11,6 +11,7 @@ long video never lies in memory whole.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -25,6 +26,9 @@ from .transforms import TestTransform
 
 # Where the packets carry no usable timestamps (AVI) and the header states no frame rate.
 FALLBACK_FRAME_RATE = 25.0
+# The most windows of one video: 28 hours at a 1 s stride. A stride far below a frame's duration planned windows
+# without end (`--window 1 --stride 0.0000001` grew memory by 55 MB/s and printed nothing).
+MAX_WINDOWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -67,10 +71,16 @@ def plan_windows(times: Sequence[float], num_frames: int, window: float | None, 
     """The windows of a video whose frames have pts ``times`` (seconds, sorted). ``window`` None: one window over the
     whole video, sampled exactly as ``actionclip eval`` samples it. Windows start every ``stride`` seconds from the
     first frame until one reaches the end of the video; the last is cut at the end. Windows without frames (a gap in
-    a variable-frame-rate stream) are left out."""
+    a variable-frame-rate stream) are left out. More than ``MAX_WINDOWS`` is a ValueError."""
     end = video_end(times)
     if window is None:
         return [Window(times[0], end, tuple(sample_indices(len(times), num_frames, "test")))]
+    count = max(math.ceil((end - 1e-9 - window - times[0]) / stride), 0) + 1  # the loop's last k, plus one
+    if count > MAX_WINDOWS:
+        raise ValueError(
+            f"--window {window} with --stride {stride} gives {count} windows over its {end - times[0]:.1f} s, more than "
+            f"{MAX_WINDOWS} per video: give a longer --stride"
+        )
     windows, k = [], 0
     while True:
         # Multiples of the stride, not a running sum, so that rounding does not drift along an hour of video.
@@ -144,7 +154,10 @@ class CollectionClips(IterableDataset):
             yield video.read(indices), None, None
             yield {"position": position, "start": None, "end": None}
             return
-        windows = plan_windows(times, self.num_frames, self.window, self.stride)
+        try:
+            windows = plan_windows(times, self.num_frames, self.window, self.stride)
+        except ValueError as error:  # too many windows for this video: its error, the other videos go on
+            raise VideoReadError(video.path, str(error)) from None
         if self.window is None:  # a few frames: seek to them, as eval does
             try:
                 frames = video.read(windows[0].indices)

@@ -11,6 +11,7 @@ from actionclip.checkpoints.sources import read_model
 from actionclip.host.devices import resolve_precision
 from actionclip.inference.inputs import PathLike
 from actionclip.inference.onnx_backend import load_onnx_model, wants_onnx
+from actionclip.inference.text_cache import remember_text_weights
 from actionclip.models.precision import prepare_for_inference
 
 
@@ -55,4 +56,4 @@ def load_model(
         )
     model = read_model(checkpoint, model_name, pretrained, visual_prompt=visual_prompt, num_frames=num_frames, arch=arch)
     check_video_text(model, checkpoint or model_name)
-    return prepare_for_inference(model.to(device).eval(), resolve_precision(precision, device))
+    return remember_text_weights(prepare_for_inference(model.to(device).eval(), resolve_precision(precision, device)))

@@ -12,14 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-import weakref
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
-from torch.multiprocessing.reductions import StorageWeakRef
 
 from actionclip.host.files import TEXT_FEATURES, cache_root, write_atomically
 from actionclip.prompts import resolve_templates
@@ -39,31 +37,13 @@ def text_weights_digest(model: nn.Module) -> str:
     return tensor_digest(model.text.state_dict())
 
 
-# model -> (the fingerprint of its text tower's tensors, their text_weights_digest)
-_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _fingerprint(model: nn.Module) -> list[tuple]:
-    """What tells, without reading them, that the text tower's tensors are unchanged: each one's storage, held weakly
-    (a storage kept this way cannot be freed and its identity reused by another), its place, dtype and shape there,
-    and its version counter, which every in-place change through the tensor (an optimizer step, ``load_state_dict``,
-    ``copy_``) increments. Changes through ``.data`` bypass the counter and are not seen."""
-    return [
-        (name, StorageWeakRef(t.untyped_storage()), t.storage_offset(), t.dtype, t.device, t.shape, t.stride(), t._version)
-        for name, t in model.text.state_dict(keep_vars=True).items()
-    ]
-
-
-def _cached_text_weights_digest(model: nn.Module) -> str:
-    """``text_weights_digest``, hashed again only when the weights may have changed: copying a ViT-B text tower's
-    250 MB back from a GPU and hashing it costs more than predicting a few videos."""
-    fingerprint = _fingerprint(model)
-    known = _DIGESTS.get(model)
-    if known is not None and known[0] == fingerprint:
-        return known[1]
-    digest = text_weights_digest(model)
-    _DIGESTS[model] = (fingerprint, digest)
-    return digest
+def remember_text_weights(model: nn.Module) -> nn.Module:
+    """Hash the text weights of ``model`` now, once, as its key in the cache: ``inference.backends.load_model`` does
+    this when it loads a model, so that each later call does not copy a ViT-B text tower's 250 MB back from a GPU to
+    hash it. Code that changes the weights of such a model afterwards calls this again. A model that never went
+    through it is hashed on every call, so that its weights may change between calls."""
+    model.text_features_digest = text_weights_digest(model)
+    return model
 
 
 def _read(path: Path, labels: list[str], shape: tuple[int, ...]) -> torch.Tensor:
@@ -99,7 +79,7 @@ def cached_class_text_features(model: nn.Module, labels, templates=None, cache_d
     labels = list(labels)
     # "format" 2: files with labels and checksum; older files are left alone rather than each warned about.
     # An ONNX model (inference/onnx_backend.py) names its text graph's weights itself: its features are ONNX Runtime's.
-    weights = getattr(model, "text_features_digest", None) or _cached_text_weights_digest(model)
+    weights = getattr(model, "text_features_digest", None) or text_weights_digest(model)
     request = {"format": 2, "arch": model.config.arch, "weights": weights, "templates": resolved, "labels": labels}
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     path = Path(cache_dir or default_cache_dir()) / f"{key}.safetensors"
