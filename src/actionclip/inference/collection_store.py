@@ -52,7 +52,7 @@ _INFO_RULES = {
     "source": optional(OBJECT),
 }
 _SHARD_NAME = (lambda v: isinstance(v, str) and _SHARD.fullmatch(v) is not None, "a shard's file name in the folder, shard-r<rank>-<n>.npy")
-_IDENTITY_RULES = {"path": TEXT, "size": optional(integer(0, 1 << 62)), "mtime_ns": optional(integer(0, 1 << 72))}
+_IDENTITY_RULES = {"path": TEXT, "size": optional(integer(0, 1 << 62)), "mtime_ns": optional(integer(-(1 << 63), 1 << 63))}
 _ROW_RULES = {
     "video": TEXT,
     "shard": _SHARD_NAME,
