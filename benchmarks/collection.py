@@ -87,14 +87,20 @@ def time_videos(args, videos: list[Path], workdir: Path) -> dict:
 
 def fake_collection(directory: Path, rows: int, dim: int = 512) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    store.write_atomically(directory / store.INFO, json.dumps({"dim": dim, "dtype": "fp16"}).encode())
+    info = {"format": 1, "source": None, "arch": "actionclip", "precision": "fp32", "weights": "", "text_weights": "", "frames": 8}
+    info.update(window=None, stride=None, dtype="fp16", dim=dim, decode_short_side=None)
+    store.write_atomically(directory / store.INFO, json.dumps(info).encode())
     rng = np.random.default_rng(0)
     for first in range(0, rows, 100_000):
         part = rng.standard_normal((min(100_000, rows - first), dim), dtype=np.float32)
         part /= np.linalg.norm(part, axis=1, keepdims=True)
         name = store.write_shard(directory, 0, part.astype(np.float16))
         store.append_manifest(
-            directory, [{"video": f"v{first + j}.mp4", "start": 0.0, "end": 10.0, "shard": name, "row": j} for j in range(len(part))]
+            directory,
+            [
+                {"video": f"v{first + j}.mp4", "duration": 10.0, "start": 0.0, "end": 10.0, "shard": name, "row": j}
+                for j in range(len(part))
+            ],
         )
 
 
@@ -102,7 +108,7 @@ def time_search(rows: int, queries: int, workdir: Path) -> dict:
     directory = workdir / f"rows_{rows}"
     fake_collection(directory, rows)
     start = time.perf_counter()
-    records, matrix = store.load_embeddings(directory)
+    _, matrix = store.load_embeddings(directory)
     load = time.perf_counter() - start
     vectors = torch.nn.functional.normalize(torch.randn(queries, matrix.shape[1], generator=torch.Generator().manual_seed(1)), dim=-1)
     exact, exact_times = [], []
@@ -116,7 +122,7 @@ def time_search(rows: int, queries: int, workdir: Path) -> dict:
     except ImportError:
         return result
     start = time.perf_counter()
-    index = search.faiss_index(directory, records, matrix)
+    index = search.faiss_index(directory, matrix)
     result["faiss_build_s"] = round(time.perf_counter() - start, 2)
     result["faiss_kind"] = json.loads((directory / store.INDEX_INFO).read_text())["kind"]
     for nprobe in (32, 128) if result["faiss_kind"] == "ivf" else (32,):

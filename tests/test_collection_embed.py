@@ -95,7 +95,14 @@ def test_rows_are_the_normalised_embeddings_of_the_test_clips(checkpoint, tmp_pa
             "0",
         ]
     )
-    assert code == 0 and json.loads(capsys.readouterr().out) == {"videos": 3, "skipped": 0, "embedded": 3, "failed": 0, "rows": 3}
+    assert code == 0 and json.loads(capsys.readouterr().out) == {
+        "videos": 3,
+        "skipped": 0,
+        "embedded": 3,
+        "failed": 0,
+        "rows": 3,
+        "failed_before": 0,
+    }
     rows, matrix = store.load_embeddings(tmp_path / "emb")
     assert [r["video"] for r in rows] == [str(v) for v in videos]
     info = store.read_info(tmp_path / "emb")
@@ -112,6 +119,9 @@ def test_rows_are_the_normalised_embeddings_of_the_test_clips(checkpoint, tmp_pa
             "weights": info["weights"],
             "shard": "shard-r000-00000.npy",
             "row": record["row"],
+            "path": str(video.resolve()),
+            "size": video.stat().st_size,
+            "mtime_ns": video.stat().st_mtime_ns,
         }
     assert matrix.dtype == np.float32 and info["source"]["checkpoint"] == str(directory)
     # The default, fp16 rows, are within fp16's rounding of the fp32 ones (2^-11 relative, entries below 1).
@@ -177,11 +187,11 @@ def test_a_crash_between_shard_and_manifest_leaves_nothing_trusted(checkpoint, t
         file.write('{"video": "half a line')  # and a line cut short
     monkeypatch.setattr(store, "append_manifest", real_append)
     summary = actionclip.embed(videos, tmp_path / "crashed", model, workers=0, batch_size=1, shard_size=1, dtype="fp32")
-    assert summary == {"videos": 4, "skipped": 1, "embedded": 3, "failed": 0, "rows": 3}
+    assert summary == {"videos": 4, "skipped": 1, "embedded": 3, "failed": 0, "rows": 3, "failed_before": 0}
     assert_same_rows(tmp_path / "crashed", tmp_path / "whole")
 
 
-def test_unreadable_videos_are_listed_with_their_error_and_not_retried(checkpoint, tmp_path, capsys):
+def test_unreadable_videos_are_listed_said_again_by_a_rerun_and_retried_on_request(checkpoint, tmp_path, capsys):
     _, directory = checkpoint
     videos = make_videos(tmp_path / "videos", 2)
     corrupt = tmp_path / "videos" / "corrupt.mp4"
@@ -202,12 +212,27 @@ def test_unreadable_videos_are_listed_with_their_error_and_not_retried(checkpoin
     ]
     code = main(args)
     out, err = capsys.readouterr()
-    assert code == 1 and json.loads(out) == {"videos": 4, "skipped": 0, "embedded": 2, "failed": 2, "rows": 2}
+    assert code == 1 and json.loads(out) == {"videos": 4, "skipped": 0, "embedded": 2, "failed": 2, "rows": 2, "failed_before": 0}
     assert err.strip().endswith(f"2 videos could not be read: their errors are in {tmp_path / 'emb'}/manifest.jsonl")
     errors = {r["video"]: r["error"] for r in store.read_manifest(tmp_path / "emb") if "error" in r}
     assert errors[str(missing)] == "file not found" and "cannot open as a video" in errors[str(corrupt)]
-    assert main(args) == 0 and json.loads(capsys.readouterr().out)["skipped"] == 4
-    assert sorted(r["video"] for r in store.load_embeddings(tmp_path / "emb")[0]) == sorted(map(str, videos))
+    # A rerun skips them and says so, with exit code 1 (it exited 0, as if the collection were whole).
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 1 and json.loads(out) == {"videos": 4, "skipped": 4, "embedded": 0, "failed": 0, "rows": 0, "failed_before": 2}
+    assert err.strip().endswith(
+        "2 videos could not be read by an earlier run (their errors are in "
+        f"{tmp_path / 'emb'}/manifest.jsonl): --retry-errors tries them again"
+    )
+    assert main([*args, "--retry-errors"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"videos": 4, "skipped": 2, "embedded": 0, "failed": 2, "rows": 0, "failed_before": 0}
+    # A file that appears (or changes) since its error is another file: tried again without being asked.
+    missing.write_bytes(videos[0].read_bytes())
+    assert main(args) == 1
+    assert json.loads(capsys.readouterr().out) == {"videos": 4, "skipped": 3, "embedded": 1, "failed": 0, "rows": 1, "failed_before": 1}
+    records = store.current_records(store.read_manifest(tmp_path / "emb"))
+    assert sorted(r["video"] for r in records if "error" not in r) == sorted(map(str, [*videos, missing]))
+    assert [r["video"] for r in records if "error" in r] == [str(corrupt)]
 
 
 def test_another_model_or_settings_in_the_same_folder_is_one_clear_error(checkpoint, tmp_path, capsys):
@@ -243,7 +268,7 @@ def test_torchrun_two_processes_give_the_rows_of_one(checkpoint, tmp_path):
     ]
     two = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr
-    assert json.loads(two.stdout) == {"videos": 7, "skipped": 0, "embedded": 7, "failed": 0, "rows": 7}
+    assert json.loads(two.stdout) == {"videos": 7, "skipped": 0, "embedded": 7, "failed": 0, "rows": 7, "failed_before": 0}
     assert_same_rows(tmp_path / "two", tmp_path / "one", atol=1e-5)
     shards = {r["shard"]: r["video"] for r in store.read_manifest(tmp_path / "two")}
     assert {name[:10] for name in shards} == {"shard-r000", "shard-r001"}  # each rank wrote its own
@@ -276,3 +301,56 @@ def test_rows_use_the_models_own_normalisation(tmp_path):
     clip = data.TestTransform(32)(data.open_video(video).read(data.sample_indices(12, 8, "test")))
     expected = torch.nn.functional.normalize(model.encode_video(data.normalize(clip, "imagenet")[None]), dim=-1)[0]
     np.testing.assert_allclose(store.load_embeddings(tmp_path / "emb")[1][0], expected.detach().numpy(), atol=1e-5)
+
+
+def test_embed_writes_only_into_a_new_or_empty_folder_or_a_collection(checkpoint, tmp_path, capsys):
+    """It used to write into any folder, deleting a user's ``*.tmp`` files and files named like shards."""
+    model, directory = checkpoint
+    videos = make_videos(tmp_path / "videos", 1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("notes.tmp", "shard-r000-00000.npy"):
+        (mine / name).write_text("the user's")
+    code = main(["embed", str(videos[0]), "--output", str(mine), "--checkpoint", str(directory)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"error: {mine}: not empty and not a collection (no collection.json; it holds notes.tmp); embed into a new or empty folder"
+    ]
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.tmp", "shard-r000-00000.npy"]
+    assert all(p.read_text() == "the user's" for p in mine.iterdir())
+    # In a collection of ours, only what a killed write of ours leaves is removed.
+    (tmp_path / "empty").mkdir()
+    actionclip.embed(videos, tmp_path / "empty", model, workers=0)
+    (tmp_path / "empty" / "notes.tmp").write_text("the user's")
+    (tmp_path / "empty" / ".shard-r000-00007.npy.123.0badcafe.tmp").write_text("a killed write")
+    actionclip.embed(videos, tmp_path / "empty", model, workers=0)
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir() if not p.name.startswith("shard")) == [
+        ".lock",
+        "collection.json",
+        "manifest.jsonl",
+        "notes.tmp",
+    ]
+
+
+def test_a_video_named_two_ways_is_embedded_once_and_a_changed_file_again(checkpoint, tmp_path, monkeypatch):
+    model, _ = checkpoint
+    monkeypatch.chdir(tmp_path)
+    first, second = make_videos(tmp_path / "coll", 2)
+    names = ["coll/v00.mp4", str(first), "coll//v01.mp4", "coll/../coll/v01.mp4"]
+    summary = actionclip.embed(names, "emb", model, workers=0, dtype="fp32")
+    assert (summary["videos"], summary["embedded"]) == (2, 2)
+    assert [r["video"] for r in store.load_embeddings("emb")[0]] == ["coll/v00.mp4", "coll/v01.mp4"]
+    assert actionclip.embed([first, second], "emb", model, workers=0, dtype="fp32")["skipped"] == 2
+    # A line repeated by hand gives no second row (nor a second result).
+    with open("emb/manifest.jsonl", "a") as manifest:
+        manifest.write(open("emb/manifest.jsonl").readline())
+    assert len(store.load_embeddings("emb")[0]) == 2
+    # The second file replaced by another video: embedded again, its new row replaces the old one.
+    make_videos(tmp_path / "other", 3)[2].replace(second)
+    os.utime(second, ns=(second.stat().st_atime_ns, second.stat().st_mtime_ns + 10**9))
+    assert actionclip.embed(names, "emb", model, workers=0, dtype="fp32")["embedded"] == 1
+    actionclip.embed([first, second], "fresh", model, workers=0, dtype="fp32")
+    rows, matrix = store.load_embeddings("emb")
+    assert [r["video"] for r in rows] == ["coll/v00.mp4", "coll/v01.mp4"]
+    np.testing.assert_allclose(matrix, store.load_embeddings("fresh")[1], atol=1e-6)

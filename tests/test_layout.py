@@ -28,7 +28,7 @@ LAYERS = {
 }
 # Run where torch is not installed (the ONNX runtime and what it reads videos and files with); prompts.py imports
 # torch only inside the functions that tokenize, which tests/test_onnx_runtime.py checks by running without torch.
-TORCH_FREE = ("video", "onnx_runtime", "host/files.py")
+TORCH_FREE = ("video", "onnx_runtime", "host/files.py", "host/records.py")
 TORCH_FREE_IMPORTS = (*TORCH_FREE, "prompts.py")
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py") or p.parent != PACKAGE)
 

@@ -2,6 +2,7 @@
 or `--runtime onnx`, and classification in a process where torch cannot be imported."""
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,9 @@ from PIL import Image
 import actionclip
 from actionclip import data
 from actionclip.benchmark.onnx_throughput import matmul_peak_model
-from actionclip.export.directory import export_model
+from actionclip.cli.main import main
+from actionclip.export import graphs
+from actionclip.export.directory import export_model, write_export
 from actionclip.inference import onnx_backend as onnx_predict
 from actionclip.onnx_runtime.bpe import BPETokenizer
 from actionclip.onnx_runtime.runtime import ExportedModel, centre_crop_frames, classify_videos, read_clip
@@ -159,7 +162,7 @@ def test_runtime_onnx_exports_into_the_cache_once(exported, capsys, tmp_path, mo
     checkpoint, _ = exported
     monkeypatch.setenv("ACTIONCLIP_CACHE", str(tmp_path))
     exports = []
-    monkeypatch.setattr(onnx_predict, "export_model", lambda *a, **k: exports.append(a) or export_model(*a, **k))
+    monkeypatch.setattr(onnx_predict, "write_export", lambda *a, **k: exports.append(a) or write_export(*a, **k))
     arguments = [ARM_WRESTLING, "--labels", ",".join(LABELS), "--json", "--workers", "0", "--checkpoint", checkpoint]
     code, out, _ = run_cli(capsys, *arguments)
     torch_result = json_lines(out)[0]
@@ -343,3 +346,95 @@ def test_the_lazy_public_api_keeps_every_name():
     assert all(getattr(actionclip, name) is not None for name in names) and set(names) <= set(dir(actionclip))
     with pytest.raises(AttributeError):
         actionclip.not_a_name
+
+
+def _edit_config(**changes):
+    """An edit of export.json: ``key=value``, ``a__b=value`` for a nested key, "-" to remove one."""
+
+    def edit(directory):
+        config = json.loads((directory / "export.json").read_text())
+        for key, value in changes.items():
+            *parents, last = key.split("__")
+            section = config
+            for parent in parents:
+                section = section[parent]
+            if value == "-":
+                del section[last]
+            else:
+                section[last] = value
+        (directory / "export.json").write_text(json.dumps(config))
+
+    return edit
+
+
+HOSTILE_EXPORTS = {
+    "a graph outside the folder": (_edit_config(files__video="../other/video.onnx"), "files.video: must be a plain file name"),
+    "a tokenizer outside the folder": (_edit_config(tokenizer="/etc/passwd"), "tokenizer: must be a plain file name"),
+    "label features outside": (_edit_config(label_features__file="../other/label_features.npy"), "label_features.file: must be a plain"),
+    "a 417 GB image": (_edit_config(image_size=100000), "image_size: must be an integer from 1 to 1024, got 100000"),
+    "1e9 frames": (_edit_config(num_frames=1e9), "num_frames: must be an integer from 1 to 1024, got 1000000000.0"),
+    "a context of 1e9": (_edit_config(context_length=1e9), "context_length: must be an integer from 2 to 1024"),
+    "no files": (_edit_config(files="-"), "export.json: files: missing"),
+    "an unknown normalization": (_edit_config(normalization="sepia"), "normalization: must be one of clip, imagenet, got 'sepia'"),
+    "a string logit_scale": (_edit_config(test__logit_scale="100"), 'test.logit_scale: must be a finite number > 0, got "100"'),
+    "an empty graph": (lambda d: (d / "video.onnx").write_bytes(b""), "video.onnx: not an ONNX graph that ONNX Runtime loads"),
+    "a garbage graph": (lambda d: (d / "video.onnx").write_bytes(b"\x08garbage" * 99), "video.onnx: not an ONNX graph that ONNX"),
+    "a missing graph": (lambda d: (d / "video.onnx").unlink(), "video.onnx: missing (export.json names it)"),
+    "a graph of another export": (_edit_config(weights_digest="0" * 32), "video.onnx: exported from other weights than"),
+    "label features of another shape": (
+        lambda d: np.save(d / "label_features.npy", np.zeros((1, 2, 3), np.float32)),
+        "label_features.npy: holds float32 (1, 2, 3), not float32 [16x4x64]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_EXPORTS)
+def test_an_export_directory_edited_by_hand_is_one_line_and_never_read_outside_itself(case, exported, tmp_path, capsys):
+    edit, message = HOSTILE_EXPORTS[case]
+    shutil.copytree(exported[1], tmp_path / "other")
+    directory = shutil.copytree(exported[1], tmp_path / "export")
+    edit(directory)
+    video = data.write_video(tmp_path / "v.mp4", np.zeros((8, 32, 32, 3), np.uint8), lossless=True)
+    # Without the text cache, which an earlier test may have filled with these labels' features: the stored ones are read.
+    arguments = ["--labels", ",".join(LABELS), "--precision", "fp32", "--no-text-cache"]
+    code = main(["predict", str(video), "--checkpoint", str(directory), *arguments])
+    out, err = capsys.readouterr()
+    assert (code, out, len(err.splitlines())) == (2, "", 1) and err.startswith("error: ") and message in err, err
+
+
+def test_export_never_overwrites_a_users_files(exported, tmp_path, capsys):
+    checkpoint, export = exported
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "video.onnx").write_text("the user's")
+    code = main(["export", "--checkpoint", str(checkpoint), "--output", str(users)])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        f"error: {users}: not empty and not an export directory (no export.json); export into a new or empty folder"
+    ]
+    # An export directory with a file of the user's in it is not replaced either.
+    directory = shutil.copytree(export, tmp_path / "export")
+    (directory / "notes.txt").write_text("the user's")
+    assert main(["export", "--checkpoint", str(checkpoint), "--output", str(directory)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {directory}: holds notes.txt, which no export wrote; export into a new or empty folder"
+    ]
+    assert (users / "video.onnx").read_text() == (directory / "notes.txt").read_text() == "the user's"
+
+
+def test_an_interrupted_re_export_leaves_the_old_export_whole(exported, tmp_path, monkeypatch):
+    """The graphs were written in place: a re-export killed after its video graph left the new video.onnx beside the
+    old export.json, text graph and label features, and that mix predicted with exit code 0."""
+    directory = shutil.copytree(exported[1], tmp_path / "export")
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(graphs, "export_text_graph", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(actionclip.create_model("test-tiny", seed=1).eval(), directory, "int8", labels=LABELS)
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left
+    ExportedModel(directory, "fp32").class_text_features(LABELS)

@@ -40,6 +40,7 @@ def _add_embed(sub) -> None:
     embed.add_argument("--workers", type=int, default=2, help="decoding worker processes per rank (default: 2)")
     embed.add_argument("--shard-size", type=int, default=1024, help="rows per shard; a crash loses at most this many (default: 1024)")
     embed.add_argument("--decode-short-side", type=int, help="scale larger frames down to this short side while decoding")
+    embed.add_argument("--retry-errors", action="store_true", help="try again the videos an earlier run could not read")
     embed.set_defaults(handler=_embed)
 
 
@@ -69,6 +70,7 @@ def _embed(args) -> int:
             workers=args.workers,
             shard_size=args.shard_size,
             decode_short_side=args.decode_short_side,
+            retry_errors=args.retry_errors,
             progress=sys.stderr.isatty(),
         )
     finally:
@@ -77,7 +79,14 @@ def _embed(args) -> int:
         print(json.dumps(summary))
         if summary["failed"]:
             print(f"{summary['failed']} videos could not be read: their errors are in {args.output}/manifest.jsonl", file=sys.stderr)
-    return 1 if summary["failed"] else 0
+        if summary["failed_before"]:
+            print(
+                f"{summary['failed_before']} videos could not be read by an earlier run (their errors are in "
+                f"{args.output}/manifest.jsonl): --retry-errors tries them again",
+                file=sys.stderr,
+            )
+    # 1 as for predict: done, but some videos of the collection could not be read
+    return 1 if summary["failed"] or summary["failed_before"] else 0
 
 
 def _add_search(sub) -> None:

@@ -6,7 +6,7 @@ import sys
 
 from actionclip.cli.model_options import add_build_options, add_model_source, labels_from_args, warn_if_random
 from actionclip.cli.options import check_minimums
-from actionclip.onnx_runtime.runtime import ONNX_PRECISIONS
+from actionclip.onnx_runtime.export_config import ONNX_PRECISIONS
 
 
 def add_commands(sub) -> None:
@@ -30,9 +30,10 @@ def add_commands(sub) -> None:
 
 def _export(args) -> int:
     from actionclip.checkpoints.sources import read_model
-    from actionclip.export.directory import export_model
+    from actionclip.export.directory import check_export_target, export_model
 
     check_minimums(args, {"--frames": 1})
+    check_export_target(args.output)  # before the model is loaded: a folder of the user's is refused at once
     labels = labels_from_args(args)
     warn_if_random(args)
     model = read_model(

@@ -176,7 +176,9 @@ def _errors_only(*loggers: str):
             logger.setLevel(level)
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_shapes: dict) -> None:
+def _export(
+    module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], dynamic_shapes: dict, metadata: dict
+) -> None:
     with warnings.catch_warnings(), _errors_only("onnxscript", "torch.onnx"), attention_for_export(module):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -189,6 +191,7 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
             verbose=False,
             external_data=False,
         )
+        program.model.metadata_props.update(metadata)
         program.save(str(path), external_data=False)
 
 
@@ -206,9 +209,10 @@ _BATCH = torch.export.Dim("batch", min=1, max=4096)
 
 
 @torch.no_grad()
-def export_video_graph(model: nn.Module, path: str | Path, frames: int | None = None) -> dict:
-    """Write ``model``'s video graph (fp32) to ``path``; returns the frame count it was made with and whether
-    another count works (``dynamic_frames``, ``max_frames``, ``fixed_frames_reason``)."""
+def export_video_graph(model: nn.Module, path: str | Path, frames: int | None = None, metadata: dict | None = None) -> dict:
+    """Write ``model``'s video graph (fp32) to ``path`` with ``metadata`` (the graph's metadata properties); returns
+    the frame count it was made with and whether another count works (``dynamic_frames``, ``max_frames``,
+    ``fixed_frames_reason``)."""
     check_exportable(model)
     model = model.float().eval()
     reason = fixed_frames_reason(model)
@@ -217,7 +221,8 @@ def export_video_graph(model: nn.Module, path: str | Path, frames: int | None = 
         raise ValueError(f"this model takes exactly {model.config.num_frames} frames ({reason}), not {frames}")
     frame_dim = {} if reason else {1: torch.export.Dim("frames", min=2, max=model.config.max_frames)}
     outputs = ["video_features", "visual_tokens"] if model.video_specific_text else ["video_features"]
-    _export(VideoGraph(model), (_example_video(model, frames),), Path(path), ["frames"], outputs, {"frames": {0: _BATCH, **frame_dim}})
+    shapes = {"frames": {0: _BATCH, **frame_dim}}
+    _export(VideoGraph(model), (_example_video(model, frames),), Path(path), ["frames"], outputs, shapes, metadata or {})
     return {
         "num_frames": frames,
         "dynamic_frames": reason is None,
@@ -227,8 +232,9 @@ def export_video_graph(model: nn.Module, path: str | Path, frames: int | None = 
 
 
 @torch.no_grad()
-def export_text_graph(model: nn.Module, path: str | Path) -> int:
-    """Write ``model``'s text graph (fp32) to ``path``; returns its context length (the longest token input)."""
+def export_text_graph(model: nn.Module, path: str | Path, metadata: dict | None = None) -> int:
+    """Write ``model``'s text graph (fp32) to ``path`` with ``metadata``; returns its context length (the longest
+    token input)."""
     check_exportable(model)
     model = model.float().eval()
     context = model.text.positional_embedding.shape[0]
@@ -241,13 +247,14 @@ def export_text_graph(model: nn.Module, path: str | Path) -> int:
         ["tokens"],
         ["text_features"],
         {"tokens": {0: torch.export.Dim("texts", min=1, max=1 << 20), 1: torch.export.Dim("length", min=2, max=context)}},
+        metadata or {},
     )
     return context
 
 
 @torch.no_grad()
-def export_prompt_graph(model: nn.Module, path: str | Path) -> None:
-    """Write X-CLIP's prompt graph (:class:`XCLIPPromptGraph`, fp32) to ``path``."""
+def export_prompt_graph(model: nn.Module, path: str | Path, metadata: dict | None = None) -> None:
+    """Write X-CLIP's prompt graph (:class:`XCLIPPromptGraph`, fp32) to ``path`` with ``metadata``."""
     model = model.float().eval()
     features, visual_tokens = model.video(_example_video(model, model.config.num_frames))
     classes = torch.randn(3, features.shape[1])
@@ -262,19 +269,21 @@ def export_prompt_graph(model: nn.Module, path: str | Path) -> None:
             "visual_tokens": {0: _BATCH},
             "text_features": {0: torch.export.Dim("classes", min=2, max=1 << 20)},
         },
+        metadata or {},
     )
 
 
-def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = None) -> dict:
-    """Write the fp32 graphs of ``model`` (fp32 weights, in eval mode) into ``directory``; returns what the export
-    config records of them: the files, the frame count and whether it is dynamic, the text context length."""
+def export_graphs(model: nn.Module, directory: str | Path, frames: int | None = None, metadata: dict | None = None) -> dict:
+    """Write the fp32 graphs of ``model`` (fp32 weights, in eval mode) into ``directory``, each with ``metadata``;
+    returns what the export config records of them: the files, the frame count and whether it is dynamic, the text
+    context length."""
     check_exportable(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    info = export_video_graph(model, directory / VIDEO_FILE, frames)
-    info["context_length"] = export_text_graph(model, directory / TEXT_FILE)
+    info = export_video_graph(model, directory / VIDEO_FILE, frames, metadata)
+    info["context_length"] = export_text_graph(model, directory / TEXT_FILE, metadata)
     info["files"] = {"video": VIDEO_FILE, "text": TEXT_FILE}
     if model.video_specific_text:
-        export_prompt_graph(model, directory / PROMPTS_FILE)
+        export_prompt_graph(model, directory / PROMPTS_FILE, metadata)
         info["files"]["prompts"] = PROMPTS_FILE
     return info

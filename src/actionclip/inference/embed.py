@@ -100,8 +100,9 @@ def model_source(model, checkpoint, pretrained, visual_prompt: str, arch: str | 
     return None
 
 
-def _prepare(directory: Path, info: dict, paths: list[str]) -> tuple[list[str], int]:
-    """Rank 0: check or write the collection's settings, delete what a crash left, and list the videos still to do."""
+def _prepare(directory: Path, info: dict, paths: list[str], retry_errors: bool) -> dict:
+    """Rank 0: check or write the collection's settings, delete what a crash left, and list the videos still to do
+    with their identity (``todo``), how many there are, and how many are skipped, failed before and not retried."""
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / store.INFO).is_file():
         known = store.read_info(directory)
@@ -113,9 +114,19 @@ def _prepare(directory: Path, info: dict, paths: list[str]) -> tuple[list[str], 
         write_atomically(directory / store.INFO, (json.dumps(info, indent=1) + "\n").encode())
     records = store.read_manifest(directory)
     store.remove_unlisted_shards(directory, records)
-    done = {record["video"] for record in records}
-    todo = [path for path in paths if path not in done]
-    return todo, len(paths) - len(todo)
+    standing = {store.identity(r): "error" in r for r in store.current_records(records)}
+    videos: dict[str, tuple[str, dict]] = {}
+    for path in paths:  # one video named two ways is embedded once, under the first name
+        identity = store.video_identity(path)
+        videos.setdefault(identity["path"], (path, identity))
+    todo, failed_before = [], 0
+    for path, identity in videos.values():
+        failed = standing.get(store.identity(identity))
+        if failed is None or (failed and retry_errors):
+            todo.append((path, identity))
+        elif failed:
+            failed_before += 1
+    return {"todo": todo, "videos": len(videos), "skipped": len(videos) - len(todo), "failed_before": failed_before}
 
 
 @contextlib.contextmanager
@@ -148,12 +159,14 @@ def embed(
     workers: int = 2,
     shard_size: int = 1024,
     decode_short_side: int | None = None,
+    retry_errors: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Embed the videos of ``inputs`` (files or folders) into the collection folder ``output``; returns
-    ``{"videos", "skipped", "embedded", "failed", "rows"}`` (this run, all ranks). ``model``, ``checkpoint`` and the
-    other model arguments as in :func:`actionclip.predict`; ``dtype`` fp16 or fp32 for the stored rows; a shard is
-    written every ``shard_size`` rows (a crash loses at most that much work)::
+    """Embed the videos of ``inputs`` (files or folders) into the collection folder ``output`` (new, empty, or a
+    collection); returns ``{"videos", "skipped", "embedded", "failed", "rows", "failed_before"}`` (this run, all
+    ranks; ``failed_before``: skipped videos that an earlier run could not read, tried again with ``retry_errors``).
+    ``model``, ``checkpoint`` and the other model arguments as in :func:`actionclip.predict`; ``dtype`` fp16 or fp32
+    for the stored rows; a shard is written every ``shard_size`` rows (a crash loses at most that much work)::
 
         actionclip.embed("videos/", "emb/", checkpoint="runs/k400", window=4, stride=2)
     """
@@ -181,6 +194,7 @@ def embed(
         )
     num_frames = num_frames or model.config.num_frames
     directory = Path(output)
+    distributed.made_on_main(lambda: store.check_output(directory), info_dist)  # before the lock writes into it
     with _lock(directory) if info_dist.is_main else contextlib.nullcontext():
         info = {
             "format": 1,
@@ -197,9 +211,9 @@ def embed(
             "dim": model.config.clip["embed_dim"],
             "decode_short_side": decode_short_side,
         }
-        paths = list(dict.fromkeys(collect_videos(inputs)))
-        todo, skipped = distributed.made_on_main(lambda: _prepare(directory, info, paths), info_dist)
-        mine = todo[info_dist.rank :: info_dist.world_size]
+        paths = collect_videos(inputs)
+        plan = distributed.made_on_main(lambda: _prepare(directory, info, paths, retry_errors), info_dist)
+        mine = plan["todo"][info_dist.rank :: info_dist.world_size]
         counts = _embed_videos(
             model,
             mine,
@@ -213,11 +227,27 @@ def embed(
         )
         totals = [sum(c[key] for c in distributed.gather_objects(counts, info_dist)) for key in ("embedded", "failed", "rows")]
         distributed.barrier(info_dist)
-    return {"videos": len(paths), "skipped": skipped, "embedded": totals[0], "failed": totals[1], "rows": totals[2]}
+    return {
+        "videos": plan["videos"],
+        "skipped": plan["skipped"],
+        "embedded": totals[0],
+        "failed": totals[1],
+        "rows": totals[2],
+        "failed_before": plan["failed_before"],
+    }
 
 
 def _embed_videos(
-    model, paths: list[str], directory: Path, info: dict, rank: int, *, batch_size: int, workers: int, shard_size: int, progress: bool
+    model,
+    videos: list[tuple[str, dict]],
+    directory: Path,
+    info: dict,
+    rank: int,
+    *,
+    batch_size: int,
+    workers: int,
+    shard_size: int,
+    progress: bool,
 ) -> dict:
     rows: list[np.ndarray] = []
     records: list[dict] = []
@@ -239,7 +269,7 @@ def _embed_videos(
 
     for done, clips in iter_clip_outputs(
         model,
-        paths,
+        [path for path, _ in videos],
         normalized_embeddings(model),
         num_frames=info["frames"],
         window=info["window"],
@@ -250,14 +280,14 @@ def _embed_videos(
         progress=progress,
         desc="embed",
     ):
-        path = paths[done["position"]]
+        path, identity = videos[done["position"]]
         if "error" in done:
-            records.append({"video": path, "error": done["error"], **stamp})
+            records.append({"video": path, "error": done["error"], **identity, **stamp})
             counts["failed"] += 1
             continue
         duration = None if done["end"] is None else round(done["end"] - done["start"], 6)
         for start, end, embedding in clips:
-            record = {"video": path, "duration": duration, "start": start, "end": end, **stamp}
+            record = {"video": path, "duration": duration, "start": start, "end": end, **identity, **stamp}
             if "warning" in done:
                 record["warning"] = done["warning"]
             records.append(record)

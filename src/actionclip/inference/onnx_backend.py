@@ -20,11 +20,13 @@ from types import SimpleNamespace
 import torch
 
 from actionclip.checkpoints.sources import read_model
-from actionclip.export.directory import export_model, weights_digest
+from actionclip.data.transforms import NORMALIZATIONS
+from actionclip.export.directory import weights_digest, write_export
 from actionclip.host.devices import cpu_has_native_bf16
 from actionclip.host.files import ONNX, cache_root
 from actionclip.models.build import ARCHITECTURES
-from actionclip.onnx_runtime.runtime import EXPORT_CONFIG, ExportedModel, is_export_dir
+from actionclip.onnx_runtime.export_config import EXPORT_CONFIG, is_export_dir, read_export_config
+from actionclip.onnx_runtime.runtime import ExportedModel
 
 RUNTIMES = ("torch", "onnx")
 
@@ -67,7 +69,7 @@ def cached_export(model: torch.nn.Module, frames: int, precision: str, cache_dir
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=path.parent))
     try:
-        export_model(model, staging, precision, frames)
+        write_export(model, staging, precision, frames)
         os.replace(staging, path)
     except OSError:
         if not is_export_dir(path):  # another process may have finished the same export first
@@ -83,6 +85,10 @@ class OnnxPredictModel:
     def __init__(self, exported: ExportedModel):
         self.exported = exported
         config = exported.config
+        # What only the torch side reads of export.json: checked here, as the runtime checks the rest.
+        for key, known in (("arch", ARCHITECTURES), ("normalization", NORMALIZATIONS)):
+            if config[key] not in known:
+                raise ValueError(f"{exported.directory / EXPORT_CONFIG}: {key}: must be one of {', '.join(known)}, got {config[key]!r}")
         # What `eval` checks and remembers of a torch model's config: an ActionCLIP export's visual prompt decides,
         # as for the model, whether another frame count is refused; its templates are the model's test templates.
         self.config = SimpleNamespace(
@@ -149,7 +155,7 @@ def load_onnx_model(
     """An export directory as it is, or any other checkpoint or model (see ``load_model``) exported into the cache.
     ``threads``: ONNX Runtime's intra-op threads (None: all cores)."""
     if is_export_dir(checkpoint):
-        exported_precision = json.loads((Path(checkpoint) / EXPORT_CONFIG).read_text())["precision"]
+        exported_precision = read_export_config(checkpoint)["precision"]
         # auto keeps the export's own choice: its author picked int8 or fp32 for the deployment
         wanted = exported_precision if precision in (None, "auto") else resolve_onnx_precision(precision, device)
         exported = ExportedModel(checkpoint, wanted, threads)

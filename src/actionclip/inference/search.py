@@ -5,7 +5,7 @@ embeddings, normalised: the prompt ensemble of CLIP's zero-shot classifiers); ``
 instead, embedded as the collection's videos were. Scores are cosine similarities. The exact search is a matrix
 product over the rows, a chunk at a time; ``index="faiss"`` builds a faiss index once (exact inner product up to
 ``IVF_FROM`` rows, an inverted-file index of ``sqrt(N)`` lists beyond) and keeps it beside the shards, built again only
-when the manifest has changed.
+when the rows' vectors have changed.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -112,19 +111,23 @@ def exact_top_k(matrix: np.ndarray, query: torch.Tensor, k: int) -> tuple[list[f
     return values.tolist(), order.tolist()
 
 
-def _rows_key(rows: Sequence[dict]) -> str:
-    return hashlib.sha256("\n".join(f"{r['shard']}:{r['row']}" for r in rows).encode()).hexdigest()
+def _rows_key(matrix: np.ndarray) -> str:
+    """A digest of the vectors in their order: an index built for other vectors (a collection made again under the
+    same shard names) is never taken for theirs."""
+    digest = hashlib.sha256(f"{matrix.dtype.str} {matrix.shape}".encode())
+    digest.update(np.ascontiguousarray(matrix).data)
+    return digest.hexdigest()
 
 
-def faiss_index(directory: PathLike, rows: Sequence[dict], matrix: np.ndarray):
-    """The faiss index of the collection: read from ``index.faiss`` when it was built for these rows, else built and
-    written there."""
+def faiss_index(directory: PathLike, matrix: np.ndarray):
+    """The faiss index of the collection: read from ``index.faiss`` when it was built for these vectors, else built
+    and written there."""
     try:
         import faiss
     except ImportError:
         raise ValueError("faiss is not installed: pip install 'actionclip[index]' (faiss-cpu), or search without --index faiss") from None
     directory = Path(directory)
-    key = _rows_key(rows)
+    key = _rows_key(matrix)
     path, info_path = directory / store.INDEX, directory / store.INDEX_INFO
     if path.is_file() and info_path.is_file():
         try:
@@ -180,6 +183,8 @@ def search(
     """
     if (query is None) == (like is None):
         raise ValueError("give a text query or a video to search like, one of the two")
+    if not str(query if like is None else like).strip():
+        raise ValueError("the query is empty: give a text to search for, or a video with --like")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if index not in ("exact", "faiss"):
@@ -197,7 +202,7 @@ def search(
         )
         vector = text_query_embedding(model, query, templates) if like is None else video_query_embedding(model, like, info)
     if index == "faiss":
-        scores, order = faiss_top_k(faiss_index(directory, rows, matrix), vector, top_k, nprobe)
+        scores, order = faiss_top_k(faiss_index(directory, matrix), vector, top_k, nprobe)
     else:
         scores, order = exact_top_k(matrix, vector, top_k)
     results = [

@@ -160,7 +160,8 @@ def embedding_predictions(
         text_features = model.class_text_features(labels, templates)
     else:
         text_features = cached_class_text_features(model, labels, templates, text_cache)
-    rows, matrix = store.load_embeddings(directory)
+    records = store.current_records(store.read_manifest(directory))
+    rows, matrix = store.load_embeddings(directory, records)
     probabilities = (
         torch.cat(
             [
@@ -171,25 +172,27 @@ def embedding_predictions(
         if len(matrix)
         else torch.zeros(0, len(labels))
     )
+    # One result per video file (the standing records of a file share its first name and are all rows or one error).
     by_video: dict[str, list] = {}
-    for record in store.read_manifest(directory):
-        by_video.setdefault(record["video"], [])
+    for record in records:
+        by_video.setdefault(store.identity(record)[0], [])
     for record, row in zip(rows, probabilities):
-        by_video[record["video"]].append((record, row))
-    errors = {r["video"]: r["error"] for r in store.read_manifest(directory) if "error" in r}
+        by_video[store.identity(record)[0]].append((record, row))
+    errors = {store.identity(r)[0]: r for r in records if "error" in r}
     results = []
-    for video, items in by_video.items():
-        if video in errors:
-            results.append({"video": video, "error": errors[video]})
+    for key, items in by_video.items():
+        if key in errors:
+            results.append({"video": errors[key]["video"], "error": errors[key]["error"]})
         elif info["window"] is None:
-            scores, order = items[0][1].topk(min(top_k, len(labels)))
-            results.append({"video": video, "labels": [labels[i] for i in order.tolist()], "scores": scores.tolist()})
+            record, row = items[0]
+            scores, order = row.topk(min(top_k, len(labels)))
+            results.append({"video": record["video"], "labels": [labels[i] for i in order.tolist()], "scores": scores.tolist()})
         else:
             items.sort(key=lambda item: item[0]["start"])
             first = items[0][0]
             results.append(
                 timeline(
-                    video,
+                    first["video"],
                     [(r["start"], r["end"], p) for r, p in items],
                     labels,
                     first["start"],

@@ -19,7 +19,6 @@ of 32, 224 and 336 pixels).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -27,7 +26,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from PIL import Image
 
+from actionclip.host.records import load_npy
 from actionclip.onnx_runtime.bpe import BPETokenizer
+from actionclip.onnx_runtime.export_config import EXPORT_CONFIG, ONNX_PRECISIONS, WEIGHTS_STAMP, read_export_config
 from actionclip.prompts import fill_templates, resolve_templates
 from actionclip.video.clips import read_clips
 from actionclip.video.decode import VideoReadError, open_video
@@ -35,10 +36,6 @@ from actionclip.video.sampling import sample_indices
 
 if TYPE_CHECKING:
     import onnxruntime
-
-EXPORT_CONFIG = "export.json"
-EXPORT_FORMAT = "actionclip-onnx"
-ONNX_PRECISIONS = ("fp32", "int8")
 
 
 def _onnxruntime():
@@ -48,15 +45,6 @@ def _onnxruntime():
     except ImportError:
         raise ValueError("running an ONNX export needs ONNX Runtime: pip install 'actionclip[onnx]'") from None
     return onnxruntime
-
-
-def is_export_dir(path: str | os.PathLike | None) -> bool:
-    if path is None:
-        return False
-    try:
-        return json.loads((Path(path) / EXPORT_CONFIG).read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -74,9 +62,7 @@ class ExportedModel:
 
     def __init__(self, directory: str | os.PathLike, precision: str | None = None, threads: int | None = None):
         self.directory = Path(directory)
-        if not is_export_dir(self.directory):
-            raise ValueError(f"{self.directory}: not an export directory (no {EXPORT_CONFIG} written by `actionclip export`)")
-        self.config = json.loads((self.directory / EXPORT_CONFIG).read_text())
+        self.config = read_export_config(self.directory)
         self.precision = precision or self.config["precision"]
         if self.precision not in ONNX_PRECISIONS:
             raise ValueError(f"an exported model runs in {' or '.join(ONNX_PRECISIONS)}, not {self.precision!r}")
@@ -92,7 +78,22 @@ class ExportedModel:
         self.prompts_session = self._session(self.config["files"]["prompts"]) if "prompts" in self.config["files"] else None
 
     def _session(self, name: str) -> onnxruntime.InferenceSession:
-        return _onnxruntime().InferenceSession(str(self.directory / name), self._options, providers=["CPUExecutionProvider"])
+        """The graph ``name`` (a plain name, by :func:`read_export_config`) in a session, once it is a graph ONNX
+        Runtime loads and one exported from the weights ``export.json`` records."""
+        path = self.directory / name
+        if not path.is_file():
+            raise ValueError(f"{path}: missing ({EXPORT_CONFIG} names it)")
+        try:
+            session = _onnxruntime().InferenceSession(str(path), self._options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime's own exception classes, one per status, none a common base
+            raise ValueError(f"{path}: not an ONNX graph that ONNX Runtime loads ({str(error).splitlines()[0][-120:]})") from None
+        stamp = session.get_modelmeta().custom_metadata_map.get(WEIGHTS_STAMP)
+        if self.config["version"] >= 2 and stamp != self.config["weights_digest"]:
+            raise ValueError(
+                f"{path}: exported from other weights than {self.directory / EXPORT_CONFIG} records (a graph of "
+                "another export mixed in); export the model again into a new folder"
+            )
+        return session
 
     @property
     def num_frames(self) -> int:
@@ -139,7 +140,7 @@ class ExportedModel:
         templates, labels = self.templates(templates), list(labels)
         stored = self.config.get("label_features")
         if stored and stored["labels"] == labels and stored["templates"] == templates:
-            return np.load(self.directory / stored["file"], allow_pickle=False)
+            return load_npy(self.directory / stored["file"], (len(templates), len(labels), self.config["embed_dim"]), np.float32)
         features = self.encode_text(self.tokenize(fill_templates(templates, labels)))
         if self.config["arch"] != "xclip":
             features = _normalize(features)
