@@ -34,3 +34,31 @@ def _deterministic():
 def random_video(batch=2, frames=8, size=32, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, frames, 3, size, size, generator=generator)
+
+
+# The labels whose text features the shared exports carry.
+EXPORT_LABELS = ["arm wrestling", "playing guitar", "swimming", "applying eye makeup"]
+
+
+def tiny_model(variant="Transf"):
+    """The tiny ActionCLIP with the visual prompt ``variant``, or the tiny X-CLIP for ``variant="xclip"``."""
+    if variant == "xclip":
+        return actionclip.create_model("test-tiny", arch="xclip", seed=0).eval()
+    return actionclip.create_model("test-tiny", visual_prompt=variant, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """``tiny_export(variant)``: the tiny model of ``variant`` and its int8 export with the text features of
+    EXPORT_LABELS, made once per test process (torch.export takes seconds of CPU per model). Tests edit copies."""
+    from actionclip.export.directory import export_model
+
+    made = {}
+
+    def export(variant="Transf"):
+        if variant not in made:
+            model = tiny_model(variant)
+            made[variant] = model, export_model(model, tmp_path_factory.mktemp(f"export_{variant}"), "int8", labels=EXPORT_LABELS)
+        return made[variant]
+
+    return export

@@ -16,16 +16,10 @@ from actionclip.export.directory import export_model
 from actionclip.export.graphs import attention_for_export, export_text_graph, export_video_graph
 from actionclip.export.int8 import quantize_video_graph
 from actionclip.onnx_runtime.runtime import ExportedModel
-from conftest import random_video
+from conftest import EXPORT_LABELS, random_video, tiny_model
 
-LABELS = ["arm wrestling", "playing guitar", "swimming"]
+LABELS = EXPORT_LABELS
 VARIANTS = [*actionclip.VISUAL_PROMPTS, "xclip"]
-
-
-def tiny_model(variant):
-    if variant == "xclip":
-        return actionclip.create_model("test-tiny", arch="xclip", seed=0).eval()
-    return actionclip.create_model("test-tiny", visual_prompt=variant, seed=0).eval()
 
 
 def torch_outputs(model, video):
@@ -104,11 +98,9 @@ def test_exported_attention_moves_the_heads_in_one_transpose_each_way_and_never_
             assert all(producers[i].op_type != "Mul" for i in scores.input if i in producers)
 
 
-@pytest.fixture(scope="module", params=["Transf", "xclip"])
-def exported(request, tmp_path_factory):
-    model = tiny_model(request.param)
-    directory = export_model(model, tmp_path_factory.mktemp(f"export_{request.param}"), "int8", labels=LABELS)
-    return model, directory
+@pytest.fixture(params=["Transf", "xclip"])
+def exported(request, tiny_export):
+    return tiny_export(request.param)
 
 
 def test_text_embeddings_and_classify_equal_torch(exported):

@@ -9,8 +9,6 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import actionclip
-from actionclip.export.directory import export_model
 from actionclip.export.int8 import per_token_matmuls, quantize_matmuls, weight_matmuls
 from actionclip.onnx_runtime.runtime import ExportedModel
 from conftest import random_video
@@ -98,13 +96,9 @@ def test_a_layer_norm_read_elsewhere_keeps_its_offset():
     assert np.abs(got[0] - full[0]).max() <= 0.02 * np.abs(full[0]).max()
 
 
-@pytest.fixture(scope="module", params=["Transf", "xclip"])
-def exported(request, tmp_path_factory):
-    if request.param == "xclip":
-        model = actionclip.create_model("test-tiny", arch="xclip", seed=0).eval()
-    else:
-        model = actionclip.create_model("test-tiny", visual_prompt=request.param, seed=0).eval()
-    return export_model(model, tmp_path_factory.mktemp(f"int8_{request.param}"), "int8")
+@pytest.fixture(params=["Transf", "xclip"])
+def exported(request, tiny_export):
+    return tiny_export(request.param)[1]
 
 
 def test_a_videos_int8_embedding_does_not_depend_on_the_rest_of_its_batch(exported):

@@ -24,17 +24,18 @@ from actionclip.export.directory import export_model, write_export
 from actionclip.inference import onnx_backend as onnx_predict
 from actionclip.onnx_runtime.bpe import BPETokenizer
 from actionclip.onnx_runtime.runtime import ExportedModel, centre_crop_frames, classify_videos, read_clip
+from conftest import EXPORT_LABELS
 from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_export):
     """A tiny model's checkpoint and its export (int8 graphs too, label features of LABELS)."""
-    model = actionclip.create_model("test-tiny", seed=0).eval()
-    checkpoint = actionclip.save(model, tmp_path_factory.mktemp("ckpt"))
-    return checkpoint, export_model(model, tmp_path_factory.mktemp("export"), "int8", labels=LABELS)
+    assert LABELS == EXPORT_LABELS
+    model, directory = tiny_export()
+    return actionclip.save(model, tmp_path_factory.mktemp("ckpt")), directory
 
 
 def test_bpe_tokenizer_equals_open_clips():
