@@ -15,8 +15,6 @@ from actionclip.engine.pretrain import PretrainConfig, check_captions_fit
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
 from conftest import random_video
 
-# The quick run is a module fixture: its tests share a test process (pytest-xdist's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("demo")
 KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "label_only", "actionclip_vit", "actionclip_vit_ce", "xclip")
 
 

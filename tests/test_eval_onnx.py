@@ -15,7 +15,6 @@ from actionclip.engine import run
 from actionclip.engine.config import load_config, save_config
 from actionclip.export.directory import export_model
 
-pytestmark = pytest.mark.xdist_group("eval_onnx")  # one test process makes the module's export
 DATA = {
     "shapes": ["circle", "square", "triangle"],
     "colours": ["red", "blue"],
