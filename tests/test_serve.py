@@ -4,43 +4,33 @@ import json
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("fastapi")
 
-from fastapi.testclient import TestClient  # noqa: E402
-
 import actionclip  # noqa: E402
 from actionclip.cli.main import main  # noqa: E402
-from actionclip.serve.app import MAX_LABELS, ServeSettings, create_app  # noqa: E402
-from serve_helpers import serve_process  # noqa: E402
+from actionclip.serve.app import MAX_LABELS, ServeSettings  # noqa: E402
+from serve_helpers import (  # noqa: E402
+    ARM_WRESTLING,
+    EYE_MAKEUP,
+    LABELS,
+    client_for,
+    multipart_part,
+    needs_peer_videos,
+    serve_process,
+    tiny_model,
+    video_files,
+)
 
-PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
-ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"
-EYE_MAKEUP = PEER_VIDEOS / "mmaction2_test_eye_makeup.avi"
-needs_peer_videos = pytest.mark.skipif(not ARM_WRESTLING.is_file(), reason=f"no peer videos in {PEER_VIDEOS}")
-LABELS = ["arm wrestling", "playing guitar", "swimming", "applying eye makeup"]
 pytestmark = needs_peer_videos
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    model = actionclip.create_model("test-tiny", seed=0).eval()
-    return model, actionclip.save(model, tmp_path_factory.mktemp("ckpt"))
-
-
-def client_for(model, tmp_path, **settings):
-    uploads = tmp_path / "uploads"
-    uploads.mkdir(exist_ok=True)
-    app = create_app(model, ServeSettings(**{"default_labels": LABELS, "workers": 0, **settings}), upload_dir=uploads)
-    return TestClient(app), uploads
-
-
-def video_files(*paths, field="video"):
-    return [(field, (Path(p).name, Path(p).read_bytes())) for p in paths]
+    return tiny_model(tmp_path_factory)
 
 
 def predicted(model, paths, labels, **options):
@@ -228,17 +218,13 @@ def _multipart_head(boundary: str, size: int, port: int) -> bytes:
     ).encode()
 
 
-def _part(boundary: str) -> bytes:
-    return (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
-
-
 def test_a_real_server_process(tiny, tmp_path):
     _, checkpoint = tiny
     tmpdir = tmp_path / "tmp"
     key = {"X-API-Key": "secret"}
     with serve_process(
         checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1", "--api-key", "secret"
-    ) as url:
+    ) as (url, _):
         port = int(url.rsplit(":", 1)[1])
         info = httpx.get(f"{url}/v1/model", headers=key).json()
         assert info["default_labels"] == LABELS and info["max_upload_mb"] == 1
@@ -269,7 +255,7 @@ def test_a_real_server_process(tiny, tmp_path):
 
         # A client that goes away mid-upload leaves no file behind.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            connection.sendall(_multipart_head("xx", 900_000, port) + _part("xx") + b"0" * 300_000)
+            connection.sendall(_multipart_head("xx", 900_000, port) + multipart_part("xx") + b"0" * 300_000)
             deadline = time.monotonic() + 10
             while not any(tmpdir.glob("actionclip-serve-*/*")) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -281,7 +267,7 @@ def test_a_real_server_process(tiny, tmp_path):
 
         # So does one that goes away while its videos wait for the model.
         views = b'--xx\r\nContent-Disposition: form-data; name="views"\r\n\r\n10x3\r\n'  # slower: 30 views each
-        body = views + b"".join(_part("xx") + EYE_MAKEUP.read_bytes() + b"\r\n" for _ in range(3)) + b"--xx--\r\n"
+        body = views + b"".join(multipart_part("xx") + EYE_MAKEUP.read_bytes() + b"\r\n" for _ in range(3)) + b"--xx--\r\n"
         assert len(body) < 1 << 20  # under --max-upload-mb: read whole, then decoded and queued
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
             connection.sendall(_multipart_head("xx", len(body), port) + body)
@@ -297,7 +283,7 @@ def test_a_real_server_process(tiny, tmp_path):
                 f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\nTransfer-Encoding: chunked\r\n"
                 "Content-Type: multipart/form-data; boundary=xx\r\n\r\n"
             ).encode()
-            chunks = [_part("xx")] + [b"0" * 65536] * 24  # 1.5 MB, and no last chunk
+            chunks = [multipart_part("xx")] + [b"0" * 65536] * 24  # 1.5 MB, and no last chunk
             connection.sendall(head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks))
             reply = _reply(connection)
         assert reply.startswith("HTTP/1.1 413") and "over the limit of 1 MB" in reply
