@@ -1,6 +1,8 @@
 """`actionclip serve`: the API through FastAPI's test client and against a real process on 127.0.0.1."""
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -17,7 +19,9 @@ from serve_helpers import (  # noqa: E402
     ARM_WRESTLING,
     EYE_MAKEUP,
     LABELS,
+    alive,
     client_for,
+    descendants,
     multipart_part,
     needs_peer_videos,
     serve_process,
@@ -142,6 +146,14 @@ BAD_REQUESTS = {
     "bad views": (dict(data={"views": "10x2"}), 422, "crops 1 or 3"),
     "too many views": (dict(data={"views": "20x3"}), 422, "at most 30 views"),
     "bad top_k": (dict(data={"top_k": "0"}), 422, "top_k must be an integer >= 1"),
+    "a Unicode digit as top_k": (dict(data={"top_k": "²"}), 422, "top_k must be an integer >= 1, got '²'"),
+    "labels nested 100,000 deep": (dict(data={"labels": "[" * 100_000}), 422, "labels: not a valid JSON list (nested too deep)"),
+    "templates nested 100,000 deep": (dict(data={"templates": "[" * 100_000}), 422, "templates: actionclip, label_only, or a JSON list"),
+    "100 labels x 10,000 templates": (
+        dict(data={"labels": ",".join(f"c{i}" for i in range(100)), "templates": json.dumps(["{}"] * 10_000)}),
+        422,
+        "100 labels x 10000 templates is 1000000 texts to encode: at most 16000 per request",
+    ),
     "a template path": (dict(data={"templates": "/etc/passwd"}), 422, "templates: actionclip, label_only, or a JSON list"),
     "not multipart": (dict(files=None, data={"labels": "a"}), 415, "send the videos as multipart/form-data"),
     "bad API key": (dict(headers={"X-API-Key": "wrong"}), 401, "missing or wrong API key"),
@@ -224,7 +236,7 @@ def test_a_real_server_process(tiny, tmp_path):
     key = {"X-API-Key": "secret"}
     with serve_process(
         checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1", "--api-key", "secret"
-    ) as (url, _):
+    ) as (url, server):
         port = int(url.rsplit(":", 1)[1])
         info = httpx.get(f"{url}/v1/model", headers=key).json()
         assert info["default_labels"] == LABELS and info["max_upload_mb"] == 1
@@ -293,6 +305,18 @@ def test_a_real_server_process(tiny, tmp_path):
                 f"{url}/v1/classify", files={"video": (EYE_MAKEUP.name, b)}, data={"labels": "a,b"}, headers=key, timeout=60
             )
         assert answer.status_code == 200 and set(answer.json()["results"][0]["labels"]) == {"a", "b"}
+
+        # Killed outright (kill -9, the OOM killer, a supervisor's timeout), it leaves no decoding process behind.
+        children = descendants(server.pid)
+        assert children  # the decoder (and multiprocessing's resource tracker)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid in children if alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in left:  # the test's own processes, by their id, before it fails
+            os.kill(pid, signal.SIGKILL)
+        assert left == [], f"processes of the killed server still running: {left}"
     assert not any(tmpdir.glob("actionclip-serve-*"))
     assert "Traceback" not in (tmp_path / f"serve-{port}.log").read_text()
 
@@ -306,6 +330,9 @@ def test_command_line_mistakes_are_one_line(tiny, tmp_path, capsys):
         (["--max-wait-ms", "inf"], "error: --max-wait-ms must be a finite number, got inf"),
         (["--max-upload-mb", "inf"], "error: --max-upload-mb must be a finite number, got inf"),
         (["--api-key", ""], "error: the API key is empty (--api-key or ACTIONCLIP_API_KEY)"),
+        (["--max-wait-ms", "1e9"], "error: --max-wait-ms must be >= 0 and at most 10000, got 1e+09"),
+        (["--max-upload-mb", "0"], "error: --max-upload-mb must be > 0 and at most 100000, got 0"),
+        (["--cors", "app.example"], "error: --cors: 'app.example' is not an origin"),
     ):
         code = main(["serve", "--checkpoint", str(checkpoint), *args])
         err = capsys.readouterr().err
