@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 import actionclip  # noqa: E402
 from actionclip.serve.app import ServeSettings  # noqa: E402
 from actionclip.serve.batching import Batcher  # noqa: E402
+from actionclip.serve.texts import MAX_TEXTS, EncodingCancelled, TextFeatureCache  # noqa: E402
 from serve_helpers import ARM_WRESTLING, EYE_MAKEUP, client_for, multipart_part, needs_peer_videos, tiny_model, video_files  # noqa: E402
 
 pytestmark = needs_peer_videos
@@ -36,12 +37,10 @@ def test_labels_times_templates_is_bounded_and_the_bound_is_named(tiny, tmp_path
             "100 labels x 200 templates is 20000 texts to encode: at most 16000 per request (labels x templates)"
         )
         assert client.app.state.texts.encoded == encoded  # refused before any encoding
-        assert client.get("/v1/model").json()["max_texts"] == 16000
+        assert client.get("/v1/model").json()["max_texts"] == MAX_TEXTS == 16000
 
 
 def test_text_features_kept_are_bounded_in_bytes(tiny):
-    from actionclip.serve.texts import TextFeatureCache
-
     model, _ = tiny
     one_set = model.class_text_features(["a", "b"], ["{}"]).nbytes
     texts = TextFeatureCache(model, max_bytes=3 * one_set)
@@ -53,8 +52,6 @@ def test_text_features_kept_are_bounded_in_bytes(tiny):
 
 
 def test_the_text_encoding_of_a_client_that_has_gone_stops_between_chunks(tiny):
-    from actionclip.serve.texts import EncodingCancelled, TextFeatureCache
-
     model, _ = tiny
     gone, chunks = threading.Event(), []
 

@@ -74,8 +74,9 @@ def decode_upload(path: str, num_frames: int, size: int, views: str, thumbnails:
 
 def _init_worker(server: int) -> None:
     torch.set_num_threads(1)  # the workers together keep the cores busy, as DataLoader workers do
-    # A server killed outright (kill -9, the OOM killer) cannot stop its decoders, and they wait on a queue that
-    # their siblings keep open: each watches its parent instead, a thread that PR_SET_PDEATHSIG's would not need.
+    # A server killed outright (kill -9, the OOM killer) cannot stop its decoders, which wait on a queue their
+    # siblings keep open: each watches its server instead (not PR_SET_PDEATHSIG: it fires when the starting thread
+    # ends, and the pool may start processes from a thread that ends before the server).
     threading.Thread(target=_exit_with, args=(server,), name="actionclip-watch-server", daemon=True).start()
 
 
