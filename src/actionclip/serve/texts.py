@@ -27,7 +27,9 @@ class EncodingCancelled(Exception):
 
 def check_text_count(labels: int, templates: Sequence[str] | str | None, model: nn.Module) -> None:
     """ValueError if ``labels`` x ``templates`` (None: the model's) is more than ``MAX_TEXTS`` texts."""
-    count = len(resolve_templates(templates if templates is not None else model.default_templates))
+    # A list is counted before its templates are checked: checking 10,000 of them took 11 ms, five times the rest of
+    # the refusal, and a client sending such requests back to back took a core from the others.
+    count = len(templates) if isinstance(templates, list) else len(resolve_templates(templates or model.default_templates))
     if labels * count > MAX_TEXTS:
         raise ValueError(
             f"{labels} labels x {count} templates is {labels * count} texts to encode: at most {MAX_TEXTS} per request (labels x templates)"
