@@ -1,46 +1,40 @@
 """`actionclip serve`: the API through FastAPI's test client and against a real process on 127.0.0.1."""
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 pytest.importorskip("fastapi")
 
-from fastapi.testclient import TestClient  # noqa: E402
-
 import actionclip  # noqa: E402
 from actionclip.cli.main import main  # noqa: E402
-from actionclip.serve.app import MAX_LABELS, ServeSettings, create_app  # noqa: E402
-from serve_helpers import serve_process  # noqa: E402
+from actionclip.serve.app import MAX_LABELS, ServeSettings  # noqa: E402
+from serve_helpers import (  # noqa: E402
+    ARM_WRESTLING,
+    EYE_MAKEUP,
+    LABELS,
+    alive,
+    client_for,
+    descendants,
+    multipart_part,
+    needs_peer_videos,
+    serve_process,
+    tiny_model,
+    video_files,
+)
 
-PEER_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "peer_videos"
-ARM_WRESTLING = PEER_VIDEOS / "mmaction2_demo_arm_wrestling.mp4"
-EYE_MAKEUP = PEER_VIDEOS / "mmaction2_test_eye_makeup.avi"
-needs_peer_videos = pytest.mark.skipif(not ARM_WRESTLING.is_file(), reason=f"no peer videos in {PEER_VIDEOS}")
-LABELS = ["arm wrestling", "playing guitar", "swimming", "applying eye makeup"]
 pytestmark = needs_peer_videos
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    model = actionclip.create_model("test-tiny", seed=0).eval()
-    return model, actionclip.save(model, tmp_path_factory.mktemp("ckpt"))
-
-
-def client_for(model, tmp_path, **settings):
-    uploads = tmp_path / "uploads"
-    uploads.mkdir(exist_ok=True)
-    app = create_app(model, ServeSettings(**{"default_labels": LABELS, "workers": 0, **settings}), upload_dir=uploads)
-    return TestClient(app), uploads
-
-
-def video_files(*paths, field="video"):
-    return [(field, (Path(p).name, Path(p).read_bytes())) for p in paths]
+    return tiny_model(tmp_path_factory)
 
 
 def predicted(model, paths, labels, **options):
@@ -152,6 +146,14 @@ BAD_REQUESTS = {
     "bad views": (dict(data={"views": "10x2"}), 422, "crops 1 or 3"),
     "too many views": (dict(data={"views": "20x3"}), 422, "at most 30 views"),
     "bad top_k": (dict(data={"top_k": "0"}), 422, "top_k must be an integer >= 1"),
+    "a Unicode digit as top_k": (dict(data={"top_k": "²"}), 422, "top_k must be an integer >= 1, got '²'"),
+    "labels nested 100,000 deep": (dict(data={"labels": "[" * 100_000}), 422, "labels: not a valid JSON list (nested too deep)"),
+    "templates nested 100,000 deep": (dict(data={"templates": "[" * 100_000}), 422, "templates: actionclip, label_only, or a JSON list"),
+    "100 labels x 10,000 templates": (
+        dict(data={"labels": ",".join(f"c{i}" for i in range(100)), "templates": json.dumps(["{}"] * 10_000)}),
+        422,
+        "100 labels x 10000 templates is 1000000 texts to encode: at most 16000 per request",
+    ),
     "a template path": (dict(data={"templates": "/etc/passwd"}), 422, "templates: actionclip, label_only, or a JSON list"),
     "not multipart": (dict(files=None, data={"labels": "a"}), 415, "send the videos as multipart/form-data"),
     "bad API key": (dict(headers={"X-API-Key": "wrong"}), 401, "missing or wrong API key"),
@@ -228,17 +230,13 @@ def _multipart_head(boundary: str, size: int, port: int) -> bytes:
     ).encode()
 
 
-def _part(boundary: str) -> bytes:
-    return (f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="a.mp4"\r\nContent-Type: video/mp4\r\n\r\n').encode()
-
-
 def test_a_real_server_process(tiny, tmp_path):
     _, checkpoint = tiny
     tmpdir = tmp_path / "tmp"
     key = {"X-API-Key": "secret"}
     with serve_process(
         checkpoint, tmpdir, "--labels", ",".join(LABELS), "--max-upload-mb", "1", "--workers", "1", "--api-key", "secret"
-    ) as url:
+    ) as (url, server):
         port = int(url.rsplit(":", 1)[1])
         info = httpx.get(f"{url}/v1/model", headers=key).json()
         assert info["default_labels"] == LABELS and info["max_upload_mb"] == 1
@@ -269,7 +267,7 @@ def test_a_real_server_process(tiny, tmp_path):
 
         # A client that goes away mid-upload leaves no file behind.
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            connection.sendall(_multipart_head("xx", 900_000, port) + _part("xx") + b"0" * 300_000)
+            connection.sendall(_multipart_head("xx", 900_000, port) + multipart_part("xx") + b"0" * 300_000)
             deadline = time.monotonic() + 10
             while not any(tmpdir.glob("actionclip-serve-*/*")) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -281,7 +279,7 @@ def test_a_real_server_process(tiny, tmp_path):
 
         # So does one that goes away while its videos wait for the model.
         views = b'--xx\r\nContent-Disposition: form-data; name="views"\r\n\r\n10x3\r\n'  # slower: 30 views each
-        body = views + b"".join(_part("xx") + EYE_MAKEUP.read_bytes() + b"\r\n" for _ in range(3)) + b"--xx--\r\n"
+        body = views + b"".join(multipart_part("xx") + EYE_MAKEUP.read_bytes() + b"\r\n" for _ in range(3)) + b"--xx--\r\n"
         assert len(body) < 1 << 20  # under --max-upload-mb: read whole, then decoded and queued
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
             connection.sendall(_multipart_head("xx", len(body), port) + body)
@@ -297,7 +295,7 @@ def test_a_real_server_process(tiny, tmp_path):
                 f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: secret\r\nTransfer-Encoding: chunked\r\n"
                 "Content-Type: multipart/form-data; boundary=xx\r\n\r\n"
             ).encode()
-            chunks = [_part("xx")] + [b"0" * 65536] * 24  # 1.5 MB, and no last chunk
+            chunks = [multipart_part("xx")] + [b"0" * 65536] * 24  # 1.5 MB, and no last chunk
             connection.sendall(head + b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks))
             reply = _reply(connection)
         assert reply.startswith("HTTP/1.1 413") and "over the limit of 1 MB" in reply
@@ -307,6 +305,18 @@ def test_a_real_server_process(tiny, tmp_path):
                 f"{url}/v1/classify", files={"video": (EYE_MAKEUP.name, b)}, data={"labels": "a,b"}, headers=key, timeout=60
             )
         assert answer.status_code == 200 and set(answer.json()["results"][0]["labels"]) == {"a", "b"}
+
+        # Killed outright (kill -9, the OOM killer, a supervisor's timeout), it leaves no decoding process behind.
+        children = descendants(server.pid)
+        assert children  # the decoder (and multiprocessing's resource tracker)
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait()
+        deadline = time.monotonic() + 10
+        while (left := [pid for pid in children if alive(pid)]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in left:  # the test's own processes, by their id, before it fails
+            os.kill(pid, signal.SIGKILL)
+        assert left == [], f"processes of the killed server still running: {left}"
     assert not any(tmpdir.glob("actionclip-serve-*"))
     assert "Traceback" not in (tmp_path / f"serve-{port}.log").read_text()
 
@@ -320,6 +330,9 @@ def test_command_line_mistakes_are_one_line(tiny, tmp_path, capsys):
         (["--max-wait-ms", "inf"], "error: --max-wait-ms must be a finite number, got inf"),
         (["--max-upload-mb", "inf"], "error: --max-upload-mb must be a finite number, got inf"),
         (["--api-key", ""], "error: the API key is empty (--api-key or ACTIONCLIP_API_KEY)"),
+        (["--max-wait-ms", "1e9"], "error: --max-wait-ms must be >= 0 and at most 10000, got 1e+09"),
+        (["--max-upload-mb", "0"], "error: --max-upload-mb must be > 0 and at most 100000, got 0"),
+        (["--cors", "app.example"], "error: --cors: 'app.example' is not an origin"),
     ):
         code = main(["serve", "--checkpoint", str(checkpoint), *args])
         err = capsys.readouterr().err

@@ -48,7 +48,7 @@ def browser(monkeypatch):
 
 def test_upload_a_clip_and_read_the_ranked_labels(browser, tmp_path):
     checkpoint = actionclip.save(actionclip.create_model("test-tiny", seed=0).eval(), tmp_path / "ckpt")
-    with serve_process(checkpoint, tmp_path / "tmp", "--workers", "1") as url:
+    with serve_process(checkpoint, tmp_path / "tmp", "--workers", "1") as (url, _):
         browser.get(url)
         wait = WebDriverWait(browser, 60)
         wait.until(lambda driver: len(Select(driver.find_element(By.ID, "label-set")).options) == 4)

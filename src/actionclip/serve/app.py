@@ -1,22 +1,25 @@
 """The FastAPI app of ``actionclip serve``: ``POST /v1/classify``, ``GET /v1/health``, ``GET /v1/model``,
 ``GET /v1/label-sets`` and the page at ``/``. Every mistake in a request is a 4xx JSON answer ``{"detail": "..."}``
-saying what was wrong; uploads live in a temporary folder for the request's lifetime only."""
+saying what was wrong; uploads live in a temporary folder for the request's lifetime only. A client that goes away
+stops its request's work: its text encoding between two chunks, its videos before the model takes them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 import shutil
 import tempfile
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -25,7 +28,9 @@ from starlette.requests import ClientDisconnect
 
 from actionclip.inference.inputs import check_labels
 from actionclip.prompts import clean_class_name
-from actionclip.serve.batching import Batcher, TextFeatureCache, check_views
+from actionclip.serve.batching import Batcher, BatcherStopped, check_views
+from actionclip.serve.origins import OriginCheck, check_origins
+from actionclip.serve.texts import MAX_TEXTS, TextFeatureCache, check_text_count
 from actionclip.serve.uploads import FILE_FIELD, UploadError, read_form
 
 MAX_LABELS = 1000  # Kinetics-700 fits; more is a mistake, and costs a text encoding per label set
@@ -33,6 +38,8 @@ DEFAULT_TOP_K = 5
 LABEL_SETS = {"kinetics400": "Kinetics-400", "ucf101": "UCF-101", "hmdb51": "HMDB-51"}
 PACKAGE = resources.files("actionclip.serve")
 API_KEY_ENV = "ACTIONCLIP_API_KEY"
+MAX_UPLOAD_MB = 100_000  # 100 GB: more than any disk a request could be written to
+MAX_WAIT_MS = 10_000  # a batch waiting longer for company would keep its first video waiting as long
 
 
 def check_api_key(api_key: str | None) -> None:
@@ -54,8 +61,19 @@ class ServeSettings:
     workers: int = 2
     decode_short_side: int | None = None
     precision: str = "fp32"
+    cors: list[str] = field(default_factory=list)  # origins whose pages may call the API
 
     def __post_init__(self) -> None:
+        # "not (a <= x <= b)" rather than "x < a or x > b": nan fails every comparison
+        if not 0 < self.max_upload_mb <= MAX_UPLOAD_MB:
+            raise ValueError(f"--max-upload-mb must be > 0 and at most {MAX_UPLOAD_MB}, got {self.max_upload_mb:g}")
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
+            raise ValueError(f"--max-wait-ms must be >= 0 and at most {MAX_WAIT_MS}, got {self.max_wait_ms:g}")
+        if self.max_batch < 1:
+            raise ValueError(f"--max-batch must be >= 1, got {self.max_batch}")
+        if self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        self.cors = check_origins(self.cors)
         check_api_key(self.api_key)
 
 
@@ -106,11 +124,18 @@ _ERRORS = {
     for status, text in (
         (400, "malformed multipart body"),
         (401, "missing or wrong API key"),
+        (403, "a browser request from another origin than the server's and --cors"),
         (413, "upload over --max-upload-mb"),
         (415, "not multipart/form-data"),
-        (422, "bad fields or labels, or no video could be read"),
+        (422, f"bad fields or labels, more than {MAX_TEXTS} labels x templates, or no video could be read"),
+        (503, "the server cannot score videos (its batching thread has stopped)"),
     )
 }
+
+
+def _all_strings(items: list) -> bool:
+    # map(type, ...) runs in C: a generator of isinstance calls took 2 ms for 10,000 templates, half of a refusal's CPU
+    return set(map(type, items)) <= {str}
 
 
 def _parse_labels_field(text: str) -> list[str]:
@@ -120,7 +145,9 @@ def _parse_labels_field(text: str) -> list[str]:
             labels = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"labels: not a valid JSON list ({error})") from None
-        if not all(isinstance(label, str) for label in labels):
+        except RecursionError:  # [[[[... thousands deep
+            raise ValueError("labels: not a valid JSON list (nested too deep)") from None
+        if not _all_strings(labels):
             raise ValueError("labels: a JSON list must hold strings only")
         labels = [label.strip() for label in labels]
         if not all(labels):
@@ -147,9 +174,9 @@ def _templates(text: str | None):
         return text
     try:  # never a path: a client must not make the server read its files
         templates = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         templates = None
-    if not isinstance(templates, list) or not all(isinstance(t, str) for t in templates):
+    if not isinstance(templates, list) or not _all_strings(templates):
         raise ValueError('templates: actionclip, label_only, or a JSON list of templates such as ["a video of {}"]')
     return templates
 
@@ -157,9 +184,10 @@ def _templates(text: str | None):
 def _top_k(text: str | None) -> int:
     if text is None:
         return DEFAULT_TOP_K
-    if not text.strip().isdigit() or int(text) < 1:
+    digits = text.strip().lstrip("0")
+    if not re.fullmatch(r"[0-9]+", digits):  # ASCII: str.isdigit takes "²", which int() refuses
         raise ValueError(f"top_k must be an integer >= 1, got {text!r}")
-    return int(text)
+    return int(digits) if len(digits) <= 9 else 10**9  # more than any label set: all of them
 
 
 def _flag(text: str | None, name: str) -> bool:
@@ -168,6 +196,21 @@ def _flag(text: str | None, name: str) -> bool:
     if text.lower() in ("true", "1"):
         return True
     raise ValueError(f"{name} must be true or false, got {text!r}")
+
+
+async def _unless_gone(request: Request, work: asyncio.Future, on_gone=None):
+    """``work``'s result, unless the client goes away first: then ``work`` is cancelled (and ``on_gone`` called, to
+    stop what runs in a thread) and ``ClientDisconnect`` raised."""
+    while not work.done():
+        await asyncio.wait([work], timeout=0.25)
+        if not work.done() and await request.is_disconnected():
+            if on_gone is not None:
+                on_gone()
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work  # retrieved, or asyncio logs "exception was never retrieved"
+            raise ClientDisconnect()
+    return work.result()
 
 
 def label_sets() -> dict[str, list[str]]:
@@ -183,8 +226,7 @@ def label_sets() -> dict[str, list[str]]:
 def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = None) -> FastAPI:
     """The app serving ``model`` (in eval mode, on its device). Uploads go to folders below ``upload_dir``
     (default: the system's temporary folder)."""
-    lock = threading.Lock()
-    texts = TextFeatureCache(model, lock)
+    texts = TextFeatureCache(model)
     if settings.default_labels is not None:
         settings.default_labels = check_labels(settings.default_labels)
     check_views(settings.views)
@@ -194,7 +236,6 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
         batcher = Batcher(
             model,
             settings.workers,
-            lock,
             max_batch=settings.max_batch,
             max_wait_ms=settings.max_wait_ms,
             decode_short_side=settings.decode_short_side,
@@ -216,6 +257,11 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
         description="Classify videos among your own labels (video-text matching with CLIP).",
     )
     app.state.texts = texts
+    if settings.cors:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"], allow_headers=["X-API-Key", "Authorization"]
+        )
+    app.add_middleware(OriginCheck, allowed=settings.cors)  # added last: the outermost, before anything reads the request
 
     def api_key(request: Request) -> None:
         if settings.api_key is None:
@@ -224,9 +270,13 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
         if not secrets.compare_digest(given.encode(), settings.api_key.encode()):
             raise HTTPException(401, "missing or wrong API key: send it in the header 'X-API-Key: KEY' (or 'Authorization: Bearer KEY')")
 
-    @app.get("/v1/health", summary="Liveness; says whether the API needs a key")
-    def health() -> dict:
-        return {"status": "ok", "api_key_required": settings.api_key is not None}
+    @app.get("/v1/health", summary="Liveness (503 if videos cannot be scored); says whether the API needs a key")
+    def health():
+        failure = app.state.batcher.failure
+        status = "ok" if failure is None else f"the batching thread has stopped: {failure}"
+        return JSONResponse(
+            {"status": status, "api_key_required": settings.api_key is not None}, status_code=200 if failure is None else 503
+        )
 
     @app.get("/v1/model", summary="The served model and the server's settings", dependencies=[Depends(api_key)])
     def model_info() -> dict:
@@ -245,6 +295,8 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
             "max_batch": settings.max_batch,
             "max_wait_ms": settings.max_wait_ms,
             "max_labels": MAX_LABELS,
+            "max_texts": MAX_TEXTS,
+            "cors": settings.cors,
         }
 
     @app.get("/v1/label-sets", summary="Ready label lists: Kinetics-400, UCF-101, HMDB-51 class names", dependencies=[Depends(api_key)])
@@ -266,6 +318,8 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
             return await _classify(request, folder)
         except UploadError as error:
             return JSONResponse({"detail": str(error)}, status_code=error.status)
+        except BatcherStopped as error:
+            return JSONResponse({"detail": f"{error}; restart the server"}, status_code=503)
         except ValueError as error:
             return JSONResponse({"detail": str(error)}, status_code=422)
         except ClientDisconnect:
@@ -281,7 +335,12 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
         labels = _labels(fields, settings.default_labels)
         top_k, views = _top_k(fields.get("top_k")), check_views(fields.get("views", settings.views))
         thumbnails = _flag(fields.get("thumbnails"), "thumbnails")
-        text_features = await asyncio.to_thread(texts.get, labels, _templates(fields.get("templates")))
+        templates = _templates(fields.get("templates"))
+        if "labels" in fields or templates is not None:  # the default set is the server's choice, encoded at start-up
+            check_text_count(len(labels), templates, model)
+        gone = threading.Event()
+        encoding = asyncio.ensure_future(asyncio.to_thread(texts.get, labels, templates, gone))
+        text_features = await _unless_gone(request, encoding, gone.set)
         batcher: Batcher = app.state.batcher
 
         async def one(upload):
@@ -289,15 +348,7 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
                 return {"video": upload.name, "error": "empty file (0 bytes)"}
             return await batcher.classify(str(upload.path), upload.name, labels, text_features, views, top_k, thumbnails)
 
-        work = asyncio.ensure_future(asyncio.gather(*(one(upload) for upload in form.files)))
-        while not work.done():  # stop the videos' work if the client goes away while they wait
-            await asyncio.wait([work], timeout=0.25)
-            if not work.done() and await request.is_disconnected():
-                work.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await work  # retrieved, or asyncio logs "exception was never retrieved"
-                raise ClientDisconnect()
-        results = work.result()
+        results = await _unless_gone(request, asyncio.ensure_future(asyncio.gather(*(one(upload) for upload in form.files))))
         if all("error" in result for result in results):
             reasons = "; ".join(f"{result['video']}: {result['error']}" for result in results)
             return JSONResponse({"detail": f"no uploaded video could be read: {reasons}", "results": results}, status_code=422)

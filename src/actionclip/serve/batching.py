@@ -1,21 +1,21 @@
 """Batching across requests for ``actionclip serve``: uploads are decoded in a pool of worker processes while the
 model runs in one thread, which takes the decoded videos of every request waiting (up to ``max_batch`` videos,
-waiting at most ``max_wait_ms`` for more after the first) through the model together. The class text features of
-each label set are computed once and kept in an LRU, so a page that keeps one label list costs no text encoding
-after its first request.
+waiting at most ``max_wait_ms`` for more after the first) through the model together. The decoding processes exit
+when the server does, however it ends (``kill -9`` included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import logging
 import multiprocessing
 import os
 import queue
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -31,10 +31,9 @@ from actionclip.data.build import parse_views
 from actionclip.inference.inputs import ranked, video_clips
 from actionclip.inference.scoring import multiview_probabilities
 from actionclip.models.inputs import model_image_size, model_normalization
-from actionclip.prompts import resolve_templates
 
-TEXT_FEATURE_SETS = 16  # label sets kept; Kinetics-400 x 16 templates x 512 dims is 13 MB
 THUMBNAIL_SIDE = 96
+SERVER_CHECK_S = 0.5  # how often a decoding process looks for its server
 
 
 @dataclass(frozen=True)
@@ -73,8 +72,18 @@ def decode_upload(path: str, num_frames: int, size: int, views: str, thumbnails:
     return Decoded(frames.numpy(), warning=warning, thumbnails=_thumbnails(frames) if thumbnails else ())
 
 
-def _init_worker() -> None:
+def _init_worker(server: int) -> None:
     torch.set_num_threads(1)  # the workers together keep the cores busy, as DataLoader workers do
+    # A server killed outright (kill -9, the OOM killer) cannot stop its decoders, which wait on a queue their
+    # siblings keep open: each watches its server instead (not PR_SET_PDEATHSIG: it fires when the starting thread
+    # ends, and the pool may start processes from a thread that ends before the server).
+    threading.Thread(target=_exit_with, args=(server,), name="actionclip-watch-server", daemon=True).start()
+
+
+def _exit_with(server: int) -> None:
+    while os.getppid() == server:
+        time.sleep(SERVER_CHECK_S)
+    os._exit(0)
 
 
 def _worker_ready() -> int:
@@ -87,32 +96,12 @@ def decoding_pool(workers: int) -> Executor:
     thread of the server's own process."""
     if workers == 0:
         return ThreadPoolExecutor(1)
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
 
 
-class TextFeatureCache:
-    """Class text features per (labels, templates), the ``TEXT_FEATURE_SETS`` most recently used kept. ``lock``
-    serialises the model's use with the batching thread."""
-
-    def __init__(self, model: nn.Module, lock: threading.Lock, size: int = TEXT_FEATURE_SETS):
-        self.model, self.lock, self.size = model, lock, size
-        self._features: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.encoded = 0  # label sets run through the text encoder (the tests count them)
-
-    def get(self, labels: Sequence[str], templates: Sequence[str] | str | None) -> torch.Tensor:
-        resolved = resolve_templates(templates if templates is not None else self.model.default_templates)
-        key = (tuple(labels), tuple(resolved))
-        with self.lock:
-            if key in self._features:
-                self._features.move_to_end(key)
-                return self._features[key]
-            with torch.inference_mode():
-                features = self.model.class_text_features(list(labels), resolved)
-            self.encoded += 1
-            self._features[key] = features
-            while len(self._features) > self.size:
-                self._features.popitem(last=False)
-            return features
+class BatcherStopped(RuntimeError):
+    """The model thread has stopped: no video can be scored until the server restarts."""
 
 
 @dataclass
@@ -136,16 +125,9 @@ class Batcher:
     """Decodes uploads in ``pool`` and scores them in one model thread, across requests (see the module docstring)."""
 
     def __init__(
-        self,
-        model: nn.Module,
-        workers: int,
-        lock: threading.Lock,
-        *,
-        max_batch: int = 8,
-        max_wait_ms: float = 20,
-        decode_short_side: int | None = None,
+        self, model: nn.Module, workers: int, *, max_batch: int = 8, max_wait_ms: float = 20, decode_short_side: int | None = None
     ):
-        self.model, self.workers, self.lock = model, workers, lock
+        self.model, self.workers = model, workers
         self.pool = decoding_pool(workers)
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.decode_short_side = decode_short_side
@@ -156,6 +138,7 @@ class Batcher:
         self._pool_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="actionclip-serve-model", daemon=True)
         self.batches: list[int] = []  # videos per model batch, the most recent ones (the tests and /v1/health)
+        self.failure: str | None = None  # why the model thread stopped, if it did (/v1/health reports it)
 
     def start(self) -> None:
         """Start the model thread, and the decoding processes now rather than on the first uploads."""
@@ -176,6 +159,7 @@ class Batcher:
     ) -> dict:
         """The result dict of one uploaded video (``predict --json``'s, ``video`` being ``name``)."""
         loop = asyncio.get_running_loop()
+        self._check_running()
         try:
             decoded = await self._decode(path, views, thumbnails)
         except BrokenProcessPool:  # twice: this file itself crashes the decoder
@@ -184,6 +168,8 @@ class Batcher:
             return {"video": name, "error": decoded.error}
         future = loop.create_future()
         self._queue.put(_Job(torch.from_numpy(decoded.frames), text_features, future, loop))
+        if self.failure is not None:  # the thread stopped since the check above: nobody will take the job
+            self._fail_waiting()
         result = ranked(name, await future, labels, top_k)
         if decoded.warning:
             result["warning"] = decoded.warning
@@ -223,12 +209,31 @@ class Batcher:
             batch.append(job)
         return batch
 
+    def _check_running(self) -> None:
+        if self.failure is not None:
+            raise BatcherStopped(f"the batching thread has stopped: {self.failure}")
+
+    def _fail_waiting(self) -> None:
+        """Answer every job in the queue with ``BatcherStopped`` (their requests would wait for ever)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                job = self._queue.get_nowait()
+                if job is not None:
+                    job.loop.call_soon_threadsafe(
+                        _resolve, job.future, None, BatcherStopped(f"the batching thread has stopped: {self.failure}")
+                    )
+
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            batch = [job for job in batch if not job.future.done()]
-            if batch:
-                self.batches = (self.batches + [len(batch)])[-100:]
-                self._score(batch)
+        try:
+            while (batch := self._next_batch()) is not None:
+                batch = [job for job in batch if not job.future.done()]
+                if batch:
+                    self.batches = (self.batches + [len(batch)])[-100:]
+                    self._score(batch)
+        except Exception as error:  # noqa: BLE001 - a bug: logged, reported by /v1/health and to every request
+            logging.getLogger(__name__).exception("the batching thread has stopped")
+            self.failure = f"{type(error).__name__}: {error}"
+            self._fail_waiting()
 
     def _score(self, batch: list[_Job]) -> None:
         # Videos go through the model together when they share a label set and a number of views.
@@ -237,7 +242,7 @@ class Batcher:
             groups.setdefault((id(job.text_features), job.frames.shape), []).append(job)
         for jobs in groups.values():
             try:
-                with self.lock, torch.inference_mode():
+                with torch.inference_mode():
                     frames = torch.stack([job.frames for job in jobs]).to(self.device)
                     probabilities = multiview_probabilities(
                         self.model, frames, jobs[0].text_features, chunk=self.max_batch, normalization=model_normalization(self.model)

@@ -56,6 +56,7 @@ class _FormWriter:
         self._upload: Upload | None = None
         self._field: str | None = None
         self._text = bytearray()
+        self.ended = False  # the closing boundary was read: a body cut short is not taken for a whole one
 
     def callbacks(self) -> dict:
         return {
@@ -66,6 +67,7 @@ class _FormWriter:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": self._end,
         }
 
     def _part_begin(self) -> None:
@@ -124,6 +126,9 @@ class _FormWriter:
         except UnicodeDecodeError:
             raise UploadError(422, f"the field {self._field!r} is not UTF-8 text") from None
 
+    def _end(self) -> None:
+        self.ended = True
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -131,7 +136,7 @@ class _FormWriter:
 
 async def read_form(headers, stream: AsyncIterator[bytes], folder: Path, max_bytes: int) -> Form:
     """The request's files (written into ``folder``) and text fields. ``UploadError`` for a request that is not
-    ``multipart/form-data``, over ``max_bytes``, or malformed; the caller removes ``folder`` in every case."""
+    ``multipart/form-data``, over ``max_bytes``, or malformed (its closing boundary missing included); the caller removes ``folder`` in every case."""
     content_type, options = parse_options_header(headers.get("content-type"))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
         raise UploadError(415, f"send the videos as multipart/form-data (a form upload), not {content_type.decode() or 'no content type'}")
@@ -153,4 +158,7 @@ async def read_form(headers, stream: AsyncIterator[bytes], folder: Path, max_byt
         raise UploadError(400, f"malformed multipart body: {error}") from None
     finally:
         writer.close()
+    if not writer.ended:
+        boundary = options[b"boundary"].decode("latin-1")
+        raise UploadError(400, f"malformed multipart body: it ends before its closing boundary --{boundary}-- (a truncated upload?)")
     return writer.form
