@@ -31,7 +31,7 @@ from actionclip.host.files import LockHeld, file_lock, write_atomically
 from actionclip.inference import collection_store as store
 from actionclip.inference.backends import load_model
 from actionclip.inference.inputs import PathLike, check_at_least_one, collect_videos
-from actionclip.inference.text_cache import text_weights_digest
+from actionclip.inference.text_cache import text_weights_key
 from actionclip.models.inputs import model_image_size, model_normalization
 from actionclip.models.precision import prepare_for_inference
 from actionclip.weights.readers import tensor_digest
@@ -202,7 +202,7 @@ def embed(
             "arch": model.config.arch,
             "model_name": model.config.model_name,
             "weights": tensor_digest(model.state_dict()),
-            "text_weights": text_weights_digest(model),
+            "text_weights": text_weights_key(model),
             "precision": frame_precision(model),
             "frames": num_frames,
             "window": window,

@@ -27,7 +27,7 @@ from actionclip.inference import collection_store as store
 from actionclip.inference.backends import load_model
 from actionclip.inference.embed import iter_clip_outputs, normalized_embeddings
 from actionclip.inference.inputs import PathLike
-from actionclip.inference.text_cache import text_weights_digest
+from actionclip.inference.text_cache import text_weights_key
 from actionclip.weights.readers import tensor_digest
 
 IVF_FROM = 50_000  # below this, a flat (exact) faiss index is as fast as an approximate one
@@ -65,7 +65,7 @@ def collection_model(
             device=device,
             precision=info["precision"],
         )
-    digest = text_weights_digest(model) if check == "text_weights" else tensor_digest(model.state_dict())
+    digest = text_weights_key(model) if check == "text_weights" else tensor_digest(model.state_dict())
     if digest != info[check]:
         what = "text encoder differs" if check == "text_weights" else "weights differ, at the same precision"
         raise ValueError(f"{directory}: embedded with another model than this one (its {what})")

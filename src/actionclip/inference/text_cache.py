@@ -46,6 +46,12 @@ def remember_text_weights(model: nn.Module) -> nn.Module:
     return model
 
 
+def text_weights_key(model: nn.Module) -> str:
+    """The digest that names the text weights of ``model``: the one :func:`remember_text_weights` kept (an ONNX model
+    names its own), else its text weights hashed now."""
+    return getattr(model, "text_features_digest", None) or text_weights_digest(model)
+
+
 def _read(path: Path, labels: list[str], shape: tuple[int, ...]) -> torch.Tensor:
     """The features in ``path``; ``ValueError`` saying why they cannot be used for ``labels``."""
     with safe_open(str(path), "pt") as file:
@@ -79,7 +85,7 @@ def cached_class_text_features(model: nn.Module, labels, templates=None, cache_d
     labels = list(labels)
     # "format" 2: files with labels and checksum; older files are left alone rather than each warned about.
     # An ONNX model (inference/onnx_backend.py) names its text graph's weights itself: its features are ONNX Runtime's.
-    weights = getattr(model, "text_features_digest", None) or text_weights_digest(model)
+    weights = text_weights_key(model)
     request = {"format": 2, "arch": model.config.arch, "weights": weights, "templates": resolved, "labels": labels}
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
     path = Path(cache_dir or default_cache_dir()) / f"{key}.safetensors"

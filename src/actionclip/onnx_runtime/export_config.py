@@ -73,11 +73,14 @@ def is_export_dir(path: str | os.PathLike | None) -> bool:
 
 def read_export_config(directory: str | os.PathLike) -> dict:
     """``export.json`` of ``directory``, each field checked; a ValueError naming the first that is wrong."""
-    directory = Path(directory)
-    if not is_export_dir(directory):
+    path = Path(directory) / EXPORT_CONFIG
+    try:  # read once: what is_export_dir refuses is "not an export directory" here too
+        config = read_json(path)
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise ValueError(f"{directory}: not an export directory (no {EXPORT_CONFIG} written by `actionclip export`)")
-    path = directory / EXPORT_CONFIG
-    config = check_fields(path, read_json(path), _RULES)
+    check_fields(path, config, _RULES)
     check_fields(path, config["files"], {"video": PLAIN_NAME, "text": PLAIN_NAME, **dict.fromkeys(config["files"], PLAIN_NAME)}, "files.")
     # X-CLIP scores with its prompt graph, without a scale
     check_fields(path, config["test"], {"logit_scale": optional(POSITIVE) if config["arch"] == "xclip" else POSITIVE}, "test.")
