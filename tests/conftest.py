@@ -1,4 +1,3 @@
-import atexit
 import os
 import shutil
 import tempfile
@@ -16,13 +15,20 @@ TINY = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1},
 }
 actionclip.register_model_config("test-tiny", TINY)
-# `actionclip predict` caches label text features; keep the tests' cache out of the home directory.
-os.environ["ACTIONCLIP_CACHE"] = tempfile.mkdtemp(prefix="actionclip-test-cache-")
-atexit.register(shutil.rmtree, os.environ["ACTIONCLIP_CACHE"], ignore_errors=True)
 # pytest-xdist runs a worker per core: a second OpenMP thread per worker (and per subprocess a test starts) only
 # spins against the other workers, about a third more CPU time for the same suite.
 torch.set_num_threads(1)
 os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_configure(config):
+    # `actionclip predict` caches label text features; keep the tests' cache out of the home directory. Here rather
+    # than on import, as the processes that tests fork (tests/forked.py) import this module too.
+    os.environ["ACTIONCLIP_CACHE"] = tempfile.mkdtemp(prefix="actionclip-test-cache-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.pop("ACTIONCLIP_CACHE"), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

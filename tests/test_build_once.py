@@ -1,76 +1,57 @@
-"""Under torchrun, rank 0 alone reads the annotations and the other ranks receive the datasets from it."""
+"""Under torchrun (its environment, in forked ranks), rank 0 alone reads the annotations and the other ranks receive
+the datasets from it."""
 
+import datetime
 import json
 import os
-import subprocess
-import sys
+import time
 
 import pytest
-
-from actionclip.engine.config import load_config
-from actionclip.engine.run import run_evaluation, run_training
-from run_helpers import losses, overrides, write_config
-
-# Run by torchrun: counts, per rank, the calls of the function that reads annotations (for synthetic data: writes or
-# finds the generated videos). With "datasets", the default group's collectives time out after 3 s (NCCL's 10 minutes,
-# scaled down), rank 0 takes 6 s to read, and the trainer only reports the datasets it was given.
-SCRIPT = """
-import datetime, json, os, sys, time
 import torch.distributed as dist
+
 import actionclip.data.build as build
 import actionclip.engine.run as run
 from actionclip.engine.config import load_config
+from actionclip.engine.run import run_evaluation, run_training
+from forked import run_ranks
+from run_helpers import losses, overrides, write_config
 
-config_file, out, mode = sys.argv[1:]
-calls, read = [], build.dataset_samples
-def counted(config, subset):
-    calls.append(subset)
-    if mode == "datasets" and os.environ["RANK"] == "0" and subset == "train":
-        time.sleep(6)
-    return read(config, subset)
-build.dataset_samples = counted
 
-class Datasets:
-    def __init__(self, config, model, train_set, val_set, info):
-        self.sets = {"train": train_set, "val": val_set}
-    def train(self, resume):
-        return {name: [[s.path, s.label] for s in dataset.samples] + dataset.classes for name, dataset in self.sets.items()}
+# Each rank counts the calls of the function that reads annotations (for synthetic data: writes or finds the generated
+# videos). With "datasets", the default group's collectives time out after 3 s (NCCL's 10 minutes, scaled down), rank 0
+# takes 6 s to read, and the trainer only reports the datasets it was given.
+def _rank(config_file, out, mode):
+    calls, read = [], build.dataset_samples
 
-def init_then_shorten_the_timeout(*args, init=dist.init_process_group, **kwargs):
-    init(*args, **kwargs)  # joining keeps the default timeout: on a busy machine one rank may start seconds late
-    dist.set_timeout(datetime.timedelta(seconds=3))
+    def counted(config, subset):
+        calls.append(subset)
+        if mode == "datasets" and os.environ["RANK"] == "0" and subset == "train":
+            time.sleep(6)
+        return read(config, subset)
 
-if mode == "datasets":
-    dist.init_process_group = init_then_shorten_the_timeout
-    run.Trainer = Datasets
-result = run.run_evaluation(load_config(config_file)) if mode == "eval" else run.run_training(load_config(config_file))
-with open(f"{out}.rank{os.environ['RANK']}.json", "w") as file:
-    json.dump({"calls": calls, "result": result}, file)
-"""
+    build.dataset_samples = counted
+
+    class Datasets:
+        def __init__(self, config, model, train_set, val_set, info):
+            self.sets = {"train": train_set, "val": val_set}
+
+        def train(self, resume):
+            return {name: [[s.path, s.label] for s in dataset.samples] + dataset.classes for name, dataset in self.sets.items()}
+
+    def init_then_shorten_the_timeout(*args, init=dist.init_process_group, **kwargs):
+        init(*args, **kwargs)  # joining keeps the default timeout: on a busy machine one rank may start seconds late
+        dist.set_timeout(datetime.timedelta(seconds=3))
+
+    if mode == "datasets":
+        dist.init_process_group = init_then_shorten_the_timeout
+        run.Trainer = Datasets
+    result = run.run_evaluation(load_config(config_file)) if mode == "eval" else run.run_training(load_config(config_file))
+    with open(f"{out}.rank{os.environ['RANK']}.json", "w") as file:
+        json.dump({"calls": calls, "result": result}, file)
 
 
 def _torchrun(tmp_path, config_file, mode):
-    (tmp_path / "script.py").write_text(SCRIPT)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(tmp_path / "script.py"),
-            str(config_file),
-            str(tmp_path / mode),
-            mode,
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_ranks(_rank, config_file, tmp_path / mode, mode, output=tmp_path / mode)
     return [json.loads((tmp_path / f"{mode}.rank{rank}.json").read_text()) for rank in (0, 1)]
 
 

@@ -2,9 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +13,7 @@ import actionclip
 from actionclip import data
 from actionclip.cli.main import main
 from actionclip.inference import collection_store as store
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from forked import Forked, run_ranks
 
 
 def make_videos(folder: Path, count: int, frames: int = 12) -> list[Path]:
@@ -51,11 +47,8 @@ def assert_same_rows(a, b, atol=1e-6):
         np.testing.assert_allclose(a[key], b[key], atol=atol, err_msg=str(key))
 
 
-def embed_command(videos, output, checkpoint, *extra):
+def embed_argv(videos, output, checkpoint, *extra):
     return [
-        sys.executable,
-        "-m",
-        "actionclip",
         "embed",
         *map(str, videos),
         "--output",
@@ -70,10 +63,6 @@ def embed_command(videos, output, checkpoint, *extra):
         "cpu",
         *map(str, extra),
     ]
-
-
-def environment():
-    return {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
 
 
 def test_rows_are_the_normalised_embeddings_of_the_test_clips(checkpoint, tmp_path, capsys):
@@ -145,24 +134,16 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(checkpoint, tmp_path):
         batch_size=1,
         shard_size=1,
     )
-    process = subprocess.Popen(
-        embed_command(videos, tmp_path / "killed", directory, *args),
-        env=environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = Forked(main, embed_argv(videos, tmp_path / "killed", directory, *args), output=tmp_path / "killed-run")
     manifest = tmp_path / "killed" / store.MANIFEST
     deadline = time.monotonic() + 120
     while not (manifest.is_file() and manifest.read_text().count("\n") >= 3) and time.monotonic() < deadline:
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.kill()
     done_before = len(store.read_manifest(tmp_path / "killed"))
     assert 3 <= done_before < len(videos), "the run was not killed part-way"
-    resumed = subprocess.run(
-        embed_command(videos, tmp_path / "killed", directory, *args), env=environment(), capture_output=True, text=True
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = Forked(main, embed_argv(videos, tmp_path / "killed", directory, *args), output=tmp_path / "resumed")
+    assert resumed.wait() == 0, resumed.stderr
     summary = json.loads(resumed.stdout)
     assert summary["skipped"] == done_before and summary["embedded"] == len(videos) - done_before
     assert_same_rows(tmp_path / "killed", tmp_path / "whole")
@@ -251,24 +232,11 @@ def test_another_model_or_settings_in_the_same_folder_is_one_clear_error(checkpo
 def test_torchrun_two_processes_give_the_rows_of_one(checkpoint, tmp_path):
     _, directory = checkpoint
     videos = make_videos(tmp_path / "videos", 7)
-    one = subprocess.run(
-        embed_command(videos, tmp_path / "one", directory, "--workers", "0"), env=environment(), capture_output=True, text=True
-    )
-    assert one.returncode == 0, one.stderr
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "actionclip",
-        *embed_command(videos, tmp_path / "two", directory, "--workers", "1")[3:],
-    ]
-    two = subprocess.run(command, env=environment(), capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr
-    assert json.loads(two.stdout) == {"videos": 7, "skipped": 0, "embedded": 7, "failed": 0, "rows": 7, "failed_before": 0}
+    one = Forked(main, embed_argv(videos, tmp_path / "one", directory, "--workers", "0"), output=tmp_path / "one-run")
+    assert one.wait() == 0, one.stderr
+    two = run_ranks(main, embed_argv(videos, tmp_path / "two", directory, "--workers", "1"), output=tmp_path / "two-run")
+    assert json.loads(two[0].stdout) == {"videos": 7, "skipped": 0, "embedded": 7, "failed": 0, "rows": 7, "failed_before": 0}
+    assert two[1].stdout == ""  # the summary is rank 0's
     assert_same_rows(tmp_path / "two", tmp_path / "one", atol=1e-5)
     shards = {r["shard"]: r["video"] for r in store.read_manifest(tmp_path / "two")}
     assert {name[:10] for name in shards} == {"shard-r000", "shard-r001"}  # each rank wrote its own

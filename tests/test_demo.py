@@ -9,11 +9,12 @@ import actionclip
 from actionclip.cli.main import main
 from actionclip.demo import report, world
 from actionclip.demo.recipes import VARIANTS, pretrain_tower, quick_config
-from actionclip.demo.run import run_variant
+from actionclip.demo.run import in_worker, register_models, run_variant
 from actionclip.engine.objectives import class_logits
 from actionclip.engine.pretrain import PretrainConfig, check_captions_fit
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
 from conftest import random_video
+from forked import Forked
 
 KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "label_only", "actionclip_vit", "actionclip_vit_ce", "xclip")
 
@@ -21,13 +22,22 @@ KEYS = ("actionclip_transf", "actionclip_meanp", "unimodal", "random_init", "lab
 # The quick run's acceptance bars need the two pre-trained CLIPs and these two variants; the other variants are
 # fine-tuned briefly from the same CLIPs in `test_every_variant_fine_tunes_and_reports_with_chance`.
 QUICK_VARIANTS = ("actionclip_transf", "xclip")
+# Enough to run every step of a variant: a few fine-tuning steps on one video per class.
+BRIEF = replace(quick_config(), finetune_steps=5, train_draws=1, test_draws=1)
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
-    """`actionclip demo --quick` for the variants of the acceptance bars, once per session."""
+    """`actionclip demo --quick` for the variants of the acceptance bars, once per session, in a new process: it forks
+    its workers, which autograd refuses where the process has trained before (as other tests here do)."""
     output = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--output", str(output), "--variants", ",".join(QUICK_VARIANTS)]) == 0
+    demo = Forked(
+        main,
+        ["demo", "--quick", "--output", str(output), "--variants", ",".join(QUICK_VARIANTS)],
+        output=tmp_path_factory.mktemp("demo-log") / "demo",
+    )
+    assert demo.wait(timeout=600) == 0, demo.stderr[-3000:]
+    register_models()  # for the variants fine-tuned here
     return output
 
 
@@ -41,10 +51,9 @@ def test_the_quick_run_reports_its_variants_and_both_pretrained_clips(quick):
 
 def test_every_variant_fine_tunes_and_reports_with_chance(quick, tmp_path):
     results = json.loads((quick / "results.json").read_text())
-    brief = replace(quick_config(), finetune_steps=20, train_draws=1, test_draws=1)
     for key in KEYS:
         if key not in results:
-            results[key] = run_variant(key, quick / report.pretrain_key(VARIANTS[key].tower) / "clip.pt", brief, log=lambda line: None)
+            results[key] = run_variant(key, quick / report.pretrain_key(VARIANTS[key].tower) / "clip.pt", BRIEF, log=lambda line: None)
     for key in KEYS:
         row = results[key]
         assert 0 <= row["supervised_top1"] <= 1
@@ -72,12 +81,21 @@ def test_quick_meets_the_acceptance_bars(quick):
         assert row["supervised_top1"] >= 5 * row["chance"]["supervised_top1"]
 
 
-def test_a_variant_fine_tuned_again_in_this_process_gives_identical_numbers(quick):
-    # The quick run fine-tuned it in a worker process: the same pre-trained file, the same numbers to the bit.
-    first = json.loads((quick / "results.json").read_text())["actionclip_transf"]
-    again = run_variant("actionclip_transf", quick / "pretrain" / "clip.pt", quick_config(), log=lambda line: None)
+def _fine_tune_as_a_worker(key, pretrained, config):
+    register_models()
+    print(json.dumps(in_worker(run_variant, key, pretrained, config)))
+
+
+def test_a_variant_fine_tuned_in_a_worker_process_gives_identical_numbers(quick, tmp_path):
+    # The demo fine-tunes its variants in worker processes: the same pre-trained file, the numbers of this process to
+    # the bit.
+    pretrained = quick / "pretrain" / "clip.pt"
+    worker = Forked(_fine_tune_as_a_worker, "actionclip_meanp", pretrained, BRIEF, output=tmp_path / "worker")
+    assert worker.wait() == 0, worker.stderr[-3000:]
+    there = json.loads(worker.stdout.splitlines()[-1])  # after the lines it logged
+    here = run_variant("actionclip_meanp", pretrained, BRIEF, log=lambda line: None)
     for key in ("supervised_top1", "zero_shot_top1", "generalized_zero_shot_top1", "final_loss"):
-        assert again[key] == first[key]
+        assert here[key] == there[key]
 
 
 def test_pre_training_again_gives_identical_losses():

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 import actionclip
+from actionclip.cli.main import main
 from actionclip.data.build import build_dataset
 from actionclip.data.transforms import normalize
 from actionclip.engine.config import load_config
@@ -20,6 +20,7 @@ from actionclip.engine.evaluate import predict_dataset
 from actionclip.engine.run import run_evaluation, run_training
 from actionclip.engine.train import Trainer, TrainingDiverged
 from actionclip.host import distributed
+from forked import Forked
 from run_helpers import losses as _losses
 from run_helpers import overrides as _overrides
 from run_helpers import write_config as _write_config
@@ -88,16 +89,14 @@ def test_resume_after_sigkill_gives_the_same_loss_curve(data_root, tmp_path):
     extra = {"optim.epochs": 3, "train.save_every_steps": 2, "train.keep_last": 10, "eval.batch_size": 12}
     run_training(load_config(None, _overrides(data_root, tmp_path / "whole", **extra)))
     config_file = _write_config(tmp_path / "killed.yaml", _overrides(data_root, tmp_path / "killed", **extra))
-    command = [sys.executable, "-m", "actionclip", "train", str(config_file)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = Forked(main, ["train", str(config_file)], output=tmp_path / "killed-run")
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while not any(p.name.endswith("step00000006.pt") for p in checkpoints.glob("*.pt")) and time.time() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL  # it really was killed mid-run
-    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert process.poll() is None  # it really is killed mid-run
+    process.kill()
+    assert main(["train", str(config_file), "--resume"]) == 0
     assert _losses(tmp_path / "killed") == pytest.approx(_losses(tmp_path / "whole"), abs=1e-6)
 
 

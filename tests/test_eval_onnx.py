@@ -2,9 +2,6 @@
 of the torch checkpoint it was exported from; what it cannot run is refused in one line."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +11,7 @@ from actionclip.cli.main import main
 from actionclip.engine import run
 from actionclip.engine.config import load_config, save_config
 from actionclip.export.directory import export_model
+from forked import run_ranks
 
 DATA = {
     "shapes": ["circle", "square", "triangle"],
@@ -105,31 +103,10 @@ def test_runtime_onnx_exports_the_checkpoint_into_the_cache(data_root, plain, tm
 
 def test_torchrun_processes_each_run_a_session_and_score_as_one(data_root, plain, tmp_path, monkeypatch, capsys):
     code, out, _, _ = _eval(data_root, tmp_path, monkeypatch, capsys, "--checkpoint", plain[1])
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "actionclip",
-            "eval",
-            str(tmp_path / "config.yaml"),
-            "--checkpoint",
-            plain[1],
-            "--output",
-            str(tmp_path / "ddp"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=300,
-        check=False,
-    )
-    assert code == result.returncode == 0, result.stderr[-3000:]
-    assert [json.loads(line) for line in result.stdout.splitlines()] == [json.loads(out)] * 2  # each rank prints it
+    argv = ["eval", str(tmp_path / "config.yaml"), "--checkpoint", plain[1], "--output", str(tmp_path / "ddp")]
+    ranks = run_ranks(main, argv, output=tmp_path / "ddp-run")
+    assert code == 0
+    assert [json.loads(rank.stdout) for rank in ranks] == [json.loads(out)] * 2  # each rank prints it
     assert (tmp_path / "ddp" / "per_class.csv").read_text() == (tmp_path / "out" / "eval" / "per_class.csv").read_text()
 
 

@@ -257,6 +257,20 @@ def test_an_exports_text_features_are_cached_between_predict_calls(exported, tmp
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
 
 
+# `actionclip predict ARGUMENTS` for each list of arguments in argv[1] (JSON): prints [exit code, stdout, stderr] of each.
+PREDICT_TWICE = """
+import contextlib, io, json, sys
+from actionclip.cli.main import main
+runs = []
+for arguments in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["predict", *arguments])
+    runs.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(runs))
+"""
+
+
 @needs_peer_videos
 def test_without_the_onnx_extra_torch_models_still_predict_and_an_export_is_one_line(exported, tmp_path):
     """ONNX Runtime and onnx are an optional extra: without them, predict runs torch checkpoints, and an export
@@ -267,25 +281,20 @@ def test_without_the_onnx_extra_torch_models_still_predict_and_an_export_is_one_
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named '{package}'\")\n")
     environment = {"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    command = [
-        sys.executable,
-        "-m",
-        "actionclip",
-        "predict",
-        str(ARM_WRESTLING),
-        "--labels",
-        ",".join(LABELS),
-        "--json",
-        "--workers",
-        "0",
-        "--checkpoint",
-    ]
-    torch_run = subprocess.run([*command, str(checkpoint)], capture_output=True, text=True, env=environment)
-    assert torch_run.returncode == 0, torch_run.stderr
-    assert json.loads(torch_run.stdout)["video"] == str(ARM_WRESTLING)
-    onnx_run = subprocess.run([*command, str(directory)], capture_output=True, text=True, env=environment)
-    assert onnx_run.returncode == 2
-    assert onnx_run.stderr == "error: running an ONNX export needs ONNX Runtime: pip install 'actionclip[onnx]'\n"
+    arguments = [str(ARM_WRESTLING), "--labels", ",".join(LABELS), "--json", "--workers", "0", "--checkpoint"]
+    # One interpreter for both commands: importing torch takes most of the time.
+    run = subprocess.run(
+        [sys.executable, "-c", PREDICT_TWICE, json.dumps([arguments + [str(checkpoint)], arguments + [str(directory)]])],
+        capture_output=True,
+        text=True,
+        env=environment,
+    )
+    assert run.returncode == 0, run.stderr
+    (torch_code, torch_out, torch_err), (onnx_code, onnx_out, onnx_err) = json.loads(run.stdout)
+    assert torch_code == 0, torch_err
+    assert json.loads(torch_out)["video"] == str(ARM_WRESTLING)
+    assert (onnx_code, onnx_out) == (2, "")
+    assert onnx_err == "error: running an ONNX export needs ONNX Runtime: pip install 'actionclip[onnx]'\n"
 
 
 def test_benchmark_runtime_onnx_reports_against_onnx_runtimes_own_int8_peak(capsys, tmp_path):

@@ -1,8 +1,7 @@
 import copy
 import json
 import platform
-import subprocess
-import sys
+import resource
 
 import pytest
 import torch
@@ -11,8 +10,10 @@ import torch.nn.functional as F
 import actionclip
 from actionclip.host import devices
 from actionclip.host.devices import resolve_precision
+from actionclip.host.memory import retain_freed_memory
 from actionclip.models.precision import prepare_for_inference
 from conftest import random_video
+from forked import Forked
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
@@ -139,28 +140,29 @@ def test_a_prepared_model_is_not_saved(tmp_path):
     assert not (tmp_path / "m" / "model.safetensors").exists()
 
 
-_PAGE_FAULTS = """
-import resource, sys, torch
-from actionclip.host.memory import retain_freed_memory
-if sys.argv[1] == "retain":
-    assert retain_freed_memory()
-faults = []
-for _ in range(16):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-# The first rounds grow the heap (a small allocation can take the start of a freed block, so two blocks may
-# end up taking turns; how many rounds that takes depends on what was imported before: up to seven here); after that, with the
-# setting, the blocks are reused.
-print(max(faults[-3:]))
-"""
+def _page_faults(mode):
+    """Prints the page faults of allocating and filling a 64 MiB block again and again, with glibc's defaults or
+    with freed memory retained."""
+    if mode == "retain":
+        assert retain_freed_memory()
+    faults = []
+    for _ in range(16):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    # The first rounds grow the heap (a small allocation can take the start of a freed block, so two blocks may end up
+    # taking turns; how many rounds that takes depends on the heap's history: up to seven here); after that, with the
+    # setting, the blocks are reused.
+    print(max(faults[-3:]))
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
-def test_freed_memory_is_reused_without_page_faults():
-    # A fresh process each, as a long-running one's heap history decides where a block lands.
+def test_freed_memory_is_reused_without_page_faults(tmp_path):
+    # A new process each, as a long-running one's heap history decides where a block lands.
     def faults(mode: str) -> int:
-        return int(subprocess.run([sys.executable, "-c", _PAGE_FAULTS, mode], capture_output=True, text=True, check=True).stdout)
+        process = Forked(_page_faults, mode, output=tmp_path / mode)
+        assert process.wait() == 0, process.stderr
+        return int(process.stdout)
 
     assert faults("default") >= 16384  # a fresh mapping: each of its 4 KiB pages faults in
     assert faults("retain") < 1000

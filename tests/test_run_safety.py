@@ -3,8 +3,6 @@
 import errno
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from actionclip.engine.config import load_config
 from actionclip.engine.run import run_training
 from actionclip.engine.signals import EXIT_INTERRUPTED
 from actionclip.host import files
+from forked import Forked, run_ranks, start_ranks
 from run_helpers import losses, overrides, write_config
 
 
@@ -25,8 +24,9 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("synthetic")
 
 
-def _train_command(config_file, *extra):
-    return [sys.executable, "-m", "actionclip", "train", str(config_file), *extra]
+def _train(tmp_path, config_file, *extra, new_session=False):
+    """``actionclip train CONFIG_FILE EXTRA...`` in a forked process."""
+    return Forked(main, ["train", str(config_file), *extra], output=tmp_path / "train", new_session=new_session)
 
 
 def _wait_for_steps(run, count, process, timeout=300):
@@ -41,7 +41,7 @@ def _wait_for_steps(run, count, process, timeout=300):
 
 def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder(data_root, tmp_path, capsys):
     config_file = write_config(tmp_path / "run.yaml", overrides(data_root, tmp_path / "run", **{"optim.epochs": 50}))
-    first = subprocess.Popen(_train_command(config_file), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = _train(tmp_path, config_file)
     try:
         _wait_for_steps(tmp_path / "run", 1, first)
         assert main(["train", str(config_file), "--resume"]) == 2
@@ -50,30 +50,27 @@ def test_a_second_run_into_a_directory_in_use_is_refused_naming_the_holder(data_
         assert error.count("\n") == 1
     finally:
         first.kill()
-        first.wait()
     config_yaml = (tmp_path / "run" / "config.yaml").read_text()
     assert "epochs: 50" in config_yaml  # the refused run wrote nothing
 
 
+def _hold_the_lock(directory):
+    with run_dir.RunLock(directory):
+        print("held", flush=True)
+        time.sleep(60)
+
+
 def test_a_lock_is_released_when_its_holder_dies(tmp_path):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from actionclip.engine.run_dir import RunLock\n"
-            f"with RunLock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout.readline() == "held\n"
+    holder = Forked(_hold_the_lock, tmp_path / "run", output=tmp_path / "holder")
+    deadline = time.time() + 60
+    while holder.stdout != "held\n" and holder.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     with pytest.raises(run_dir.RunDirError, match=f"pid {holder.pid}"):
-        with run_dir.RunLock(tmp_path):
+        with run_dir.RunLock(tmp_path / "run"):
             pass
     holder.kill()
-    holder.wait()
-    with run_dir.RunLock(tmp_path):
-        assert f"pid {os.getpid()}" in (tmp_path / ".lock").read_text()
+    with run_dir.RunLock(tmp_path / "run"):
+        assert f"pid {os.getpid()}" in (tmp_path / "run" / ".lock").read_text()
 
 
 def test_resume_refuses_a_changed_schedule_and_keeps_every_config(data_root, tmp_path, capsys):
@@ -142,15 +139,14 @@ def test_a_stop_signal_finishes_the_step_saves_and_exits_75(data_root, tmp_path,
     """As SLURM, a terminal's Ctrl-C (the whole process group, DataLoader workers too) or a single ``kill`` does."""
     extra = {"optim.epochs": 20, "data.workers": 2}
     config_file = write_config(tmp_path / "run.yaml", overrides(data_root, tmp_path / "run", **extra))
-    process = subprocess.Popen(
-        _train_command(config_file), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    process = _train(tmp_path, config_file, new_session=True)
     _wait_for_steps(tmp_path / "run", 2, process)
     if whole_group:
         os.killpg(process.pid, signal_number)
     else:
         process.send_signal(signal_number)
-    _, err = process.communicate(timeout=120)
+    process.wait(timeout=120)
+    err = process.stderr
     name = signal.Signals(signal_number).name
     assert process.returncode == EXIT_INTERRUPTED, err[-3000:]
     assert "Traceback" not in err
@@ -164,13 +160,12 @@ def test_training_resumed_after_sigterm_continues_the_same_run(data_root, tmp_pa
     extra = {"optim.epochs": 2}
     run_training(load_config(None, overrides(data_root, tmp_path / "whole", **extra)))
     config_file = write_config(tmp_path / "run.yaml", overrides(data_root, tmp_path / "run", **extra))
-    process = subprocess.Popen(_train_command(config_file), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _train(tmp_path, config_file)
     _wait_for_steps(tmp_path / "run", 2, process)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == EXIT_INTERRUPTED
     assert len(losses(tmp_path / "run")) < len(losses(tmp_path / "whole"))
-    resumed = subprocess.run(_train_command(config_file, "--resume"), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(["train", str(config_file), "--resume"]) == 0
     assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
 
 
@@ -254,29 +249,17 @@ def test_user_mistakes_in_train_demo_and_pretrain_are_one_line(data_root, tmp_pa
 
 def test_under_torchrun_every_rank_saves_together_on_sigterm_and_the_run_resumes(data_root, tmp_path):
     config_file = write_config(tmp_path / "ddp.yaml", overrides(data_root, tmp_path / "ddp", **{"optim.epochs": 2, "data.batch_size": 4}))
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29518",
-        "-m",
-        "actionclip",
-        "train",
-        str(config_file),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    _wait_for_steps(tmp_path / "ddp", 2, launcher)
-    launcher.send_signal(signal.SIGTERM)  # torchrun passes it on to every rank
-    _, err = launcher.communicate(timeout=120)
+    ranks = start_ranks(main, ["train", str(config_file)], output=tmp_path / "train")
+    _wait_for_steps(tmp_path / "ddp", 2, ranks[0])
+    for rank in ranks:  # as torchrun passes its SIGTERM on to every rank
+        rank.send_signal(signal.SIGTERM)
+    for rank in ranks:
+        rank.wait(timeout=120)
+    err = "".join(rank.stderr for rank in ranks)
     saved = sorted((tmp_path / "ddp" / "checkpoints").glob("*.pt"))
     assert err.count(f"stopped by SIGTERM; resumable checkpoint {saved[-1]}") == 2, err[-3000:]
     assert torch.load(saved[-1], weights_only=True)["state"]["global_step"] == len(losses(tmp_path / "ddp"))
-    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_ranks(main, ["train", str(config_file), "--resume"], output=tmp_path / "resumed")
     assert len(losses(tmp_path / "ddp")) == 2 * 32 // 8
 
 
@@ -291,21 +274,5 @@ def test_resume_with_another_number_of_processes_keeps_the_global_batch_or_is_re
     error = capsys.readouterr().err
     assert error.startswith("error: --resume: the run's global batch was 8 videos, this one's is 4") and error.count("\n") == 1
     # Two processes of 4 keep it: the run continues as if nothing had changed.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29533",
-        "-m",
-        "actionclip",
-        "train",
-        str(halved),
-        "--resume",
-    ]
-    resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_ranks(main, ["train", str(halved), "--resume"], output=tmp_path / "resumed")
     assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "whole"), abs=2e-3)

@@ -1,11 +1,12 @@
-"""The training loop's setup for many processes and GPUs, checked on CPUs: gloo processes under torchrun stand in
+"""The training loop's setup for many processes and GPUs, checked on CPUs: gloo processes with torchrun's environment stand in
 for GPUs, and what only a GPU shows (pinned memory, deterministic kernels) is checked on the settings made."""
 
 import json
+import math
 import os
 import platform
 import re
-import subprocess
+import resource
 import sys
 import time
 from pathlib import Path
@@ -13,91 +14,75 @@ from pathlib import Path
 import pytest
 import tomllib
 import torch
+from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
 import actionclip
 from actionclip.engine import run
 from actionclip.engine.config import load_config
+from actionclip.engine.evaluate import predict_dataset
 from actionclip.engine.objectives import create_objective
-from actionclip.engine.train import EpochSampler, Trainer
+from actionclip.engine.train import EpochSampler, Trainer, TrainingDiverged
 from actionclip.host import distributed
+from actionclip.models.precision import prepare_for_inference
+from forked import Forked, run_ranks, start_ranks
 from run_helpers import overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A run of 2 gloo processes on 32 random videos. "hooks": each rank records, at every gradient all-reduce, how many
-# training forwards had run, and the seed of each forward; "nan": one video that only rank 1 loads is NaN.
-_RANKS = """
-import json, math, os, sys, torch
-import actionclip
-from actionclip.host import distributed
-from actionclip.engine.config import load_config
-from actionclip.engine.train import EpochSampler, Trainer, TrainingDiverged
 
-mode, output = sys.argv[1], sys.argv[2]
-info = distributed.init("cpu")
-config = load_config(None, [f"train.output={output}", "train.seed=0", "data.batch_size=4", "optim.epochs=1",
-                            "optim.warmup_epochs=0.25", "model.num_frames=4", "train.log_every=1", "data.workers=0",
-                            f"optim.accumulation_steps={2 if mode == 'hooks' else 1}"])
-# The first video of rank 1's third step (global batch 8).
-nan_index = EpochSampler(32, 8, 0, 0, distributed.DistInfo(1, 2)).items[8][0]
+# A rank of a run of 2 gloo processes on 32 random videos. "hooks": each rank records, at every gradient all-reduce,
+# how many training forwards had run, and the seed of each forward; "nan": one video that only rank 1 loads is NaN.
+def _rank(mode, output):
+    info = distributed.init("cpu")
+    accumulation = 2 if mode == "hooks" else 1
+    config = load_config(
+        None,
+        [f"train.output={output}", "train.seed=0", "data.batch_size=4", "optim.epochs=1", "optim.warmup_epochs=0.25"]
+        + ["model.num_frames=4", "train.log_every=1", "data.workers=0", f"optim.accumulation_steps={accumulation}"],
+    )
+    nan_index = EpochSampler(32, 8, 0, 0, distributed.DistInfo(1, 2)).items[8][0]  # rank 1's third step's first video
 
-class Videos(torch.utils.data.Dataset):
-    classes = ["red thing", "blue thing"]
-    def __len__(self):
-        return 32
-    def __getitem__(self, index):
-        video = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(index))
-        if mode == "nan" and index == nan_index:
-            video[0, 0, 0, 0] = math.nan
-        return video, index % 2
+    class Videos(torch.utils.data.Dataset):
+        classes = ["red thing", "blue thing"]
 
-model = actionclip.create_model("actionclip-tiny-vit", num_frames=4, seed=0)
-trainer = Trainer(config, model, Videos(), None, info)
-forwards, reduces, seeds = [0], [], []
-def count(module, inputs):
-    if module.training:
-        forwards[0] += 1
-        seeds.append(torch.initial_seed())
-model.register_forward_pre_hook(count)
-def hook(state, bucket):
-    reduces.append(forwards[0])
-    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-    return allreduce_hook(None, bucket)
-trainer.ddp.register_comm_hook(None, hook)
-try:
-    trainer.train()
-except TrainingDiverged as error:
-    sys.stderr.write(f"rank {info.rank}: {error}\\n")  # one write: two ranks share this stderr
-    sys.exit(3)
-finally:
-    distributed.cleanup()
-with open(os.path.join(output, f"rank{info.rank}.json"), "w") as handle:
-    json.dump({"reduces": reduces, "seeds": seeds}, handle)
-"""
+        def __len__(self):
+            return 32
 
+        def __getitem__(self, index):
+            video = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(index))
+            if mode == "nan" and index == nan_index:
+                video[0, 0, 0, 0] = math.nan
+            return video, index % 2
 
-def _two_ranks(tmp_path, mode, port, timeout=300):
-    script = tmp_path / "ranks.py"
-    script.write_text(_RANKS)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(port),
-        str(script),
-        mode,
-        str(tmp_path / "run"),
-    ]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    model = actionclip.create_model("actionclip-tiny-vit", num_frames=4, seed=0)
+    trainer = Trainer(config, model, Videos(), None, info)
+    forwards, reduces, seeds = [0], [], []
+
+    def count(module, inputs):
+        if module.training:
+            forwards[0] += 1
+            seeds.append(torch.initial_seed())
+
+    model.register_forward_pre_hook(count)
+
+    def hook(state, bucket):
+        reduces.append(forwards[0])
+        return allreduce_hook(None, bucket)
+
+    trainer.ddp.register_comm_hook(None, hook)
+    try:
+        trainer.train()
+    except TrainingDiverged as error:
+        print(f"rank {info.rank}: {error}", file=sys.stderr)
+        return 3
+    finally:
+        distributed.cleanup()
+    with open(os.path.join(output, f"rank{info.rank}.json"), "w") as handle:
+        json.dump({"reduces": reduces, "seeds": seeds}, handle)
 
 
 def test_accumulation_all_reduces_once_per_step_and_ranks_draw_their_own_randomness(tmp_path):
-    result = _two_ranks(tmp_path, "hooks", 29531)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_ranks(_rank, "hooks", str(tmp_path / "run"), output=tmp_path / "hooks")
     ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rank in ranks:
         # 2 optimizer steps of 2 micro-steps: gradients are reduced after the 2nd and 4th forward only.
@@ -109,12 +94,13 @@ def test_accumulation_all_reduces_once_per_step_and_ranks_draw_their_own_randomn
 
 def test_a_nan_on_one_rank_stops_every_rank_with_the_same_message(tmp_path):
     started = time.time()
-    result = _two_ranks(tmp_path, "nan", 29532, timeout=120)
+    ranks = start_ranks(_rank, "nan", str(tmp_path / "run"), output=tmp_path / "nan")
+    assert [rank.wait(timeout=120) for rank in ranks] == [3, 3]
     assert time.time() - started < 60
-    assert result.returncode != 0
+    stderr = "".join(rank.stderr for rank in ranks)
     # A progress bar may share the line: the messages are found wherever they are.
-    messages = dict(re.findall(r"rank (\d): (loss is [^\n]*)", result.stderr))
-    assert sorted(messages) == ["0", "1"], result.stderr[-3000:]
+    messages = dict(re.findall(r"rank (\d): (loss is [^\n]*)", stderr))
+    assert sorted(messages) == ["0", "1"], stderr[-3000:]
     assert messages["0"] == messages["1"]
     assert messages["0"].startswith("loss is nan at epoch 0, step 2; the last good checkpoint is ")
 
@@ -162,16 +148,14 @@ def test_the_training_loader_keeps_its_workers_across_epochs_and_pins_batches_fo
     assert not train_loader(_Pids(log), sampler, 8, 2, torch.device("cpu")).pin_memory
 
 
-_WORKER_FAULTS = """
-import resource, torch
-import actionclip
-from actionclip.engine.evaluate import predict_dataset
-from actionclip.models.precision import prepare_for_inference
+class _Faults(torch.utils.data.Dataset):
+    """One item, whose loading prints the page faults of its last rounds of allocating and filling 64 MiB."""
 
-class Faults(torch.utils.data.Dataset):
     classes = ["red thing", "blue thing"]
+
     def __len__(self):
         return 1
+
     def __getitem__(self, index):
         faults = []
         for _ in range(5):
@@ -181,16 +165,18 @@ class Faults(torch.utils.data.Dataset):
         print(max(faults[-2:]), flush=True)
         return torch.zeros(4, 3, 32, 32), 0
 
-model = actionclip.create_model("actionclip-tiny-vit", num_frames=4, seed=0)
-prepare_for_inference(model, "fp32")  # keeps freed memory in this process, as `actionclip eval` does
-predict_dataset(model, Faults(), Faults.classes, workers=1, progress=False)
-"""
+
+def _load_in_a_worker():
+    model = actionclip.create_model("actionclip-tiny-vit", num_frames=4, seed=0)
+    prepare_for_inference(model, "fp32")  # keeps freed memory in this process, as `actionclip eval` does
+    predict_dataset(model, _Faults(), _Faults.classes, workers=1, progress=False)
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="a glibc malloc setting")
-def test_dataloader_workers_hand_freed_memory_back():
-    result = subprocess.run([sys.executable, "-c", _WORKER_FAULTS], capture_output=True, text=True, check=True)
-    assert int(result.stdout) >= 16384  # each 64 MiB block is a fresh mapping again: its 4 KiB pages fault in
+def test_dataloader_workers_hand_freed_memory_back(tmp_path):
+    process = Forked(_load_in_a_worker, output=tmp_path / "eval")
+    assert process.wait() == 0, process.stderr
+    assert int(process.stdout) >= 16384  # each 64 MiB block is a fresh mapping again: its 4 KiB pages fault in
 
 
 def test_deterministic_option_sets_torch_and_cublas(monkeypatch):

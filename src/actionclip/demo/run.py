@@ -124,7 +124,7 @@ def run_variant(key: str, clip_path: Path, config: DemoConfig, log: Callable[[st
     return row
 
 
-def _in_worker(function: Callable, *args):
+def in_worker(function: Callable, *args):
     """``function(*args, log=...)`` in a worker process: one thread and deterministic kernels, as in the parent
     that forked it."""
     torch.set_num_threads(1)
@@ -154,13 +154,19 @@ def run_demo(output: str | Path, config: DemoConfig = DemoConfig(), log: Callabl
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _run(output: Path, config: DemoConfig, log) -> dict:
-    start, load_before = _clock(), _loadavg()
-    # The context length fits the longest prompt or caption, and nothing may be cut.
+def register_models() -> int:
+    """Register the tiny CLIPs of ``MODEL_NAMES`` (which `run_variant` builds) with the context length that fits the
+    longest prompt or caption, as nothing may be cut; returns that length."""
     labels = [class_text(*c) for c in all_classes()]
     context_length = check_captions_fit(fill_templates(ACTIONCLIP_TEMPLATES, labels) + labels, 77)
     for tower, name in MODEL_NAMES.items():
         register_model_config(name, model_config(context_length, tower))
+    return context_length
+
+
+def _run(output: Path, config: DemoConfig, log) -> dict:
+    start, load_before = _clock(), _loadavg()
+    context_length = register_models()
     towers = [tower for tower in MODEL_NAMES if any(VARIANTS[key].tower == tower for key in config.variants)]
     pretrained: dict[str, tuple[Path, dict]] = {}
 
@@ -171,14 +177,14 @@ def _run(output: Path, config: DemoConfig, log) -> dict:
     if config.threads > 1 and jobs > 2 and "fork" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(min(config.threads, jobs), mp_context=context) as pool:
-            pretraining = {pool.submit(_in_worker, pretrain_step, config, output, context_length, tower): tower for tower in towers}
+            pretraining = {pool.submit(in_worker, pretrain_step, config, output, context_length, tower): tower for tower in towers}
             variant_jobs = {}
             for done in as_completed(pretraining):
                 tower = pretraining[done]
                 pretrained[tower] = done.result()
                 for key in config.variants:
                     if VARIANTS[key].tower == tower:
-                        variant_jobs[key] = pool.submit(_in_worker, run_variant, key, pretrained[tower][0], config)
+                        variant_jobs[key] = pool.submit(in_worker, run_variant, key, pretrained[tower][0], config)
             rows = [variant_jobs[key].result() for key in config.variants]
         cpu_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
     else:
