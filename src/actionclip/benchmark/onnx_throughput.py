@@ -3,7 +3,7 @@ graph run by ONNX Runtime on the CPU, fp32 or int8.
 
 The same random-weight model is exported (into a temporary directory) and timed as the torch path is: batches of
 random normalised frames, in alternation with the peak, after warm-up. The peak is that of ONNX Runtime itself in the
-same dtype, in the same process: a graph of one dense 2048 x 2048 MatMul against a weight, run as is for fp32, and
+same dtype, in the same process: a graph of one dense ``PEAK_SIZE`` x ``PEAK_SIZE`` MatMul against a weight, run as is for fp32, and
 for int8 quantised the way the video graph is (:mod:`actionclip.export.int8`: each row quantised to uint8 per
 call, ``MatMulIntegerToFloat`` against int8 weights, the row scales applied). Its
 FLOP/s count two per multiply-add, as the torch peak's do, so ``achieved_gflops / peak_gflops`` says how near the
@@ -82,7 +82,7 @@ def onnx_benchmark(
         model = benchmark.build_random_model(model_name, visual_prompt, frames, arch)
         export_model(model, Path(workdir) / "export", precision, frames)
         exported = ExportedModel(Path(workdir) / "export", precision)
-        peak = ort.InferenceSession(matmul_peak_model(precision).SerializeToString(), providers=["CPUExecutionProvider"])
+        peak = ort.InferenceSession(matmul_peak_model(precision, PEAK_SIZE).SerializeToString(), providers=["CPUExecutionProvider"])
         result["device_name"] = f"{cpu_model()}, ONNX Runtime {ort.__version__} ({ort.get_device()})"
         size = result["image_size"]
         frames_in = np.random.default_rng(0).standard_normal((batch_size, frames, 3, size, size), dtype=np.float32)

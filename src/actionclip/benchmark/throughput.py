@@ -21,7 +21,7 @@ neither the counts nor the shapes, only the activation's speed). Reported:
   launching its work, not waiting for it).
 - ``videos_per_s_end_to_end`` (with ``video``): decoding, frame sampling and the test transform in DataLoader
   workers plus the model, as ``actionclip predict`` runs them, after one warm-up batch.
-- ``peak_gflops``: dense 2048 x 2048 matmuls in the model's dtype (FLOP/s, i.e. two per multiply-add), timed in
+- ``peak_gflops``: dense ``PEAK_SIZE`` x ``PEAK_SIZE`` matmuls in the model's dtype (FLOP/s, i.e. two per multiply-add), timed in
   alternation with the model's batches so that both see the same machine; ``achieved_gflops``:
   ``2 x gflops_per_video x videos_per_s``, the model's rate in the same unit, so their ratio says how close the model
   runs to this machine's limit.
@@ -47,6 +47,7 @@ from actionclip.models.inputs import model_image_size
 from actionclip.models.precision import prepare_for_inference
 
 WARMUP_ITERATIONS = 2
+PEAK_SIZE = 2048  # the side of the peak's dense matmuls
 
 
 def build_random_model(
@@ -139,11 +140,10 @@ def model_and_peak_throughput(
     dtype: torch.dtype,
     iterations: int = 10,
     warmup: int = WARMUP_ITERATIONS,
-    peak_size: int = 2048,
     peak_matmuls: int = 4,
 ) -> tuple[float, float, float]:
     """Videos per second of ``model.encode_video`` on random batches of ``batch_size`` videos, FLOP/s (x 1e9) of
-    dense ``peak_size`` x ``peak_size`` matmuls in ``dtype`` (the machine's practical limit for dense layers), and
+    dense ``PEAK_SIZE`` x ``PEAK_SIZE`` matmuls in ``dtype`` (the machine's practical limit for dense layers), and
     the process CPU seconds the model spends per video (all threads).
 
     The two are measured in alternation, one batch then ``peak_matmuls`` matmuls, ``iterations`` times after
@@ -153,6 +153,7 @@ def model_and_peak_throughput(
     size = model_image_size(model)
     device = model.logit_scale.device
     video = torch.randn(batch_size, frames, 3, size, size, device=device)
+    peak_size = PEAK_SIZE
     a = torch.randn(peak_size, peak_size, device=device, dtype=dtype)
     b = torch.randn(peak_size, peak_size, device=device, dtype=dtype)
 
