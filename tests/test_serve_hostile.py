@@ -2,6 +2,7 @@
 other origins, a dead batching thread, out-of-range settings, unterminated bodies. A server killed with SIGKILL, and
 its decoding processes, are the end of `test_serve.py::test_a_real_server_process` (a server takes long to start)."""
 
+import asyncio
 import json
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 import actionclip  # noqa: E402
+from actionclip.serve import refusals  # noqa: E402
 from actionclip.serve.app import ServeSettings  # noqa: E402
 from actionclip.serve.batching import Batcher  # noqa: E402
 from actionclip.serve.texts import MAX_TEXTS, EncodingCancelled, TextFeatureCache  # noqa: E402
@@ -182,3 +184,62 @@ def test_a_body_without_its_closing_boundary_is_refused(tiny, tmp_path):
         whole = client.post("/v1/classify", content=multipart_part("xx") + video + b"\r\n--xx--\r\n", headers=headers)
         assert whole.status_code == 200
     assert list(uploads.iterdir()) == []
+
+
+def _answer(status: int):
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+def test_a_client_over_its_budget_of_refusals_waits_before_it_is_read_and_no_one_else_does(monkeypatch):
+    now, waits = [0.0], []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(refusals.asyncio, "sleep", sleep)
+    brakes = {status: refusals.RefusalBrake(_answer(status), per_s=10, burst=20, clock=lambda: now[0]) for status in (200, 422)}
+    brakes[200].buckets = brakes[422].buckets  # one server: refused and answered requests share the clients' budgets
+
+    async def request(status, client):
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            pass
+
+        await brakes[status]({"type": "http", "client": (client, 5000)}, receive, send)
+
+    async def scenario():
+        for _ in range(40):  # back to back, each answered at once: the budget of 20, then one every 0.1 s
+            await request(422, "10.0.0.9")
+        abuser_waits = list(waits)
+        for _ in range(50):
+            await request(200, "10.0.0.1")  # a good client meanwhile
+        good_waits = waits[len(abuser_waits) :]
+        return abuser_waits, good_waits
+
+    abuser_waits, good_waits = asyncio.run(scenario())
+    assert good_waits == []
+    assert len(abuser_waits) == 19 and all(wait == pytest.approx(0.1) for wait in abuser_waits)
+    assert now[0] == pytest.approx(1.9)  # 40 refusals in 1.9 s: 20 at once, then 10 a second
+    assert "10.0.0.1" not in brakes[200].buckets  # answered requests cost no budget
+
+
+def test_the_server_slows_a_client_that_keeps_being_refused(tiny, tmp_path, monkeypatch):
+    waits = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+
+    monkeypatch.setattr(refusals.asyncio, "sleep", sleep)
+    model, _ = tiny
+    client, _ = client_for(model, tmp_path)
+    with client:
+        for _ in range(refusals.REFUSAL_BURST + 3):
+            assert 400 <= client.post("/v1/classify", data={"labels": "[]"}).status_code < 500
+    assert len(waits) >= 2 and max(waits) <= refusals.MAX_WAIT_S

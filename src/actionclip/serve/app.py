@@ -30,6 +30,7 @@ from actionclip.inference.inputs import check_labels
 from actionclip.prompts import clean_class_name
 from actionclip.serve.batching import Batcher, BatcherStopped, check_views
 from actionclip.serve.origins import OriginCheck, check_origins
+from actionclip.serve.refusals import RefusalBrake
 from actionclip.serve.texts import MAX_TEXTS, TextFeatureCache, check_text_count
 from actionclip.serve.uploads import FILE_FIELD, UploadError, read_form
 
@@ -261,7 +262,8 @@ def create_app(model, settings: ServeSettings, upload_dir: str | Path | None = N
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"], allow_headers=["X-API-Key", "Authorization"]
         )
-    app.add_middleware(OriginCheck, allowed=settings.cors)  # added last: the outermost, before anything reads the request
+    app.add_middleware(OriginCheck, allowed=settings.cors)  # before anything reads the request
+    app.add_middleware(RefusalBrake)  # added last, the outermost: it counts the refusals of OriginCheck too
 
     def api_key(request: Request) -> None:
         if settings.api_key is None:
