@@ -1,12 +1,11 @@
 """A client that keeps sending requests the server refuses is slowed down, not the others.
 
-Refusing costs CPU too (the HTTP request, the multipart body, the JSON): a client sending oversized requests back to
-back made the server spend a third of its 2 cores answering 422s. Each client (its address as uvicorn reports it: behind a reverse
-proxy, the ``X-Forwarded-For`` that uvicorn trusts from the addresses in ``FORWARDED_ALLOW_IPS``, by default
-127.0.0.1 and ::1) has a budget of refused
-requests, a token bucket of ``REFUSAL_BURST`` refilled at ``REFUSALS_PER_S``. Once a client has spent it, its next
-requests wait before they are read, which costs nothing, until the bucket is back at zero; a client that is never
-refused never waits. A 4xx answer counts as a refusal.
+Refusing costs CPU too (the HTTP request, the multipart body, the JSON), so a client sending oversized requests back
+to back took CPU from every other client (docs/serve.md measures it). Each client has a budget of refused requests, a
+token bucket of ``REFUSAL_BURST`` refilled at ``REFUSALS_PER_S``; once a client has spent it, its next requests wait
+before they are read, which costs nothing, until the bucket is back at zero. A client that is never refused never
+waits. A 4xx answer counts as a refusal. The client is its address as uvicorn reports it: behind a reverse proxy, the
+``X-Forwarded-For`` that uvicorn trusts from the addresses in ``FORWARDED_ALLOW_IPS`` (by default 127.0.0.1, ::1).
 """
 
 from __future__ import annotations
