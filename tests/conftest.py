@@ -41,6 +41,11 @@ def _deterministic():
     yield
 
 
+def assert_one_line_error(code, out, err, message):
+    """A user's mistake: exit code 2, nothing on stdout, one line on stderr that starts "error: " and says ``message``."""
+    assert (code, out, len(err.splitlines())) == (2, "", 1) and err.startswith("error: ") and message in err, err
+
+
 def random_video(batch=2, frames=8, size=32, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(batch, frames, 3, size, size, generator=generator)

@@ -14,6 +14,7 @@ from actionclip.host.files import write_atomically
 from actionclip.inference import collection_store as store
 from actionclip.inference import search as search_module
 from actionclip.prompts import ACTIONCLIP_TEMPLATES, fill_templates
+from conftest import assert_one_line_error
 from test_collection_embed import make_videos
 
 QUERY = "someone playing guitar"
@@ -206,4 +207,4 @@ def test_a_collection_edited_by_hand_is_one_line_and_never_read_outside_its_fold
     edit(directory)
     code = main(["search", str(directory), QUERY])
     out, err = capsys.readouterr()
-    assert (code, out, len(err.splitlines())) == (2, "", 1) and err.startswith("error: ") and message in err, err
+    assert_one_line_error(code, out, err, message)

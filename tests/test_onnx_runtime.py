@@ -24,7 +24,7 @@ from actionclip.export.directory import export_model, write_export
 from actionclip.inference import onnx_backend as onnx_predict
 from actionclip.onnx_runtime.bpe import BPETokenizer
 from actionclip.onnx_runtime.runtime import ExportedModel, centre_crop_frames, classify_videos, read_clip
-from conftest import EXPORT_LABELS
+from conftest import EXPORT_LABELS, assert_one_line_error
 from test_predict import ARM_WRESTLING, EYE_MAKEUP, LABELS, json_lines, needs_peer_videos, run_cli
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -409,7 +409,7 @@ def test_an_export_directory_edited_by_hand_is_one_line_and_never_read_outside_i
     arguments = ["--labels", ",".join(LABELS), "--precision", "fp32", "--no-text-cache"]
     code = main(["predict", str(video), "--checkpoint", str(directory), *arguments])
     out, err = capsys.readouterr()
-    assert (code, out, len(err.splitlines())) == (2, "", 1) and err.startswith("error: ") and message in err, err
+    assert_one_line_error(code, out, err, message)
 
 
 def test_export_never_overwrites_a_users_files(exported, tmp_path, capsys):

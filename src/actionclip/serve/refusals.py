@@ -48,8 +48,8 @@ class RefusalBrake:
                 self._refused(client)
 
     def _tokens(self, client: str) -> float:
-        tokens, then = self.buckets.get(client, (self.burst, self.clock()))
         now = self.clock()
+        tokens, then = self.buckets.get(client, (self.burst, now))
         return min(self.burst, tokens + (now - then) * self.per_s)
 
     def _refused(self, client: str) -> None:
